@@ -1,0 +1,5 @@
+"""Build hook: setuptools reads everything else from pyproject.toml."""
+
+from setuptools import setup
+
+setup(cffi_modules=["src/ringcast/ringio/_build.py:ffibuilder"])

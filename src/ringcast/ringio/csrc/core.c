@@ -1,0 +1,538 @@
+/* ringio core: the id table, refcounted slots, per-connection send queues and
+ * the event batch. Nothing here makes a system call on a socket; the engines
+ * (uring.c, epoll.c) do that. */
+#include "ringio.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- events ------------------------------------------------------------ */
+
+void rio_ev_push(rio_loop *l, uint32_t kind, uint32_t id, int32_t res,
+                 uint32_t len, uint64_t aux)
+{
+    if (l->nev == l->evcap) {
+        /* Bounded in practice: at most a few events per connection per reap,
+         * and received data is capped by data_capacity. */
+        uint32_t cap = l->evcap * 2;
+        rio_event *ev = realloc(l->ev, cap * sizeof(*ev));
+        if (!ev)
+            return;             /* out of memory: the event is lost, counted below */
+        l->ev = ev;
+        l->evcap = cap;
+    }
+    rio_event *e = &l->ev[l->nev++];
+    e->kind = kind;
+    e->conn = id;
+    e->res = res;
+    e->len = len;
+    e->aux = aux;
+}
+
+char *rio_data_reserve(rio_loop *l, uint32_t *room)
+{
+    *room = l->p.data_capacity - l->ndata;
+    return l->data + l->ndata;
+}
+
+void rio_data_commit(rio_loop *l, uint32_t id, uint32_t n)
+{
+    rio_ev_push(l, RIO_EV_DATA, id, 0, n, l->ndata);
+    l->ndata += n;
+    l->st.recv_bytes += n;
+}
+
+/* Drop what Python has seen; keep events produced since (a fan-out may drain
+ * completions between two reaps). */
+static void compact(rio_loop *l)
+{
+    uint32_t keep = l->nev - l->ev_returned;
+    uint32_t dbase = l->data_returned;
+    if (keep)
+        memmove(l->ev, l->ev + l->ev_returned, keep * sizeof(rio_event));
+    l->nev = keep;
+    if (dbase) {
+        memmove(l->data, l->data + dbase, l->ndata - dbase);
+        l->ndata -= dbase;
+        for (uint32_t i = 0; i < keep; i++)
+            if (l->ev[i].kind == RIO_EV_DATA)
+                l->ev[i].aux -= dbase;
+    }
+    l->ev_returned = 0;
+    l->data_returned = 0;
+}
+
+/* ---- connection ids ---------------------------------------------------- */
+
+int64_t rio_conn_alloc(rio_loop *l, int fd, int kind)
+{
+    uint32_t id = l->conn_free;
+    if (id == RIO_NONE)
+        return -ENFILE;
+    conn *c = &l->conns[id];
+    l->conn_free = c->next_free;
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->gen = gen;
+    c->fd = fd;
+    c->kind = (uint8_t)kind;
+    c->state = CS_OPEN;
+    c->next_free = RIO_NONE;
+    l->st.conns_live++;
+    return id;
+}
+
+void rio_conn_free(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    free(c->q);
+    c->q = NULL;
+    c->qcap = c->qlen = c->qhead = 0;
+    c->kind = CK_FREE;
+    c->fd = -1;
+    c->gen++;
+    c->next_free = l->conn_free;
+    l->conn_free = id;
+    l->st.conns_live--;
+}
+
+static conn *stream(rio_loop *l, uint32_t id)
+{
+    if (id >= l->p.max_conns)
+        return NULL;
+    conn *c = &l->conns[id];
+    return c->kind == CK_FREE ? NULL : c;
+}
+
+/* ---- arena and slots --------------------------------------------------- */
+
+static int64_t arena_alloc(rio_loop *l, uint32_t n)
+{
+    uint32_t total = l->arena_chunks, i = l->arena_cursor, run = 0, start = 0;
+    if (n == 0 || n > total)
+        return -1;
+    for (uint64_t scanned = 0; scanned < (uint64_t)total + n; ) {
+        if (i >= total) {
+            i = 0;
+            run = 0;
+        }
+        uint64_t w = l->arena_map[i >> 6];
+        if (run == 0 && (i & 63) == 0 && w == ~0ULL) {
+            i += 64;
+            scanned += 64;
+            continue;
+        }
+        if (w & (1ULL << (i & 63))) {
+            run = 0;
+        } else {
+            if (run++ == 0)
+                start = i;
+            if (run == n) {
+                for (uint32_t k = start; k < start + n; k++)
+                    l->arena_map[k >> 6] |= 1ULL << (k & 63);
+                l->arena_cursor = start + n;
+                return start;
+            }
+        }
+        i++;
+        scanned++;
+    }
+    return -1;
+}
+
+static void arena_release(rio_loop *l, uint32_t start, uint32_t n)
+{
+    for (uint32_t k = start; k < start + n; k++)
+        l->arena_map[k >> 6] &= ~(1ULL << (k & 63));
+}
+
+int rio_slot_in_arena(rio_loop *l, uint32_t s)
+{
+    return l->slots[s].nchunks != 0;
+}
+
+int64_t rio_slot_new(rio_loop *l, const char *data, size_t len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return -EINVAL;
+    if (l->slot_free == RIO_NONE) {
+        uint32_t old = l->slots_cap, cap = old ? old * 2 : 1024;
+        slot *s = realloc(l->slots, cap * sizeof(*s));
+        if (!s)
+            return -ENOMEM;
+        l->slots = s;
+        for (uint32_t i = old; i < cap; i++)
+            s[i] = (slot){.next_free = i + 1 < cap ? i + 1 : l->slot_free};
+        l->slot_free = old;
+        l->slots_cap = cap;
+    }
+    uint32_t idx = l->slot_free;
+    slot *s = &l->slots[idx];
+    uint32_t n = (uint32_t)((len + RIO_CHUNK - 1) / RIO_CHUNK);
+    int64_t chunk = l->arena ? arena_alloc(l, n) : -1;
+    if (chunk >= 0) {
+        s->data = l->arena + (uint64_t)chunk * RIO_CHUNK;
+        s->chunk = (uint32_t)chunk;
+        s->nchunks = n;
+        l->st.arena_used += (uint64_t)n * RIO_CHUNK;
+    } else {
+        /* Arena full or absent: ordinary memory works for plain sends. */
+        s->data = malloc(len);
+        if (!s->data)
+            return -ENOMEM;
+        s->nchunks = 0;
+        l->st.slots_heap++;
+    }
+    l->slot_free = s->next_free;
+    memcpy(s->data, data, len);
+    s->len = (uint32_t)len;
+    s->refs = 1;
+    l->st.slots_live++;
+    return idx;
+}
+
+void rio_slot_unref(rio_loop *l, uint32_t idx)
+{
+    slot *s = &l->slots[idx];
+    if (--s->refs)
+        return;
+    if (s->nchunks) {
+        arena_release(l, s->chunk, s->nchunks);
+        l->st.arena_used -= (uint64_t)s->nchunks * RIO_CHUNK;
+    } else {
+        free(s->data);
+        l->st.slots_heap--;
+    }
+    s->data = NULL;
+    s->next_free = l->slot_free;
+    l->slot_free = idx;
+    l->st.slots_live--;
+}
+
+void rio_slot_put(rio_loop *l, int64_t idx)
+{
+    if (idx >= 0 && (uint64_t)idx < l->slots_cap && l->slots[idx].refs)
+        rio_slot_unref(l, (uint32_t)idx);
+}
+
+/* ---- per-connection queues --------------------------------------------- */
+
+static int q_push(conn *c, uint32_t s, uint32_t len)
+{
+    if (c->qlen == c->qcap) {
+        uint32_t cap = c->qcap ? c->qcap * 2 : 8;
+        qent *q = malloc(cap * sizeof(*q));
+        if (!q)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < c->qlen; i++)
+            q[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+        free(c->q);
+        c->q = q;
+        c->qcap = cap;
+        c->qhead = 0;
+    }
+    qent *e = &c->q[(c->qhead + c->qlen) & (c->qcap - 1)];
+    e->slot = s;
+    e->off = 0;
+    e->len = len;
+    c->qlen++;
+    c->queued += len;
+    return 0;
+}
+
+static qent *q_at(conn *c, uint32_t i)
+{
+    return &c->q[(c->qhead + i) & (c->qcap - 1)];
+}
+
+uint32_t rio_fill_iov(rio_loop *l, conn *c, struct iovec *iov, uint32_t max)
+{
+    uint32_t n = c->qlen < max ? c->qlen : max;
+    for (uint32_t i = 0; i < n; i++) {
+        qent *e = q_at(c, i);
+        iov[i].iov_base = l->slots[e->slot].data + e->off;
+        iov[i].iov_len = e->len - e->off;
+    }
+    return n;
+}
+
+/* n bytes of the queue head went out: release what was fully sent. */
+void rio_consume(rio_loop *l, uint32_t id, uint64_t n)
+{
+    conn *c = &l->conns[id];
+    l->st.send_bytes += n;
+    c->queued -= n;
+    l->st.queued_bytes -= n;
+    while (n && c->qlen) {
+        qent *e = q_at(c, 0);
+        uint32_t left = e->len - e->off;
+        if (n < left) {
+            e->off += (uint32_t)n;
+            break;
+        }
+        n -= left;
+        rio_slot_unref(l, e->slot);
+        c->qhead = (c->qhead + 1) & (c->qcap - 1);
+        c->qlen--;
+    }
+    if (!c->qlen)
+        c->overflowed = 0;
+}
+
+/* Release every queued entry that no operation in flight still reads. */
+void rio_drop_queue(rio_loop *l, conn *c)
+{
+    while (c->qlen > c->inflight) {
+        qent *e = q_at(c, c->qlen - 1);
+        uint32_t left = e->len - e->off;
+        c->queued -= left;
+        l->st.queued_bytes -= left;
+        rio_slot_unref(l, e->slot);
+        c->qlen--;
+    }
+    if (!c->qlen) {
+        c->queued = 0;
+        c->overflowed = 0;
+    }
+}
+
+void rio_hup(rio_loop *l, uint32_t id, int err)
+{
+    conn *c = &l->conns[id];
+    if (c->state != CS_OPEN || c->hup_sent)
+        return;
+    c->hup_sent = 1;
+    rio_ev_push(l, RIO_EV_HUP, id, err, 0, 0);
+}
+
+/* A send failed for good: nothing more can reach this peer. */
+void rio_send_failed(rio_loop *l, uint32_t id, int err)
+{
+    conn *c = &l->conns[id];
+    c->send_broken = 1;
+    rio_drop_queue(l, c);
+    rio_hup(l, id, err);
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+rio_loop *rio_open(const rio_params *p, int *err, int *stage)
+{
+    *err = 0;
+    *stage = 2;
+    if (!p->max_conns || !p->data_capacity || p->data_capacity < p->buf_size) {
+        *err = EINVAL;
+        return NULL;
+    }
+    rio_loop *l = calloc(1, sizeof(*l));
+    if (!l) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    l->p = *p;
+    l->epfd = -1;
+    l->slot_free = RIO_NONE;
+    l->zc_free = RIO_NONE;
+    l->conns = calloc(p->max_conns, sizeof(conn));
+    l->evcap = 1024;
+    l->ev = malloc(l->evcap * sizeof(rio_event));
+    l->data = malloc(p->data_capacity);
+    if (!l->conns || !l->ev || !l->data) {
+        *err = ENOMEM;
+        goto fail;
+    }
+    for (uint32_t i = 0; i < p->max_conns; i++) {
+        l->conns[i].fd = -1;
+        l->conns[i].next_free = i + 1 < p->max_conns ? i + 1 : RIO_NONE;
+    }
+    l->conn_free = 0;
+    if (p->arena_size) {
+        l->arena_chunks = (uint32_t)(p->arena_size / RIO_CHUNK);
+        uint64_t bytes = (uint64_t)l->arena_chunks * RIO_CHUNK;
+        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        l->arena_map = calloc((l->arena_chunks + 63) / 64, sizeof(uint64_t));
+        if (m == MAP_FAILED || !l->arena_map) {
+            *err = ENOMEM;
+            goto fail;
+        }
+        l->arena = m;
+    }
+    l->probe.engine = p->engine;
+    l->eng = p->engine == ENGINE_EPOLL ? &rio_epoll_ops : &rio_uring_ops;
+    int rc = p->engine == ENGINE_EPOLL ? rio_epoll_open(l, stage) : rio_uring_open(l, stage);
+    if (rc < 0) {
+        *err = -rc;
+        goto fail;
+    }
+    return l;
+fail:
+    rio_destroy(l);
+    return NULL;
+}
+
+void rio_destroy(rio_loop *l)
+{
+    if (!l)
+        return;
+    if (l->eng)
+        l->eng->destroy(l);
+    if (l->conns) {
+        for (uint32_t i = 0; i < l->p.max_conns; i++) {
+            if (l->conns[i].kind != CK_FREE && l->conns[i].fd >= 0)
+                close(l->conns[i].fd);
+            free(l->conns[i].q);
+        }
+    }
+    for (uint32_t i = 0; i < l->slots_cap; i++)
+        if (l->slots[i].refs && !l->slots[i].nchunks)
+            free(l->slots[i].data);
+    if (l->arena)
+        munmap(l->arena, (uint64_t)l->arena_chunks * RIO_CHUNK);
+    free(l->arena_map);
+    free(l->slots);
+    free(l->conns);
+    free(l->ev);
+    free(l->data);
+    free(l);
+}
+
+void rio_get_probe(rio_loop *l, rio_probe *out)
+{
+    *out = l->probe;
+}
+
+const rio_stats *rio_get_stats(rio_loop *l)
+{
+    return &l->st;
+}
+
+int rio_listen(rio_loop *l, int fd)
+{
+    int64_t id = rio_conn_alloc(l, fd, CK_LISTENER);
+    if (id < 0)
+        return (int)id;
+    int rc = l->eng->listen(l, (uint32_t)id);
+    if (rc < 0) {
+        l->conns[id].fd = -1;   /* the caller still owns the fd on failure */
+        rio_conn_free(l, (uint32_t)id);
+        return rc;
+    }
+    return (int)id;
+}
+
+int rio_adopt(rio_loop *l, int fd)
+{
+    int64_t id = rio_conn_alloc(l, fd, CK_STREAM);
+    if (id < 0)
+        return (int)id;
+    int rc = l->eng->adopt(l, (uint32_t)id);
+    if (rc < 0) {
+        l->conns[id].fd = -1;
+        rio_conn_free(l, (uint32_t)id);
+        return rc;
+    }
+    return (int)id;
+}
+
+int rio_resume_accept(rio_loop *l, uint32_t id)
+{
+    conn *c = stream(l, id);
+    if (!c || c->kind != CK_LISTENER || c->state != CS_OPEN)
+        return -EBADF;
+    if (!c->accept_paused)
+        return 0;
+    c->accept_paused = 0;
+    return l->eng->resume_accept(l, id);
+}
+
+int rio_close(rio_loop *l, uint32_t id, int flush)
+{
+    conn *c = stream(l, id);
+    if (!c)
+        return -EBADF;
+    if (c->state == CS_CLOSING)
+        return 0;
+    if (flush && c->kind == CK_STREAM && c->qlen && !c->send_broken) {
+        c->state = CS_DRAINING;     /* the engine closes it when the queue empties */
+        return 0;
+    }
+    c->state = CS_CLOSING;
+    rio_drop_queue(l, c);
+    l->eng->close(l, id);
+    return 0;
+}
+
+int64_t rio_queued(rio_loop *l, uint32_t id)
+{
+    conn *c = stream(l, id);
+    return c ? (int64_t)c->queued : -EBADF;
+}
+
+int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
+                   uint32_t exclude, uint64_t cap, int mode)
+{
+    if (sidx < 0 || (uint64_t)sidx >= l->slots_cap || !l->slots[sidx].refs)
+        return -EINVAL;
+    uint32_t s = (uint32_t)sidx, len = l->slots[s].len;
+    int64_t queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = ids[i];
+        if (id == exclude || id >= l->p.max_conns)
+            continue;
+        conn *c = &l->conns[id];
+        if (c->kind != CK_STREAM || c->state != CS_OPEN || c->send_broken)
+            continue;
+        if (mode != RIO_SEND_FORCE && cap && c->queued + len > cap) {
+            l->st.drops++;
+            if (!c->overflowed) {
+                c->overflowed = 1;
+                l->st.overflows++;
+                rio_ev_push(l, RIO_EV_OVERFLOW, id, 0, 0, c->queued);
+            }
+            continue;
+        }
+        if (q_push(c, s, len) < 0) {
+            l->st.drops++;
+            continue;
+        }
+        l->slots[s].refs++;
+        l->st.queued_bytes += len;
+        l->st.deliveries++;
+        queued++;
+        l->eng->kick(l, id);
+    }
+    l->eng->flush(l);
+    return queued;
+}
+
+int rio_send(rio_loop *l, uint32_t id, const char *data, size_t len, uint64_t cap, int mode)
+{
+    int64_t s = rio_slot_new(l, data, len);
+    if (s < 0)
+        return (int)s;
+    int64_t n = rio_fanout(l, s, &id, 1, RIO_NONE, cap, mode);
+    rio_slot_put(l, s);
+    return (int)n;
+}
+
+int rio_reap(rio_loop *l, int timeout_ms)
+{
+    compact(l);
+    l->st.waits++;
+    int rc = l->eng->wait(l, l->nev ? 0 : timeout_ms);
+    l->ev_returned = l->nev;
+    l->data_returned = l->ndata;
+    return rc < 0 ? rc : (int)l->nev;
+}
+
+rio_event *rio_events(rio_loop *l)
+{
+    return l->ev;
+}
+
+const char *rio_data(rio_loop *l)
+{
+    return l->data;
+}

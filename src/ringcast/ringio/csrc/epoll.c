@@ -1,0 +1,222 @@
+/* The epoll engine: the same loop where io_uring is unavailable (blocked by a
+ * container's seccomp profile, by kernel.io_uring_disabled, or an old kernel).
+ *
+ * Readiness instead of completion: sockets are non-blocking, level-triggered
+ * for reading; a send is written at once and only what the socket refuses
+ * stays queued, with EPOLLOUT armed until the queue is empty. Queues, slots,
+ * caps and events are the core's, so callers see no difference.
+ */
+#include "ringio.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define EPOLL_BATCH 1024
+#define READ_PER_WAKE (256 * 1024)  /* fairness: bytes read per socket per wake */
+#define ACCEPT_PER_WAKE 256
+
+static int set_events(rio_loop *l, uint32_t id, uint32_t events, int op)
+{
+    conn *c = &l->conns[id];
+    struct epoll_event ev = {.events = events, .data.u64 = ((uint64_t)c->gen << 32) | id};
+    return epoll_ctl(l->epfd, op, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+static uint32_t wanted(conn *c)
+{
+    uint32_t ev = 0;
+    if (!c->rd_closed)
+        ev |= EPOLLIN | EPOLLRDHUP;
+    if (c->sending)
+        ev |= EPOLLOUT;
+    return ev;
+}
+
+static void epoll_close(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    rio_conn_free(l, id);
+}
+
+/* Write as much of the queue as the socket takes. */
+static void epoll_kick(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    if (c->kind != CK_STREAM || c->state == CS_CLOSING)
+        return;
+    struct iovec iov[RIO_IOV_MAX];
+    while (c->qlen && !c->send_broken) {
+        uint32_t n = rio_fill_iov(l, c, iov, RIO_IOV_MAX);
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        l->st.sends++;
+        if (n > 1)
+            l->st.coalesced++;
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                rio_send_failed(l, id, errno);
+            break;
+        }
+        uint64_t want = 0;
+        for (uint32_t i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        rio_consume(l, id, (uint64_t)w);
+        if ((uint64_t)w < want) {
+            l->st.short_sends++;
+            break;      /* the socket is full */
+        }
+    }
+    uint8_t sending = c->qlen && !c->send_broken;
+    if (sending != c->sending) {
+        c->sending = sending;
+        set_events(l, id, wanted(c), EPOLL_CTL_MOD);
+    }
+    if (c->state == CS_DRAINING && (!c->qlen || c->send_broken)) {
+        c->state = CS_CLOSING;
+        rio_drop_queue(l, c);
+        epoll_close(l, id);
+    }
+}
+
+static void epoll_flush(rio_loop *l)
+{
+    (void)l;
+}
+
+static void on_readable(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    uint32_t got = 0;
+    while (got < READ_PER_WAKE && c->state == CS_OPEN) {
+        uint32_t room;
+        char *dst = rio_data_reserve(l, &room);
+        if (room < l->p.buf_size)
+            return;     /* level-triggered: the rest is read on the next reap */
+        ssize_t r = recv(c->fd, dst, l->p.buf_size, MSG_DONTWAIT);
+        if (r > 0) {
+            rio_data_commit(l, id, (uint32_t)r);
+            got += (uint32_t)r;
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        c->rd_closed = 1;
+        set_events(l, id, wanted(c), EPOLL_CTL_MOD);
+        rio_hup(l, id, r == 0 ? 0 : errno);
+        return;
+    }
+}
+
+static void on_acceptable(rio_loop *l, uint32_t lid)
+{
+    conn *lc = &l->conns[lid];
+    for (int i = 0; i < ACCEPT_PER_WAKE; i++) {
+        int fd = accept4(lc->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                return;
+            lc->accept_paused = 1;
+            set_events(l, lid, 0, EPOLL_CTL_MOD);
+            rio_ev_push(l, RIO_EV_ACCEPT_ERROR, lid, errno, 0, 0);
+            return;
+        }
+        int64_t id = rio_conn_alloc(l, fd, CK_STREAM);
+        if (id < 0) {
+            close(fd);
+            l->st.refused++;
+            rio_ev_push(l, RIO_EV_REFUSED, lid, 0, 0, 0);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (set_events(l, (uint32_t)id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD) < 0) {
+            l->conns[id].fd = -1;
+            rio_conn_free(l, (uint32_t)id);
+            close(fd);
+            continue;
+        }
+        l->st.accepts++;
+        rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, fd, 0, lid);
+    }
+}
+
+static int epoll_wait_events(rio_loop *l, int timeout_ms)
+{
+    struct epoll_event evs[EPOLL_BATCH];
+    int n = epoll_wait(l->epfd, evs, EPOLL_BATCH, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    l->st.cqes += (uint64_t)n;
+    for (int i = 0; i < n; i++) {
+        uint32_t id = (uint32_t)evs[i].data.u64, gen = (uint32_t)(evs[i].data.u64 >> 32);
+        conn *c = &l->conns[id];
+        if (c->kind == CK_FREE || c->gen != gen || c->state == CS_CLOSING)
+            continue;
+        if (c->kind == CK_LISTENER) {
+            on_acceptable(l, id);
+            continue;
+        }
+        if (evs[i].events & EPOLLOUT)
+            epoll_kick(l, id);
+        if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->rd_closed &&
+            (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            on_readable(l, id);
+    }
+    return 0;
+}
+
+static int nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+static int epoll_listen(rio_loop *l, uint32_t id)
+{
+    int rc = nonblocking(l->conns[id].fd);
+    return rc < 0 ? rc : set_events(l, id, EPOLLIN, EPOLL_CTL_ADD);
+}
+
+static int epoll_adopt(rio_loop *l, uint32_t id)
+{
+    int rc = nonblocking(l->conns[id].fd);
+    return rc < 0 ? rc : set_events(l, id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD);
+}
+
+static int epoll_resume_accept(rio_loop *l, uint32_t id)
+{
+    return set_events(l, id, EPOLLIN, EPOLL_CTL_MOD);
+}
+
+static void epoll_destroy(rio_loop *l)
+{
+    if (l->epfd >= 0)
+        close(l->epfd);
+}
+
+int rio_epoll_open(rio_loop *l, int *stage)
+{
+    *stage = 3;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return l->epfd < 0 ? -errno : 0;
+}
+
+const engine_ops rio_epoll_ops = {
+    .listen = epoll_listen,
+    .adopt = epoll_adopt,
+    .resume_accept = epoll_resume_accept,
+    .kick = epoll_kick,
+    .flush = epoll_flush,
+    .close = epoll_close,
+    .wait = epoll_wait_events,
+    .destroy = epoll_destroy,
+};

@@ -1,0 +1,190 @@
+/* ringio internals shared by core.c and the two engines.
+ *
+ * Some facts this code is built on (sources in shared/reference/io_uring-facts.md):
+ *
+ *  - io_uring does not keep two sends to one socket in order once the first
+ *    one has to wait for socket space. So every connection has at most one
+ *    send in flight; later frames wait in a per-connection queue here, and
+ *    when the send completes everything queued goes out in one sendmsg.
+ *  - A send may complete short even with MSG_WAITALL. The queue entry keeps
+ *    an offset, and the next send resumes from it.
+ *  - A frame is shared by every subscriber: it lives in one refcounted slot
+ *    and each queue entry holds one reference. For SEND_ZC the memory must
+ *    also outlive the notification CQE, which holds a reference of its own.
+ *  - user_data packs the operation, a generation and an index, so a CQE for
+ *    an id that was closed and reused is recognised (see ud_pack()).
+ */
+#ifndef RINGIO_H
+#define RINGIO_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <liburing.h>
+
+#include "ringio_api.h"
+
+/* Constants newer than the liburing 2.3 headers (Debian bookworm). */
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+
+#define RIO_IOV_MAX 32          /* slots coalesced into one sendmsg */
+#define RIO_NONE UINT32_MAX
+#define RIO_CHUNK 512           /* arena allocation unit, bytes */
+
+enum { ENGINE_URING = 0, ENGINE_EPOLL = 1 };
+enum { CK_FREE = 0, CK_STREAM, CK_LISTENER };
+enum {
+    CS_OPEN = 1,                /* sending and receiving                       */
+    CS_DRAINING,                /* closed by the caller, flushing its queue    */
+    CS_CLOSING,                 /* fd closed, waiting for operations to finish */
+};
+
+/* One queued frame (or run of frames) for one connection. */
+typedef struct qent {
+    uint32_t slot;
+    uint32_t off;               /* bytes of it already sent */
+    uint32_t len;
+} qent;
+
+typedef struct send_ctx {
+    struct msghdr msg;
+    struct iovec iov[RIO_IOV_MAX];
+} send_ctx;
+
+typedef struct conn {
+    int fd;
+    uint32_t gen;
+    uint8_t kind;
+    uint8_t state;
+    uint8_t sending;            /* uring: a send is in flight; epoll: EPOLLOUT armed */
+    uint8_t recv_armed;         /* uring: multishot recv/accept is active            */
+    uint8_t send_broken;        /* a send failed: nothing more goes out              */
+    uint8_t overflowed;         /* overflow reported; cleared when the queue empties */
+    uint8_t zc_off;             /* the kernel copied a zero-copy send to this peer   */
+    uint8_t rd_closed;          /* EOF or error seen on receive                      */
+    uint8_t hup_sent;
+    uint8_t accept_paused;
+    uint32_t ops;               /* uring operations in flight that name this id     */
+    uint32_t inflight;          /* queue entries carried by the send in flight      */
+    send_ctx *sc;               /* iovec for a coalesced send in flight             */
+    qent *q;
+    uint32_t qcap, qhead, qlen;
+    uint32_t next_free;
+    uint64_t queued;            /* bytes in the queue not yet sent                  */
+} conn;
+
+typedef struct slot {
+    char *data;
+    uint32_t len;
+    uint32_t refs;
+    uint32_t chunk;             /* first arena chunk                                */
+    uint32_t nchunks;           /* 0: heap memory                                   */
+    uint32_t next_free;
+} slot;
+
+/* A zero-copy send: its notification releases the slot reference it holds. */
+typedef struct zc_rec {
+    uint32_t slot;
+    uint32_t conn;
+    uint32_t gen;
+    uint32_t next_free;
+} zc_rec;
+
+typedef struct engine_ops {
+    int (*listen)(rio_loop *l, uint32_t id);
+    int (*adopt)(rio_loop *l, uint32_t id);
+    int (*resume_accept)(rio_loop *l, uint32_t id);
+    void (*kick)(rio_loop *l, uint32_t id);       /* start sending if idle    */
+    void (*flush)(rio_loop *l);                   /* submit what is prepared  */
+    void (*close)(rio_loop *l, uint32_t id);      /* close now                */
+    int (*wait)(rio_loop *l, int timeout_ms);     /* wait and process         */
+    void (*destroy)(rio_loop *l);
+} engine_ops;
+
+struct rio_loop {
+    rio_params p;
+    const engine_ops *eng;
+    rio_probe probe;
+    rio_stats st;
+
+    /* io_uring engine */
+    struct io_uring ring;
+    int ring_ok;
+    int in_drain;
+    struct io_uring_buf_ring *br;
+    char *bufs;
+    uint32_t *rearm;            /* ids whose recv must be re-armed              */
+    uint32_t nrearm;
+    send_ctx **sc_free;
+    uint32_t nsc_free, sc_cap;
+    zc_rec *zc;
+    uint32_t zc_cap, zc_free;
+
+    /* epoll engine */
+    int epfd;
+
+    /* registered frame arena */
+    char *arena;
+    uint64_t *arena_map;
+    uint32_t arena_chunks;
+    uint32_t arena_cursor;
+
+    conn *conns;
+    uint32_t conn_free;
+
+    slot *slots;
+    uint32_t slots_cap, slot_free;
+
+    rio_event *ev;
+    uint32_t nev, evcap, ev_returned;
+    char *data;
+    uint32_t ndata, data_returned;
+};
+
+/* user_data: [op:8][generation:24][index:32]. */
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_SENDZC, OP_CANCEL };
+
+static inline uint64_t ud_pack(uint32_t op, uint32_t gen, uint32_t idx)
+{
+    return ((uint64_t)op << 56) | ((uint64_t)(gen & 0xffffff) << 32) | idx;
+}
+static inline uint32_t ud_op(uint64_t ud) { return (uint32_t)(ud >> 56); }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
+static inline uint32_t ud_idx(uint64_t ud) { return (uint32_t)ud; }
+static inline int gen_matches(const conn *c, uint64_t ud)
+{
+    return (c->gen & 0xffffff) == ud_gen(ud);
+}
+
+/* core.c: shared by both engines */
+void rio_ev_push(rio_loop *l, uint32_t kind, uint32_t conn, int32_t res,
+                 uint32_t len, uint64_t aux);
+char *rio_data_reserve(rio_loop *l, uint32_t *room);
+void rio_data_commit(rio_loop *l, uint32_t id, uint32_t n);
+int64_t rio_conn_alloc(rio_loop *l, int fd, int kind);
+void rio_conn_free(rio_loop *l, uint32_t id);
+void rio_slot_unref(rio_loop *l, uint32_t s);
+uint32_t rio_fill_iov(rio_loop *l, conn *c, struct iovec *iov, uint32_t max);
+void rio_consume(rio_loop *l, uint32_t id, uint64_t n);
+void rio_drop_queue(rio_loop *l, conn *c);
+void rio_hup(rio_loop *l, uint32_t id, int err);
+void rio_send_failed(rio_loop *l, uint32_t id, int err);
+int rio_slot_in_arena(rio_loop *l, uint32_t s);
+
+extern const engine_ops rio_uring_ops;
+extern const engine_ops rio_epoll_ops;
+int rio_uring_open(rio_loop *l, int *stage);
+int rio_epoll_open(rio_loop *l, int *stage);
+
+#endif

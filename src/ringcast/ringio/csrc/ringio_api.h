@@ -1,0 +1,135 @@
+/* ringio public API.
+ *
+ * This file is read by two parsers: the C compiler (through ringio.h) and
+ * cffi's cdef parser (by _build.py). It must therefore hold plain
+ * declarations only: no #include, no #define, no macros, no inline code.
+ *
+ * Contract in one paragraph: a loop owns a table of connection ids (small
+ * integers, reused after close), a set of refcounted frame slots, and one
+ * engine (io_uring, or epoll where io_uring is unavailable). Python creates
+ * slots, fans them out to arrays of ids, and calls rio_reap() to wait; reap
+ * returns a compact array of events (accepts, received bytes, hang-ups,
+ * queue overflows). Every per-send completion is handled in C.
+ */
+
+typedef struct rio_loop rio_loop;
+
+/* Event kinds returned by rio_reap(). */
+enum {
+    RIO_EV_ACCEPT = 1,       /* conn: new id; res: its fd; aux: listener id        */
+    RIO_EV_DATA = 2,         /* conn; len bytes at data + aux                      */
+    RIO_EV_HUP = 3,          /* conn; res: 0 on peer EOF, else a positive errno    */
+    RIO_EV_OVERFLOW = 4,     /* conn; res: 0; aux: bytes queued when it overflowed */
+    RIO_EV_ACCEPT_ERROR = 5, /* conn: listener id; res: positive errno; accepting
+                                stopped, call rio_resume_accept() to go on         */
+    RIO_EV_REFUSED = 6,      /* conn: listener id; a connection arrived while the
+                                id table was full and was closed at once           */
+};
+
+/* What rio_fanout()/rio_send() do with a queue past its cap. */
+enum {
+    RIO_SEND_CAPPED = 0,     /* respect cap: skip the conn, count a drop          */
+    RIO_SEND_FORCE = 1,      /* ignore cap (control frames must go out)           */
+};
+
+typedef struct rio_event {
+    uint32_t kind;
+    uint32_t conn;
+    int32_t res;
+    uint32_t len;
+    uint64_t aux;
+} rio_event;
+
+typedef struct rio_params {
+    uint32_t sq_entries;      /* power of two                                      */
+    uint32_t cq_entries;      /* >= sq_entries                                     */
+    uint32_t buf_count;       /* provided receive buffers (power of two)           */
+    uint32_t buf_size;        /* bytes per receive buffer                          */
+    uint64_t arena_size;      /* registered frame memory; 0 = heap slots only      */
+    uint32_t max_conns;       /* size of the id table (listeners count too)        */
+    uint32_t zc_threshold;    /* frames >= this use SEND_ZC when allowed; 0 = off  */
+    uint32_t data_capacity;   /* bytes of received data returned per reap          */
+    int32_t engine;           /* 0 = io_uring, 1 = epoll                           */
+    uint32_t setup_flags;     /* io_uring setup flags to try first (fallback drops
+                                 them one by one on EINVAL)                        */
+} rio_params;
+
+typedef struct rio_probe {
+    int32_t engine;
+    uint32_t setup_flags;     /* flags the ring was created with                   */
+    uint32_t features;        /* IORING_FEAT_* reported by the kernel              */
+    uint32_t sq_entries;
+    uint32_t cq_entries;
+    int32_t kernel_major;
+    int32_t kernel_minor;
+    int32_t ring_fd_registered;
+    int32_t has_send_zc;
+    int32_t has_recv_multishot;
+    int32_t has_accept_multishot;
+    int32_t arena_registered;
+    int32_t arena_errno;      /* why registering the arena failed, 0 if it did not */
+    int32_t zc_enabled;       /* zero-copy will be attempted                       */
+} rio_probe;
+
+typedef struct rio_stats {
+    uint64_t submits;         /* io_uring_enter calls that submitted SQEs          */
+    uint64_t sqes;            /* SQEs submitted                                    */
+    uint64_t cqes;            /* CQEs reaped                                       */
+    uint64_t waits;           /* rio_reap calls                                    */
+    uint64_t accepts;
+    uint64_t refused;         /* closed at once: id table full                     */
+    uint64_t recv_bytes;
+    uint64_t enobufs;         /* multishot recvs ended by an empty buffer ring     */
+    uint64_t rearms;          /* recv/accept re-armed after their multishot ended  */
+    uint64_t sends;           /* send operations issued (one may carry many slots) */
+    uint64_t send_bytes;      /* bytes the kernel accepted                         */
+    uint64_t short_sends;     /* sends that were resumed from where they stopped   */
+    uint64_t coalesced;       /* sends that carried more than one queued slot      */
+    uint64_t deliveries;      /* slot references queued to connections             */
+    uint64_t drops;           /* slot references refused: queue over its cap       */
+    uint64_t overflows;       /* RIO_EV_OVERFLOW events emitted                    */
+    uint64_t zc_sends;
+    uint64_t zc_copied;       /* notifications saying the kernel copied anyway     */
+    uint64_t slots_live;
+    uint64_t slots_heap;      /* live slots outside the registered arena           */
+    uint64_t arena_used;      /* bytes of the arena in live slots                  */
+    uint64_t queued_bytes;    /* bytes queued to all connections, not yet sent     */
+    uint64_t conns_live;
+} rio_stats;
+
+/* Lifecycle. rio_open returns NULL and sets *err (positive errno) and *stage
+ * (0 setup, 1 buffer ring, 2 memory, 3 epoll) on failure. */
+rio_loop *rio_open(const rio_params *params, int *err, int *stage);
+void rio_destroy(rio_loop *loop);
+void rio_get_probe(rio_loop *loop, rio_probe *out);
+const rio_stats *rio_get_stats(rio_loop *loop);
+
+/* Sockets. Return an id >= 0 or -errno. The loop owns the fd afterwards. */
+int rio_listen(rio_loop *loop, int fd);
+int rio_adopt(rio_loop *loop, int fd);
+int rio_resume_accept(rio_loop *loop, uint32_t listener);
+/* Close: flush != 0 sends what is queued first. The id is reused only once
+ * every operation on it has completed. */
+int rio_close(rio_loop *loop, uint32_t conn, int flush);
+int64_t rio_queued(rio_loop *loop, uint32_t conn);
+
+/* Slots: refcounted frame memory. rio_slot_new copies len bytes and returns a
+ * handle holding one reference (the caller's), or -errno. */
+int64_t rio_slot_new(rio_loop *loop, const char *data, size_t len);
+void rio_slot_put(rio_loop *loop, int64_t slot);
+
+/* Queue the slot to n connections (skipping `exclude`, pass UINT32_MAX for
+ * none) and submit. A connection whose queued bytes would pass `cap` gets
+ * nothing (a drop) unless mode is RIO_SEND_FORCE. Returns the number of
+ * connections the slot was queued to. */
+int64_t rio_fanout(rio_loop *loop, int64_t slot, const uint32_t *conns, size_t n,
+                   uint32_t exclude, uint64_t cap, int mode);
+/* One connection, bytes copied into a new slot. Returns 1, 0 (dropped) or -errno. */
+int rio_send(rio_loop *loop, uint32_t conn, const char *data, size_t len,
+             uint64_t cap, int mode);
+
+/* Wait up to timeout_ms (-1 forever, 0 poll) and return the number of events.
+ * Events and data stay valid until the next rio_reap call. */
+int rio_reap(rio_loop *loop, int timeout_ms);
+rio_event *rio_events(rio_loop *loop);
+const char *rio_data(rio_loop *loop);

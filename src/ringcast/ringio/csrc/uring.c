@@ -1,0 +1,576 @@
+/* The io_uring engine.
+ *
+ * How it fits together:
+ *  - One multishot accept per listener and one multishot recv per connection.
+ *    A multishot request is finished when its CQE lacks IORING_CQE_F_MORE and
+ *    is then re-armed (after -ENOBUFS only once buffers are back, which is at
+ *    the end of the same drain since buffers are returned as soon as their
+ *    bytes are copied out).
+ *  - Receive buffers come from one provided-buffer ring shared by every
+ *    connection, so receive memory does not grow with connections.
+ *  - Sends: see ringio.h. SQEs are prepared as fan-out walks its ids and
+ *    submitted in one io_uring_enter; when the SQ fills, it is submitted and
+ *    the CQ drained before preparing more.
+ *  - With DEFER_TASKRUN completions are only produced when we ask for them
+ *    (GETEVENTS), so every wait goes through submit_and_wait_timeout or
+ *    submit_and_get_events, never a bare peek.
+ *  - An fd number is closed only after every prepared SQE naming it has been
+ *    submitted, so a new connection that reuses the number cannot receive a
+ *    stale send.
+ */
+#include "ringio.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+static void drain(rio_loop *l);
+static void finish_op(rio_loop *l, uint32_t id);
+
+static void submit(rio_loop *l)
+{
+    int r = l->in_drain ? io_uring_submit(&l->ring) : io_uring_submit_and_get_events(&l->ring);
+    if (r > 0) {
+        l->st.submits++;
+        l->st.sqes += (uint64_t)r;
+    }
+}
+
+static struct io_uring_sqe *get_sqe(rio_loop *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    while (!sqe) {
+        /* SQ full: hand this chunk to the kernel; drain the CQ so it cannot
+         * overflow while a large fan-out is still being prepared. */
+        submit(l);
+        if (!l->in_drain)
+            drain(l);
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    return sqe;
+}
+
+static void arm_accept(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, c->gen, id));
+    c->ops++;
+    c->recv_armed = 1;
+}
+
+static void arm_recv(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 0;
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c->gen, id));
+    c->ops++;
+    c->recv_armed = 1;
+}
+
+static void return_buffer(rio_loop *l, uint32_t bid)
+{
+    uint32_t mask = io_uring_buf_ring_mask(l->p.buf_count);
+    io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * l->p.buf_size, l->p.buf_size,
+                          (unsigned short)bid, (int)mask, 0);
+    io_uring_buf_ring_advance(l->br, 1);
+}
+
+static send_ctx *sc_get(rio_loop *l)
+{
+    if (l->nsc_free)
+        return l->sc_free[--l->nsc_free];
+    return malloc(sizeof(send_ctx));
+}
+
+static void sc_put(rio_loop *l, send_ctx *sc)
+{
+    if (l->nsc_free == l->sc_cap) {
+        uint32_t cap = l->sc_cap ? l->sc_cap * 2 : 256;
+        send_ctx **v = realloc(l->sc_free, cap * sizeof(*v));
+        if (!v) {
+            free(sc);
+            return;
+        }
+        l->sc_free = v;
+        l->sc_cap = cap;
+    }
+    l->sc_free[l->nsc_free++] = sc;
+}
+
+static int64_t zc_get(rio_loop *l)
+{
+    if (l->zc_free == RIO_NONE) {
+        uint32_t old = l->zc_cap, cap = old ? old * 2 : 256;
+        zc_rec *z = realloc(l->zc, cap * sizeof(*z));
+        if (!z)
+            return -1;
+        for (uint32_t i = old; i < cap; i++)
+            z[i].next_free = i + 1 < cap ? i + 1 : RIO_NONE;
+        l->zc = z;
+        l->zc_cap = cap;
+        l->zc_free = old;
+    }
+    uint32_t i = l->zc_free;
+    l->zc_free = l->zc[i].next_free;
+    return i;
+}
+
+static void zc_put(rio_loop *l, uint32_t i)
+{
+    rio_slot_unref(l, l->zc[i].slot);
+    l->zc[i].next_free = l->zc_free;
+    l->zc_free = i;
+}
+
+static int zc_eligible(rio_loop *l, conn *c)
+{
+    if (!l->probe.zc_enabled || c->zc_off)
+        return 0;
+    qent *e = &c->q[c->qhead & (c->qcap - 1)];
+    return rio_slot_in_arena(l, e->slot) && e->len - e->off >= l->p.zc_threshold;
+}
+
+/* Start a send for everything queued, if none is in flight. */
+static void uring_kick(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    if (c->sending || !c->qlen || c->send_broken || c->state == CS_CLOSING)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    int flags = MSG_NOSIGNAL | MSG_WAITALL;
+    int64_t z;
+    if (zc_eligible(l, c) && (z = zc_get(l)) >= 0) {
+        qent *e = &c->q[c->qhead & (c->qcap - 1)];
+        slot *s = &l->slots[e->slot];
+        s->refs++;          /* held until the notification CQE */
+        l->zc[z] = (zc_rec){.slot = e->slot, .conn = id, .gen = c->gen, .next_free = RIO_NONE};
+        io_uring_prep_send_zc_fixed(sqe, c->fd, s->data + e->off, e->len - e->off, flags, 0, 0);
+        sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SENDZC, 0, (uint32_t)z));
+        c->inflight = 1;
+        l->st.zc_sends++;
+    } else if (c->qlen == 1) {
+        struct iovec v;
+        rio_fill_iov(l, c, &v, 1);
+        io_uring_prep_send(sqe, c->fd, v.iov_base, v.iov_len, flags);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
+        c->inflight = 1;
+    } else {
+        send_ctx *sc = sc_get(l);
+        if (!sc) {
+            /* No memory for an iovec: send the head alone. */
+            struct iovec v;
+            rio_fill_iov(l, c, &v, 1);
+            io_uring_prep_send(sqe, c->fd, v.iov_base, v.iov_len, flags);
+            c->inflight = 1;
+        } else {
+            memset(&sc->msg, 0, sizeof(sc->msg));
+            sc->msg.msg_iov = sc->iov;
+            sc->msg.msg_iovlen = rio_fill_iov(l, c, sc->iov, RIO_IOV_MAX);
+            c->inflight = (uint32_t)sc->msg.msg_iovlen;
+            c->sc = sc;
+            io_uring_prep_sendmsg(sqe, c->fd, &sc->msg, flags);
+            l->st.coalesced++;
+        }
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
+    }
+    c->sending = 1;
+    c->ops++;
+    l->st.sends++;
+}
+
+static void uring_flush(rio_loop *l)
+{
+    if (io_uring_sq_ready(&l->ring))
+        submit(l);
+}
+
+static void finish_op(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    if (--c->ops == 0 && c->state == CS_CLOSING)
+        rio_conn_free(l, id);
+}
+
+static void uring_close(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    int fd = c->fd;
+    c->ops++;   /* keep the id while get_sqe() may drain completions */
+    if (c->recv_armed) {
+        struct io_uring_sqe *sqe = get_sqe(l);
+        io_uring_prep_cancel64(sqe, ud_pack(c->kind == CK_LISTENER ? OP_ACCEPT : OP_RECV, c->gen, id), 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_CANCEL, 0, 0));
+    }
+    /* Every SQE naming this fd goes to the kernel before the number is freed. */
+    if (io_uring_sq_ready(&l->ring))
+        submit(l);
+    if (c->kind == CK_STREAM)
+        shutdown(fd, SHUT_RDWR);        /* wakes a send stuck on a full socket */
+    close(fd);
+    c->fd = -1;
+    finish_op(l, id);
+}
+
+static void on_send(rio_loop *l, uint32_t id, int res)
+{
+    conn *c = &l->conns[id];
+    uint64_t want = 0;
+    for (uint32_t i = 0; i < c->inflight; i++) {
+        qent *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
+        want += e->len - e->off;
+    }
+    c->sending = 0;
+    if (c->sc) {
+        sc_put(l, c->sc);
+        c->sc = NULL;
+    }
+    c->inflight = 0;
+    if (res > 0) {
+        if ((uint64_t)res < want)
+            l->st.short_sends++;
+        rio_consume(l, id, (uint64_t)res);
+    } else if (res == -EAGAIN || res == -EINTR || res == -ENOBUFS) {
+        /* transient: try again below */
+    } else {
+        rio_send_failed(l, id, res ? -res : EPIPE);
+    }
+    if (c->state == CS_DRAINING && (!c->qlen || c->send_broken)) {
+        c->state = CS_CLOSING;
+        rio_drop_queue(l, c);
+        uring_close(l, id);
+    } else {
+        uring_kick(l, id);
+    }
+    finish_op(l, id);
+}
+
+static void on_zc(rio_loop *l, struct io_uring_cqe *cqe)
+{
+    uint32_t z = ud_idx(cqe->user_data);
+    zc_rec *r = &l->zc[z];
+    if (cqe->flags & IORING_CQE_F_NOTIF) {
+        if ((uint32_t)cqe->res & IORING_NOTIF_USAGE_ZC_COPIED) {
+            /* The kernel copied anyway (always on loopback): zero-copy only
+             * costs this peer an extra CQE, so stop using it for the peer. */
+            l->st.zc_copied++;
+            conn *c = &l->conns[r->conn];
+            if (c->kind != CK_FREE && c->gen == r->gen)
+                c->zc_off = 1;
+        }
+        zc_put(l, z);
+        return;
+    }
+    uint32_t id = r->conn;
+    int more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more)
+        zc_put(l, z);   /* no notification will follow */
+    if (cqe->res == -EOPNOTSUPP)
+        l->conns[id].zc_off = 1;
+    on_send(l, id, cqe->res == -EOPNOTSUPP ? -EAGAIN : cqe->res);
+}
+
+static void on_recv(rio_loop *l, struct io_uring_cqe *cqe)
+{
+    uint32_t id = ud_idx(cqe->user_data);
+    conn *c = &l->conns[id];
+    int res = cqe->res;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (res > 0 && c->state == CS_OPEN && !c->rd_closed) {
+            uint32_t room;
+            char *dst = rio_data_reserve(l, &room);
+            memcpy(dst, l->bufs + (size_t)bid * l->p.buf_size, (size_t)res);
+            rio_data_commit(l, id, (uint32_t)res);
+        }
+        return_buffer(l, bid);
+    }
+    if (cqe->flags & IORING_CQE_F_MORE)
+        return;
+    c->recv_armed = 0;
+    if (c->state == CS_OPEN) {
+        if (res == -ENOBUFS) {
+            l->st.enobufs++;
+            l->rearm[l->nrearm++] = id;
+        } else if (res > 0) {
+            l->rearm[l->nrearm++] = id;     /* ended for another reason (CQ overflow) */
+        } else {
+            c->rd_closed = 1;
+            rio_hup(l, id, -res);
+        }
+    }
+    finish_op(l, id);
+}
+
+static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
+{
+    uint32_t lid = ud_idx(cqe->user_data);
+    conn *lc = &l->conns[lid];
+    int res = cqe->res;
+    if (res >= 0) {
+        int64_t id = rio_conn_alloc(l, res, CK_STREAM);
+        if (id < 0) {
+            close(res);
+            l->st.refused++;
+            rio_ev_push(l, RIO_EV_REFUSED, lid, 0, 0, 0);
+        } else {
+            int one = 1;
+            setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            arm_recv(l, (uint32_t)id);
+            l->st.accepts++;
+            rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, res, 0, lid);
+        }
+    }
+    if (cqe->flags & IORING_CQE_F_MORE)
+        return;
+    lc->recv_armed = 0;
+    if (lc->state == CS_OPEN) {
+        if (res >= 0 || res == -EINTR || res == -ECONNABORTED) {
+            l->st.rearms++;
+            arm_accept(l, lid);
+        } else {
+            /* EMFILE, ENFILE, ENOMEM...: re-arming now would spin. The
+             * caller resumes after a pause (rio_resume_accept). */
+            lc->accept_paused = 1;
+            rio_ev_push(l, RIO_EV_ACCEPT_ERROR, lid, -res, 0, 0);
+        }
+    }
+    finish_op(l, lid);
+}
+
+static void handle_cqe(rio_loop *l, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    uint32_t op = ud_op(ud);
+    if (op == OP_CANCEL || op == 0)
+        return;
+    if (op == OP_SENDZC) {
+        on_zc(l, cqe);
+        return;
+    }
+    uint32_t id = ud_idx(ud);
+    if (id >= l->p.max_conns || !gen_matches(&l->conns[id], ud)) {
+        /* Stale: the id was freed and reused. Give back a buffer it carried. */
+        if (cqe->flags & IORING_CQE_F_BUFFER)
+            return_buffer(l, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        return;
+    }
+    switch (op) {
+    case OP_RECV:
+        on_recv(l, cqe);
+        break;
+    case OP_SEND:
+        on_send(l, id, cqe->res);
+        break;
+    case OP_ACCEPT:
+        on_accept(l, cqe);
+        break;
+    }
+}
+
+/* Drain ready CQEs in batches; stop early while the data buffer cannot take
+ * one more receive buffer (the rest wait for the next reap). */
+static void drain(rio_loop *l)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n;
+    l->in_drain = 1;
+    for (;;) {
+        n = 0;
+        io_uring_for_each_cqe(&l->ring, head, cqe) {
+            uint32_t room;
+            rio_data_reserve(l, &room);
+            if (room < l->p.buf_size)
+                break;
+            handle_cqe(l, cqe);
+            n++;
+        }
+        if (!n)
+            break;
+        io_uring_cq_advance(&l->ring, n);
+        l->st.cqes += n;
+    }
+    /* Buffers are back in the ring: re-arm what -ENOBUFS ended. */
+    for (uint32_t i = 0; i < l->nrearm; i++) {
+        uint32_t id = l->rearm[i];
+        conn *c = &l->conns[id];
+        if (c->kind == CK_STREAM && c->state == CS_OPEN && !c->recv_armed) {
+            l->st.rearms++;
+            arm_recv(l, id);
+        }
+    }
+    l->nrearm = 0;
+    l->in_drain = 0;
+}
+
+static int uring_wait(rio_loop *l, int timeout_ms)
+{
+    struct io_uring_cqe *cqe = NULL;
+    int r;
+    if (timeout_ms == 0) {
+        r = io_uring_submit_and_get_events(&l->ring);
+    } else if (timeout_ms < 0) {
+        r = io_uring_submit_and_wait(&l->ring, 1);
+    } else {
+        struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+        r = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
+    }
+    if (r > 0) {
+        l->st.submits++;
+        l->st.sqes += (uint64_t)r;
+    }
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+        return r;
+    drain(l);
+    uring_flush(l);
+    return 0;
+}
+
+static int uring_listen(rio_loop *l, uint32_t id)
+{
+    arm_accept(l, id);
+    uring_flush(l);
+    return 0;
+}
+
+static int uring_adopt(rio_loop *l, uint32_t id)
+{
+    arm_recv(l, id);
+    uring_flush(l);
+    return 0;
+}
+
+static int uring_resume_accept(rio_loop *l, uint32_t id)
+{
+    if (!l->conns[id].recv_armed)
+        arm_accept(l, id);
+    uring_flush(l);
+    return 0;
+}
+
+static void uring_destroy(rio_loop *l)
+{
+    if (l->ring_ok)
+        io_uring_queue_exit(&l->ring);
+    for (uint32_t i = 0; i < l->nsc_free; i++)
+        free(l->sc_free[i]);
+    for (uint32_t i = 0; l->conns && i < l->p.max_conns; i++)
+        free(l->conns[i].sc);
+    free(l->sc_free);
+    free(l->zc);
+    free(l->br);
+    free(l->bufs);
+    free(l->rearm);
+}
+
+static void kernel_version(int *major, int *minor)
+{
+    struct utsname u;
+    *major = *minor = 0;
+    if (uname(&u) == 0) {
+        char *end;
+        *major = (int)strtol(u.release, &end, 10);
+        if (*end == '.')
+            *minor = (int)strtol(end + 1, NULL, 10);
+    }
+}
+
+/* Flags dropped one by one, in this order, while io_uring_setup says EINVAL. */
+static const uint32_t fallback_order[] = {
+    IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_COOP_TASKRUN,
+    IORING_SETUP_SUBMIT_ALL, IORING_SETUP_CLAMP, IORING_SETUP_CQSIZE,
+};
+
+int rio_uring_open(rio_loop *l, int *stage)
+{
+    rio_probe *pr = &l->probe;
+    kernel_version(&pr->kernel_major, &pr->kernel_minor);
+    int kv = pr->kernel_major * 100 + pr->kernel_minor;
+    *stage = 4;
+    if (kv < 600)
+        return -ENOSYS;     /* multishot recv needs 6.0 */
+
+    *stage = 0;
+    struct io_uring_params params;
+    uint32_t flags = l->p.setup_flags | IORING_SETUP_CQSIZE;
+    int rc;
+    for (size_t i = 0;; i++) {
+        memset(&params, 0, sizeof(params));
+        params.flags = flags;
+        params.cq_entries = l->p.cq_entries;
+        rc = io_uring_queue_init_params(l->p.sq_entries, &l->ring, &params);
+        if (rc != -EINVAL || i == sizeof(fallback_order) / sizeof(fallback_order[0]))
+            break;
+        flags &= ~fallback_order[i];
+    }
+    if (rc < 0)
+        return rc;
+    l->ring_ok = 1;
+    pr->setup_flags = flags;
+    pr->features = params.features;
+    pr->sq_entries = params.sq_entries;
+    pr->cq_entries = params.cq_entries;
+    pr->ring_fd_registered = io_uring_register_ring_fd(&l->ring) == 1;
+
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&l->ring);
+    if (probe) {
+        pr->has_send_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
+        io_uring_free_probe(probe);
+    }
+    pr->has_recv_multishot = kv >= 600;
+    pr->has_accept_multishot = kv >= 519;
+
+    /* The shared provided-buffer ring (liburing 2.3 has no setup_buf_ring). */
+    *stage = 1;
+    size_t ring_bytes = (size_t)l->p.buf_count * sizeof(struct io_uring_buf);
+    if (posix_memalign((void **)&l->br, 4096, ring_bytes < 4096 ? 4096 : ring_bytes))
+        return -ENOMEM;
+    l->bufs = malloc((size_t)l->p.buf_count * l->p.buf_size);
+    l->rearm = malloc((size_t)l->p.max_conns * sizeof(uint32_t));
+    if (!l->bufs || !l->rearm)
+        return -ENOMEM;
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)l->br, .ring_entries = l->p.buf_count, .bgid = 0};
+    rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
+    if (rc < 0)
+        return rc;
+    io_uring_buf_ring_init(l->br);
+    uint32_t mask = io_uring_buf_ring_mask(l->p.buf_count);
+    for (uint32_t i = 0; i < l->p.buf_count; i++)
+        io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * l->p.buf_size, l->p.buf_size,
+                              (unsigned short)i, (int)mask, (int)i);
+    io_uring_buf_ring_advance(l->br, (int)l->p.buf_count);
+
+    /* Register the arena for SEND_ZC; failure (RLIMIT_MEMLOCK) only turns
+     * zero-copy off. */
+    if (l->arena) {
+        struct iovec iov = {.iov_base = l->arena,
+                            .iov_len = (size_t)l->arena_chunks * RIO_CHUNK};
+        rc = io_uring_register_buffers(&l->ring, &iov, 1);
+        pr->arena_registered = rc == 0;
+        pr->arena_errno = rc < 0 ? -rc : 0;
+    }
+    pr->zc_enabled = pr->has_send_zc && pr->arena_registered && kv >= 610 &&
+                     l->p.zc_threshold > 0;
+    return 0;
+}
+
+const engine_ops rio_uring_ops = {
+    .listen = uring_listen,
+    .adopt = uring_adopt,
+    .resume_accept = uring_resume_accept,
+    .kick = uring_kick,
+    .flush = uring_flush,
+    .close = uring_close,
+    .wait = uring_wait,
+    .destroy = uring_destroy,
+};

@@ -1,0 +1,277 @@
+"""The Python face of ringio's C core: one `Loop` per process (or per thread).
+
+Python crosses into C once per batch, never per delivery: `fanout` hands C a
+slot and an array of connection ids, and `reap` returns every event of one
+wait as a list of tuples. Nothing here knows of WebSocket or HTTP.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import struct
+from typing_extensions import Buffer
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+from ringcast.ringio._ringio import ffi, lib
+from ringcast.ringio.errors import STAGE_EPOLL, RingioError, RingUnavailable, diagnose
+
+NO_CONN = 0xFFFFFFFF
+"""Pass as ``exclude`` to exclude nobody."""
+
+# io_uring setup flags (linux/io_uring.h): what we ask for first.
+IORING_SETUP_CLAMP = 1 << 4
+IORING_SETUP_SUBMIT_ALL = 1 << 7
+IORING_SETUP_COOP_TASKRUN = 1 << 8
+IORING_SETUP_SINGLE_ISSUER = 1 << 12
+IORING_SETUP_DEFER_TASKRUN = 1 << 13
+DEFAULT_SETUP_FLAGS = (
+    IORING_SETUP_SINGLE_ISSUER
+    | IORING_SETUP_DEFER_TASKRUN
+    | IORING_SETUP_COOP_TASKRUN
+    | IORING_SETUP_SUBMIT_ALL
+    | IORING_SETUP_CLAMP
+)
+_FLAG_NAMES = {
+    1 << 3: "CQSIZE", IORING_SETUP_CLAMP: "CLAMP", IORING_SETUP_SUBMIT_ALL: "SUBMIT_ALL",
+    IORING_SETUP_COOP_TASKRUN: "COOP_TASKRUN", IORING_SETUP_SINGLE_ISSUER: "SINGLE_ISSUER",
+    IORING_SETUP_DEFER_TASKRUN: "DEFER_TASKRUN",
+}
+
+
+class Engine(enum.IntEnum):
+    IO_URING = 0
+    EPOLL = 1
+
+
+class EventKind(enum.IntEnum):
+    ACCEPT = 1        # conn: new id, res: its fd, aux: listener id
+    DATA = 2          # conn, data: the bytes received
+    HUP = 3           # conn, res: 0 on EOF, else errno
+    OVERFLOW = 4      # conn, aux: bytes queued when a capped send was refused
+    ACCEPT_ERROR = 5  # conn: listener, res: errno; call resume_accept() later
+    REFUSED = 6       # conn: listener; a connection arrived with the id table full
+
+
+class Event(NamedTuple):
+    kind: int
+    conn: int
+    res: int
+    aux: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LoopParams:
+    engine: Engine = Engine.IO_URING
+    max_conns: int = 10_000
+    sq_entries: int = 4096
+    cq_entries: int = 32768
+    buf_count: int = 4096
+    buf_size: int = 4096
+    arena_size: int = 4 << 20
+    zc_threshold: int = 16384
+    data_capacity: int = 4 << 20
+    setup_flags: int = DEFAULT_SETUP_FLAGS
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the loop found at setup; ``str()`` is a report a user can read."""
+
+    engine: Engine
+    setup_flags: int
+    features: int
+    sq_entries: int
+    cq_entries: int
+    kernel_major: int
+    kernel_minor: int
+    ring_fd_registered: bool
+    has_send_zc: bool
+    has_recv_multishot: bool
+    has_accept_multishot: bool
+    arena_registered: bool
+    arena_errno: int
+    zc_enabled: bool
+
+    def flag_names(self) -> list[str]:
+        return [name for bit, name in _FLAG_NAMES.items() if self.setup_flags & bit]
+
+    def __str__(self) -> str:
+        if self.engine is Engine.EPOLL:
+            return "engine: epoll"
+        lines = [
+            f"engine: io_uring (kernel {self.kernel_major}.{self.kernel_minor})",
+            f"setup flags: {' | '.join(self.flag_names()) or 'none'}",
+            f"ring: {self.sq_entries} SQ / {self.cq_entries} CQ entries, "
+            f"ring fd registered: {'yes' if self.ring_fd_registered else 'no'}",
+            f"multishot accept: {'yes' if self.has_accept_multishot else 'no'}, "
+            f"multishot recv: {'yes' if self.has_recv_multishot else 'no'}",
+            f"SEND_ZC opcode: {'yes' if self.has_send_zc else 'no'}, "
+            f"arena registered: {'yes' if self.arena_registered else 'no'}"
+            + (f" ({_strerror(self.arena_errno)})" if self.arena_errno else ""),
+            f"zero-copy sends: {'on' if self.zc_enabled else 'off'}"
+            + ("" if self.zc_enabled else " (needs kernel >= 6.10, SEND_ZC and a registered arena)"),
+        ]
+        return "\n".join(lines)
+
+
+def _strerror(err: int) -> str:
+    return os.strerror(err)
+
+
+_EVENT = struct.Struct("=IIiIQ")
+assert _EVENT.size == ffi.sizeof("rio_event")
+_STAT_NAMES = [f[0] for f in ffi.typeof("rio_stats").fields]
+
+
+class Loop:
+    """A ring (or epoll set), its connection ids, frame slots and send queues.
+
+    Ownership: `listen` and `adopt` take the socket's fd; the loop closes it.
+    Slots: `slot` returns a handle holding the caller's reference; queueing it
+    to connections takes more; `release` drops the caller's. A slot's memory is
+    freed when the last reference goes.
+    """
+
+    def __init__(self, params: LoopParams = LoopParams()) -> None:
+        p = ffi.new("rio_params *")
+        for f in fields(params):
+            setattr(p, f.name, int(getattr(params, f.name)))
+        err = ffi.new("int *")
+        stage = ffi.new("int *")
+        self._l = lib.rio_open(p, err, stage)
+        if self._l == ffi.NULL:
+            if params.engine is Engine.IO_URING:
+                raise diagnose(err[0], stage[0])
+            what = "epoll_create1" if stage[0] == STAGE_EPOLL else "allocating the loop"
+            raise RingioError(err[0], f"{what} failed: {_strerror(err[0])}")
+        self.params = params
+        self.engine = params.engine
+        self._stats = lib.rio_get_stats(self._l)
+        self._socks: dict[int, socket.socket] = {}
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close_loop(self) -> None:
+        """Close every socket and free the loop. Idempotent."""
+        if self._l != ffi.NULL:
+            lib.rio_destroy(self._l)
+            self._l = ffi.NULL
+            for s in self._socks.values():
+                s.detach()
+            self._socks.clear()
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_loop()
+
+    def probe(self) -> Probe:
+        out = ffi.new("rio_probe *")
+        lib.rio_get_probe(self._l, out)
+        values: dict[str, Any] = {f.name: getattr(out, f.name) for f in fields(Probe)}
+        values["engine"] = Engine(values["engine"])
+        for name in ("ring_fd_registered", "has_send_zc", "has_recv_multishot",
+                     "has_accept_multishot", "arena_registered", "zc_enabled"):
+            values[name] = bool(values[name])
+        return Probe(**values)
+
+    def stats(self) -> dict[str, int]:
+        s = self._stats
+        return {name: int(getattr(s, name)) for name in _STAT_NAMES}
+
+    # -- sockets ----------------------------------------------------------
+
+    def listen(self, sock: socket.socket) -> int:
+        """Accept on a listening socket; returns its id. The loop owns the fd."""
+        return self._own(sock, lib.rio_listen(self._l, sock.fileno()))
+
+    def adopt(self, sock: socket.socket) -> int:
+        """Receive and send on a connected socket; returns its id. The loop owns the fd."""
+        return self._own(sock, lib.rio_adopt(self._l, sock.fileno()))
+
+    def _own(self, sock: socket.socket, rc: int) -> int:
+        if rc < 0:
+            raise RingioError(-rc, _strerror(-rc))
+        sock.detach()
+        return int(rc)
+
+    def resume_accept(self, listener: int) -> None:
+        _check(lib.rio_resume_accept(self._l, listener))
+
+    def close(self, conn: int, flush: bool = False) -> None:
+        """Close a connection; with ``flush`` its queued bytes go out first."""
+        lib.rio_close(self._l, conn, int(flush))
+
+    def queued(self, conn: int) -> int:
+        return max(0, int(lib.rio_queued(self._l, conn)))
+
+    # -- sending ----------------------------------------------------------
+
+    def slot(self, data: bytes) -> int:
+        """Copy ``data`` (one frame or a run of frames) into a new slot."""
+        return int(_check(lib.rio_slot_new(self._l, data, len(data))))
+
+    def release(self, slot: int) -> None:
+        lib.rio_slot_put(self._l, slot)
+
+    def fanout(self, slot: int, conns: Buffer, count: int, exclude: int = NO_CONN,
+               cap: int = 0, force: bool = False) -> int:
+        """Queue ``slot`` to the first ``count`` uint32 ids of ``conns`` and submit.
+
+        A connection whose queue would pass ``cap`` bytes is skipped and counted
+        as a drop (and reported once as an OVERFLOW event) unless ``force``.
+        Returns how many connections it was queued to.
+        """
+        ids = ffi.from_buffer("uint32_t[]", conns)
+        return int(_check(lib.rio_fanout(self._l, slot, ids, count, exclude, cap, int(force))))
+
+    def send(self, conn: int, data: bytes, cap: int = 0, force: bool = False) -> bool:
+        """Queue bytes to one connection; False if the cap refused them."""
+        return bool(_check(lib.rio_send(self._l, conn, data, len(data), cap, int(force))))
+
+    # -- waiting ----------------------------------------------------------
+
+    def reap(self, timeout: float | None) -> list[Event]:
+        """Wait up to ``timeout`` seconds (None: forever) and return the events."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        n = lib.rio_reap(self._l, ms)
+        if n < 0:
+            raise RingioError(-n, _strerror(-n))
+        if n == 0:
+            return []
+        raw = ffi.buffer(lib.rio_events(self._l), n * _EVENT.size)
+        events = list(_EVENT.iter_unpack(raw))
+        end = 0
+        for kind, _conn, _res, length, aux in events:
+            if kind == EventKind.DATA:
+                end = max(end, aux + length)
+        blob = ffi.buffer(lib.rio_data(self._l), end)[:] if end else b""
+        return [
+            Event(kind, conn, res, aux, blob[aux:aux + length] if kind == EventKind.DATA else b"")
+            for kind, conn, res, length, aux in events
+        ]
+
+
+def _check(rc: int) -> int:
+    if rc < 0:
+        raise RingioError(-rc, _strerror(-rc))
+    return rc
+
+
+def probe(engine: Engine = Engine.IO_URING) -> Probe | RingUnavailable:
+    """Create a small loop and report what the kernel offers, or why it can't."""
+    try:
+        with Loop(LoopParams(engine=engine, max_conns=16, sq_entries=8, cq_entries=16,
+                             buf_count=8, buf_size=4096, arena_size=1 << 16,
+                             data_capacity=1 << 16)) as loop:
+            return loop.probe()
+    except RingUnavailable as exc:
+        return exc
+
+
+__all__ = ["NO_CONN", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "probe"]
