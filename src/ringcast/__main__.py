@@ -1,0 +1,5 @@
+import sys
+
+from ringcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""``ringcast serve | check-config | probe | version | loadtest``.
+
+Exit codes (documented in the README):
+  0  success (serve: stopped cleanly after SIGTERM/SIGINT)
+  1  runtime failure (cannot bind, backend unavailable, ...)
+  2  usage error (bad arguments)
+  3  invalid configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ringcast import __version__
+from ringcast.config import Config, load_config
+from ringcast.errors import ConfigError, RingcastError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+log = logging.getLogger("ringcast")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, os.environ)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for opt, key in (("host", "SERVER_HOST"), ("port", "SERVER_PORT"),
+                     ("backend", "SERVER_BACKEND")):
+        value = getattr(args, opt, None)
+        if value is not None:
+            env[f"RINGCAST_{key}"] = str(value)
+    return env
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ringcast.server.backend import open_backend
+    from ringcast.server.runtime import Server
+
+    config = load_config(args.config, {**os.environ, **_overrides(args)})
+    setup_logging(config.logging.level, config.logging.format)
+    try:
+        backend = open_backend(config)
+    except RingcastError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    server = Server(config, backend)
+    try:
+        host, port = server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s (is another process using the port? "
+                  "change server.port)", config.server.host, config.server.port, exc.strerror)
+        server.close()
+        return EXIT_FAILURE
+    server.install_signal_handlers()
+    log.info("ringcast %s listening on %s:%d, backend %s (%s)",
+             __version__, host, port, backend.name, backend.reason)
+    server.run()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    sys.stdout.write(config.to_toml())
+    print(f"# {args.config or 'built-in defaults'}: configuration is valid", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ringcast.ringio import probe
+
+    result = probe()
+    print(result if not isinstance(result, Exception) else f"io_uring unavailable: "
+          f"{result.cause}\nremedy: {result.remedy}\nringcast will use the epoll backend")
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"ringcast {__version__}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ringcast", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", "-c", help="TOML file (default: built-in defaults)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--backend", choices=["auto", "io_uring", "epoll"],
+                       help="override server.backend")
+    serve.set_defaults(fn=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and print it")
+    check.add_argument("config", nargs="?", help="TOML file (default: built-in defaults)")
+    check.set_defaults(fn=cmd_check_config)
+
+    sub.add_parser("probe", help="report what io_uring offers here").set_defaults(fn=cmd_probe)
+    sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
+
+    try:
+        from ringcast.loadtest.cli import add_parser as add_loadtest
+    except ImportError:
+        pass
+    else:
+        add_loadtest(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"ringcast: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,973 @@
+"""ringcast configuration: one TOML file -> frozen, typed, validated dataclasses.
+
+How it fits together:
+
+- Every section is a frozen dataclass (:class:`ServerConfig`, :class:`RingConfig`, ...) and
+  :class:`Config` holds one of each. Every key is a ``dataclasses.field()`` whose metadata
+  (built by :func:`_spec`) holds a :class:`KeySpec`: its one-line doc, its bounds, choices and
+  other constraints, and whether SIGHUP may change it.
+- One generic validator (:func:`_build`) walks those dataclasses: it knows the types (from the
+  annotations) and the constraints (from the metadata) and nothing about particular keys. There is
+  no hand-written check for any key; adding a key is adding one field.
+- :func:`config_keys` exposes the same data, so ``deploy/ringcast.toml`` (see
+  :meth:`Config.to_toml`), ``docs/config.md`` and the tests all follow from the declarations.
+- The sources, lowest to highest priority: built-in defaults, the TOML file, then environment
+  variables ``RINGCAST_<SECTION>_<KEY>``. Every problem in every source is collected and reported
+  at once, one per line, each naming its source, the key path and what is wrong.
+
+This module knows nothing of the server: the server receives a :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import textwrap
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from ringcast.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "RELOADABLE",
+    "ChannelsConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigKey",
+    "HttpConfig",
+    "KeySpec",
+    "LimitsConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "RingConfig",
+    "ServerConfig",
+    "ShutdownConfig",
+    "config_from_mapping",
+    "config_keys",
+    "diff_configs",
+    "load_config",
+]
+
+ENV_PREFIX = "RINGCAST_"
+"""Environment overrides are named ``RINGCAST_<SECTION>_<KEY>``, all uppercase."""
+
+Backend = Literal["auto", "io_uring", "epoll"]
+SlowConsumerPolicy = Literal["drop", "close"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
+Auto = Literal["auto"]
+
+_SPEC = "ringcast"  # the metadata key under which a field's KeySpec lives
+
+_KIB = 1024
+_MIB = 1024 * _KIB
+_GIB = 1024 * _MIB
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """What a key means and what it accepts; lives in ``field.metadata["ringcast"]``.
+
+    The validator reads these and nothing else, so every constraint here is enforced the same way
+    for every key, whichever source (file, environment, mapping) the value came from.
+    """
+
+    doc: str
+    """One line for humans: the comment in ``deploy/ringcast.toml`` and the row in the docs."""
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    exclusive_minimum: bool = False
+    """The value must be strictly greater than ``minimum`` (a timeout that cannot be 0)."""
+    choices: tuple[str, ...] = ()
+    """The allowed strings (for ``workers``: the allowed string besides an integer)."""
+    power_of_two: bool = False
+    at_least: str | None = None
+    """Another key of the same section that this one may not be smaller than."""
+    pattern: str | None = None
+    """A regular expression a string must match in full, described by ``pattern_doc``."""
+    pattern_doc: str = ""
+    unit: str = ""
+    reloadable: bool = False
+    """SIGHUP may change this key without a restart."""
+
+
+def _spec(
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    choices: Any = None,
+    power_of_two: bool = False,
+    at_least: str | None = None,
+    pattern: tuple[str, str] | None = None,
+    unit: str = "",
+    reloadable: bool = False,
+) -> dict[str, KeySpec]:
+    """The ``metadata`` of one key's ``field()``: its doc and its constraints.
+
+    ``choices`` is the ``Literal[...]`` alias also used in the field's annotation, so that the
+    allowed strings are written once; ``pattern`` is ``(regex, description)``.
+    """
+    spec = KeySpec(
+        doc=doc,
+        minimum=minimum,
+        maximum=maximum,
+        exclusive_minimum=exclusive_minimum,
+        choices=typing.get_args(choices) if choices is not None else (),
+        power_of_two=power_of_two,
+        at_least=at_least,
+        pattern=pattern[0] if pattern else None,
+        pattern_doc=pattern[1] if pattern else "",
+        unit=unit,
+        reloadable=reloadable,
+    )
+    return {_SPEC: spec}
+
+
+# --------------------------------------------------------------------------------------------
+# The sections. Field order is the order of the example file and of the docs.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """``[server]``: where and how ringcast listens."""
+
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_spec(
+            'Address to listen on ("0.0.0.0" or "::" for every interface).',
+            pattern=(r"\S+", "a non-empty address without spaces"),
+        ),
+    )
+    port: int = field(
+        default=8080, metadata=_spec("TCP port to listen on.", minimum=1, maximum=65535)
+    )
+    backlog: int = field(
+        default=4096,
+        metadata=_spec("listen() backlog of each listening socket.", minimum=1, maximum=65535),
+    )
+    workers: int | Auto = field(
+        default=1,
+        metadata=_spec(
+            "Worker processes, each with its own ring and SO_REUSEPORT listener; "
+            '"auto" = one per core.',
+            minimum=1,
+            maximum=256,
+            choices=Auto,
+        ),
+    )
+    backend: Backend = field(
+        default="auto",
+        metadata=_spec(
+            "I/O backend: auto uses io_uring and falls back to epoll with the reason logged; "
+            "io_uring refuses to start without it; epoll never tries io_uring.",
+            choices=Backend,
+        ),
+    )
+    echo: bool = field(
+        default=False,
+        metadata=_spec(
+            "Deliver a connection's own WebSocket messages back to it too (needed by the Autobahn "
+            "fuzzing client); by default a publisher does not receive its own message."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingConfig:
+    """``[ring]``: io_uring sizing, per worker process."""
+
+    sq_entries: int = field(
+        default=4096,
+        metadata=_spec("Submission queue entries.", minimum=8, maximum=32768, power_of_two=True),
+    )
+    cq_entries: int = field(
+        default=32768,
+        metadata=_spec(
+            "Completion queue entries; at least sq_entries (fan-out completes many sends "
+            "per submit).",
+            minimum=16,
+            maximum=65536,
+            at_least="sq_entries",
+        ),
+    )
+    buffer_count: int = field(
+        default=4096,
+        metadata=_spec(
+            "Provided receive buffers, shared by all connections of a worker.",
+            minimum=8,
+            maximum=32768,
+            power_of_two=True,
+        ),
+    )
+    buffer_size: int = field(
+        default=4096,
+        metadata=_spec(
+            "Size of each provided receive buffer.", minimum=256, maximum=_MIB, unit="bytes"
+        ),
+    )
+    arena_size: int = field(
+        default=4 * _MIB,
+        metadata=_spec(
+            "Registered frame memory per worker; counts against RLIMIT_MEMLOCK; 0 disables the "
+            "arena so frames live in ordinary memory.",
+            minimum=0,
+            maximum=_GIB,
+            unit="bytes",
+        ),
+    )
+    zero_copy_threshold: int = field(
+        default=16 * _KIB,
+        metadata=_spec(
+            "Frames at or above this size use SEND_ZC on kernels >= 6.10; 0 disables zero-copy.",
+            minimum=0,
+            maximum=_GIB,
+            unit="bytes",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """``[limits]``: what one client may cost."""
+
+    max_connections: int = field(
+        default=10000,
+        metadata=_spec("Open connections per worker; more are refused.", minimum=1, maximum=_MIB),
+    )
+    max_message_size: int = field(
+        default=_MIB,
+        metadata=_spec(
+            "Largest inbound WebSocket message; a larger one closes the connection with 1009.",
+            minimum=125,
+            maximum=256 * _MIB,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+    max_http_body: int = field(
+        default=_MIB,
+        metadata=_spec(
+            "Largest HTTP request body (POST /publish); a larger one gets HTTP 413.",
+            minimum=0,
+            maximum=256 * _MIB,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+    handshake_timeout: float = field(
+        default=10.0,
+        metadata=_spec(
+            "Time a new connection has to complete its HTTP request or WebSocket handshake.",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=3600,
+            unit="seconds",
+            reloadable=True,
+        ),
+    )
+    ping_interval: float = field(
+        default=25.0,
+        metadata=_spec(
+            "Idle time after which the server sends a ping; 0 disables pings.",
+            minimum=0,
+            maximum=3600,
+            unit="seconds",
+            reloadable=True,
+        ),
+    )
+    ping_timeout: float = field(
+        default=20.0,
+        metadata=_spec(
+            "Time a client has to answer a ping before it is closed.",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=3600,
+            unit="seconds",
+            reloadable=True,
+        ),
+    )
+    close_timeout: float = field(
+        default=5.0,
+        metadata=_spec(
+            "Time the closing handshake may take before the socket is closed anyway.",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=3600,
+            unit="seconds",
+            reloadable=True,
+        ),
+    )
+    queue_max_bytes: int = field(
+        default=_MIB,
+        metadata=_spec(
+            "Cap on the bytes queued for one connection; crossing it applies slow_consumer_policy.",
+            minimum=_KIB,
+            maximum=_GIB,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+    slow_consumer_policy: SlowConsumerPolicy = field(
+        default="close",
+        metadata=_spec(
+            "What crossing queue_max_bytes does: drop the new message for that client, or close "
+            "the client with code 3008.",
+            choices=SlowConsumerPolicy,
+            reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelsConfig:
+    """``[channels]``: channel names and who may publish."""
+
+    max_name_length: int = field(
+        default=128,
+        metadata=_spec("Longest channel name accepted.", minimum=1, maximum=1024),
+    )
+    client_publish: bool = field(
+        default=True,
+        metadata=_spec(
+            "WebSocket clients may publish; when false only POST /publish (and the cluster) can.",
+            reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    """``[http]``: the HTTP publish API."""
+
+    enabled: bool = field(default=True, metadata=_spec("Serve POST /publish/<channel>."))
+    publish_token: str = field(
+        default="",
+        metadata=_spec(
+            "When non-empty, POST /publish requires the header 'Authorization: Bearer <token>'.",
+            pattern=(r"[!-~]*", "printable ASCII without spaces"),
+            reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus metrics."""
+
+    enabled: bool = field(
+        default=True, metadata=_spec("Serve GET /metrics (Prometheus text format).")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    """``[logging]``: what is logged and how."""
+
+    level: LogLevel = field(
+        default="info", metadata=_spec("Lowest level logged.", choices=LogLevel, reloadable=True)
+    )
+    format: LogFormat = field(
+        default="text",
+        metadata=_spec("text for people, json for one JSON object per line.", choices=LogFormat),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownConfig:
+    """``[shutdown]``: how SIGTERM/SIGINT drain."""
+
+    drain_timeout: float = field(
+        default=10.0,
+        metadata=_spec(
+            "How long SIGTERM/SIGINT wait for queued messages to flush before closing anyway.",
+            minimum=0,
+            maximum=3600,
+            unit="seconds",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: joining several nodes through a broker."""
+
+    redis_url: str = field(
+        default="",
+        metadata=_spec(
+            "Redis pub/sub broker joining several nodes, redis://host[:port][/db] (port 6379 "
+            "when left out); empty = a single node.",
+            pattern=(
+                r"(redis://([^\s/@]+@)?[^\s/@:]+(:\d{1,5})?(/\d+)?)?",
+                "empty or redis://host[:port][/db]",
+            ),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole, validated configuration. Build it with :func:`load_config`."""
+
+    server: ServerConfig = field(
+        default_factory=ServerConfig, metadata={_SPEC: "Where and how ringcast listens."}
+    )
+    ring: RingConfig = field(
+        default_factory=RingConfig, metadata={_SPEC: "io_uring sizing, per worker process."}
+    )
+    limits: LimitsConfig = field(
+        default_factory=LimitsConfig, metadata={_SPEC: "What one client may cost."}
+    )
+    channels: ChannelsConfig = field(
+        default_factory=ChannelsConfig, metadata={_SPEC: "Channel names and who may publish."}
+    )
+    http: HttpConfig = field(default_factory=HttpConfig, metadata={_SPEC: "The HTTP publish API."})
+    metrics: MetricsConfig = field(
+        default_factory=MetricsConfig, metadata={_SPEC: "Prometheus metrics."}
+    )
+    logging: LoggingConfig = field(
+        default_factory=LoggingConfig, metadata={_SPEC: "What is logged and how."}
+    )
+    shutdown: ShutdownConfig = field(
+        default_factory=ShutdownConfig, metadata={_SPEC: "How SIGTERM/SIGINT drain."}
+    )
+    cluster: ClusterConfig = field(
+        default_factory=ClusterConfig, metadata={_SPEC: "Joining several nodes through a broker."}
+    )
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """``{"server": {"host": ..., ...}, ...}``: plain, JSON-ready values."""
+        return {
+            name: {key.name: getattr(getattr(self, name), key.name) for key in section.keys}
+            for name, section in _sections().items()
+        }
+
+    def to_toml(self, *, with_docs: bool = False) -> str:
+        """Render this configuration as TOML that :func:`load_config` reads back unchanged.
+
+        With ``with_docs``, every section and key is preceded by ``#`` comment lines: its doc,
+        then its type, allowed values and whether SIGHUP reloads it (``deploy/ringcast.toml`` is
+        ``Config().to_toml(with_docs=True)`` under a header).
+        """
+        lines: list[str] = []
+        values = self.as_dict()
+        for section in _sections().values():
+            keys = section.keys
+            if lines:
+                lines.append("")
+            if with_docs:
+                lines.append(f"# {section.doc}")
+            lines.append(f"[{section.name}]")
+            for key in keys:
+                if with_docs:
+                    lines.extend(
+                        textwrap.wrap(key.spec.doc, 98, initial_indent="# ", subsequent_indent="# ")
+                    )
+                    reload = "reloadable on SIGHUP" if key.reloadable else "restart needed"
+                    lines.append(f"#   {key.type_name}, {key.allowed}; {reload}")
+                lines.append(f"{key.name} = {_toml_value(values[section.name][key.name])}")
+                if with_docs and key is not keys[-1]:
+                    lines.append("")
+        return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Introspection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """One key as the validator, the docs and the tests see it."""
+
+    section: str
+    name: str
+    annotation: Any
+    """The resolved type annotation: ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``
+    or ``int | Literal["auto"]``."""
+    kinds: tuple[type, ...]
+    """The plain types a value may have (a ``Literal`` of strings counts as ``str``)."""
+    default: Any
+    spec: KeySpec
+
+    @property
+    def path(self) -> str:
+        """``"section.key"``, the name used in every error message."""
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable that overrides this key."""
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+    @property
+    def reloadable(self) -> bool:
+        return self.spec.reloadable
+
+    @property
+    def type_name(self) -> str:
+        """``integer``, ``float``, ``boolean``, ``string`` or ``integer or "auto"``."""
+        if len(self.kinds) > 1:  # int | Literal["auto"]: name the literal, not "string"
+            others = [_TYPE_NAMES[t] for t in self.kinds if t is not str]
+            return " or ".join([*others, *(f'"{c}"' for c in self.spec.choices)])
+        return _TYPE_NAMES[self.kinds[0]]
+
+    @property
+    def allowed(self) -> str:
+        """The constraints in words: ``1..65535``, ``power of two, 8..32768``, ``any``..."""
+        spec = self.spec
+        parts: list[str] = []
+        if spec.power_of_two:
+            parts.append("power of two")
+        if spec.minimum is not None or spec.maximum is not None:
+            parts.append(_range_text(spec) + (f" {spec.unit}" if spec.unit else ""))
+        elif spec.unit:
+            parts.append(spec.unit)
+        if spec.at_least:
+            parts.append(f">= {self.section}.{spec.at_least}")
+        if spec.choices:
+            choices = " | ".join(f'"{c}"' for c in spec.choices)
+            if parts and len(self.kinds) > 1:
+                parts[-1] += f" or {choices}"
+            else:
+                parts.append(choices)
+        if spec.pattern_doc:
+            parts.append(spec.pattern_doc)
+        if not parts:
+            parts.append("true | false" if bool in self.kinds else "any")
+        return ", ".join(parts)
+
+
+_TYPE_NAMES: dict[type, str] = {int: "integer", float: "float", bool: "boolean", str: "string"}
+_EXPECTED: dict[type, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean (true or false)",
+    str: "a string",
+}
+
+
+def _base_types(annotation: Any) -> tuple[type, ...]:
+    """The plain types a value of ``annotation`` may have; a ``Literal`` of strings is ``str``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return (str,)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(annotation) for t in _base_types(arg))
+    if annotation in _TYPE_NAMES:
+        return (annotation,)
+    raise TypeError(f"config key type {annotation!r} is not supported")
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    name: str
+    cls: type[Any]
+    doc: str
+    keys: tuple[ConfigKey, ...]
+
+
+@cache
+def _sections() -> dict[str, _Section]:
+    """Section name -> its class, doc and keys, in declaration order. Computed once."""
+    out: dict[str, _Section] = {}
+    section_types = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = section_types[section.name]
+        hints = typing.get_type_hints(cls)
+        keys = tuple(
+            ConfigKey(
+                section.name,
+                f.name,
+                hints[f.name],
+                _base_types(hints[f.name]),
+                f.default,
+                f.metadata[_SPEC],
+            )
+            for f in dataclasses.fields(cls)
+        )
+        out[section.name] = _Section(section.name, cls, section.metadata[_SPEC], keys)
+    return out
+
+
+def config_keys() -> tuple[ConfigKey, ...]:
+    """Every key of every section, in the order of the example file and the docs."""
+    return tuple(key for section in _sections().values() for key in section.keys)
+
+
+RELOADABLE: frozenset[str] = frozenset(key.path for key in config_keys() if key.reloadable)
+"""Key paths a SIGHUP may change without a restart."""
+
+
+def diff_configs(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """The key paths whose values differ: ``(reloadable, restart_needed)``, in key order.
+
+    A SIGHUP handler applies the first list and logs the second as needing a restart.
+    """
+    reloadable: list[str] = []
+    restart: list[str] = []
+    old_values, new_values = old.as_dict(), new.as_dict()
+    for key in config_keys():
+        if old_values[key.section][key.name] != new_values[key.section][key.name]:
+            (reloadable if key.reloadable else restart).append(key.path)
+    return reloadable, restart
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (``None``: built-in defaults), then apply ``env``.
+
+    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment. Variables named
+    ``RINGCAST_<SECTION>_<KEY>`` override the file. Raises :class:`ConfigError` listing every
+    problem, one per line.
+    """
+    if path is None:
+        source, data = "<defaults>", {}
+    else:
+        source, data = str(path), _read_toml(Path(path))
+    overrides, env_errors = _env_overrides(os.environ if env is None else env)
+    return _build(data, source, overrides, env_errors)
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Config:
+    """Validate an already parsed mapping (``{"server": {"port": 8080}, ...}``).
+
+    ``source`` names it in error messages. No environment variable is consulted.
+    """
+    return _build(data, source, {}, [])
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()})"
+        raise ConfigError(f"{path}: the config file does not exist{where}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+_Overrides = dict[tuple[str, str], tuple[str, str]]  # (section, key) -> (variable, raw value)
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[_Overrides, list[str]]:
+    """Pick the ``RINGCAST_<SECTION>_<KEY>`` variables out of ``env``.
+
+    A variable that names a real section must name a real key of it. Any other ``RINGCAST_``
+    variable is an error only when it is close to a real override name (a typo); the rest
+    (``RINGCAST_CONFIG``, say) belong to someone else and are left alone.
+    """
+    sections = _sections()
+    by_suffix = {key.env_var.removeprefix(ENV_PREFIX): key for key in config_keys()}
+    overrides: _Overrides = {}
+    errors: list[str] = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        suffix = var.removeprefix(ENV_PREFIX)
+        key = by_suffix.get(suffix)
+        if key is not None:
+            overrides[key.section, key.name] = (var, env[var])
+            continue
+        section, _, name = suffix.partition("_")
+        if section.isupper() and section.lower() in sections:
+            keys = sections[section.lower()].keys
+            near = _nearest(name.lower(), [k.name for k in keys])
+            home = _nearest_elsewhere(name.lower(), section.lower())
+            if near is not None:
+                guess: str | None = f"{ENV_PREFIX}{section}_{near.upper()}"
+            elif home is not None:
+                guess = home.env_var
+            else:
+                valid = ", ".join(k.env_var for k in keys)
+                errors.append(f"environment variable {var}: no such key (valid: {valid})")
+                continue
+        else:
+            near = _nearest(suffix.upper(), list(by_suffix), cutoff=0.8)
+            if near is None:
+                continue  # not meant for the config
+            guess = ENV_PREFIX + near
+        errors.append(f"environment variable {var}: no such key — did you mean {guess}?")
+    return overrides, errors
+
+
+def _nearest(word: str, candidates: list[str], cutoff: float = 0.6) -> str | None:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def _nearest_elsewhere(name: str, section: str | None) -> ConfigKey | None:
+    """The key called ``name`` in another section (a key put under the wrong table)."""
+    for key in config_keys():
+        if key.name == name and key.section != section:
+            return key
+    return None
+
+
+def _build(
+    data: Mapping[str, Any], source: str, overrides: _Overrides, env_errors: list[str]
+) -> Config:
+    """The one validator: check ``data`` plus ``overrides`` against the declarations."""
+    sections = _sections()
+    errors: list[str] = []
+
+    for name, table in data.items():
+        if name not in sections:
+            errors.append(f"{source}: {_unknown_top_level(str(name), table)}")
+        elif not isinstance(table, Mapping):
+            errors.append(f"{source}: {name}: expected a table [{name}], got {_describe(table)}")
+
+    built: dict[str, Any] = {}
+    for section in sections.values():
+        table = data.get(section.name, {})
+        if not isinstance(table, Mapping):
+            table = {}
+        names = {key.name for key in section.keys}
+        errors.extend(
+            f"{source}: {_unknown_key(section.name, str(name))}"
+            for name in table
+            if name not in names
+        )
+
+        values: dict[str, Any] = {}
+        failed: set[str] = set()
+        for key in section.keys:
+            value: Any
+            if (section.name, key.name) in overrides:
+                var, raw = overrides[section.name, key.name]
+                where = f"environment variable {var}"
+                value, problem = _parse_env(key, raw)
+            elif key.name in table:
+                where, value, problem = source, table[key.name], None
+            else:
+                values[key.name] = key.default  # valid by construction: the tests load them
+                continue
+            if problem is None:
+                value, problem = _check(key, value)
+            if problem is None:
+                values[key.name] = value
+            else:
+                failed.add(key.name)
+                errors.append(f"{where}: {key.path}: {problem}")
+
+        for key in section.keys:  # constraints between keys of one section
+            other = key.spec.at_least
+            if other is None or {key.name, other} & failed:
+                continue
+            if values[key.name] < values[other]:
+                where = _origin(section.name, key.name, source, overrides)
+                errors.append(
+                    f"{where}: {key.path}: {_show(values[key.name])} must be at least "
+                    f"{section.name}.{other} ({_show(values[other])})"
+                )
+        built[section.name] = section.cls(**values) if not failed else None
+
+    errors.extend(env_errors)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return Config(**built)
+
+
+def _origin(section: str, name: str, source: str, overrides: _Overrides) -> str:
+    if (section, name) in overrides:
+        return f"environment variable {overrides[section, name][0]}"
+    return source
+
+
+def _unknown_top_level(name: str, value: object) -> str:
+    sections = list(_sections())
+    if not isinstance(value, Mapping):
+        home = _nearest_elsewhere(name, None)
+        if home is not None:
+            return f"unknown key '{name}' — did you mean '{home.path}' (under [{home.section}])?"
+    guess = _nearest(name, sections)
+    if guess is not None:
+        return f"unknown section '{name}' — did you mean '{guess}'?"
+    return f"unknown section '{name}' (valid sections: {', '.join(sections)})"
+
+
+def _unknown_key(section: str, name: str) -> str:
+    names = [key.name for key in _sections()[section].keys]
+    guess = _nearest(name, names)
+    path = f"{section}.{name}"
+    if guess is not None:
+        return f"unknown key '{path}' — did you mean '{section}.{guess}'?"
+    elsewhere = _nearest_elsewhere(name, section)
+    if elsewhere is not None:
+        return f"unknown key '{path}' — did you mean '{elsewhere.path}'?"
+    return f"unknown key '{path}' (valid keys in [{section}]: {', '.join(names)})"
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _parse_env(key: ConfigKey, raw: str) -> tuple[Any, str | None]:
+    """Turn an environment string into a value of the key's type; constraints come later."""
+    text = raw.strip()
+    kinds = key.kinds
+    if text in key.spec.choices:
+        return text, None
+    if bool in kinds and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE, None
+    if int in kinds and re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text), None
+    if float in kinds:
+        try:
+            return float(text), None
+        except ValueError:
+            pass
+    if kinds == (str,):
+        return (text if key.spec.choices else raw), None
+    expected = "a boolean (true/false, 1/0, yes/no)" if bool in kinds else _expected(key)
+    return None, f"expected {expected}, got {_quote(raw)}"
+
+
+def _check(key: ConfigKey, value: object) -> tuple[Any, str | None]:
+    """Check one value against its key's type and constraints: ``(value, None)`` or
+    ``(None, problem)``. Integers are accepted for floats (and become floats); booleans are
+    never numbers."""
+    kinds = key.kinds
+    if isinstance(value, bool):
+        matched = bool in kinds
+    elif isinstance(value, int):
+        matched = int in kinds or float in kinds
+        if int not in kinds and float in kinds:
+            value = float(value)
+    elif isinstance(value, float):
+        matched = float in kinds
+    else:
+        matched = isinstance(value, str) and str in kinds
+    if not matched:
+        return None, f"expected {_expected(key)}, got {_describe(value)}"
+
+    spec = key.spec
+    if isinstance(value, str):
+        if spec.choices and value not in spec.choices:
+            if len(kinds) > 1:
+                return None, f"expected {_expected(key)}, got {_describe(value)}"
+            choices = ", ".join(f'"{c}"' for c in spec.choices)
+            guess = _nearest(value.lower(), list(spec.choices))
+            hint = f' — did you mean "{guess}"?' if guess is not None else ""
+            return None, f"{_quote(value)} is not one of {choices}{hint}"
+        if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+            return None, f"expected {spec.pattern_doc}, got {_quote(value)}"
+        return value, None
+    if isinstance(value, bool):
+        return value, None
+
+    assert isinstance(value, int | float)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"expected a finite number, got {_show(value)}"
+    low, high = spec.minimum, spec.maximum
+    if (low is not None and (value <= low if spec.exclusive_minimum else value < low)) or (
+        high is not None and value > high
+    ):
+        unit = f" {spec.unit}" if spec.unit else ""
+        return None, f"{_show(value)} is out of range (allowed: {_range_text(spec)}{unit})"
+    if spec.power_of_two and isinstance(value, int) and value & (value - 1):
+        below = 1 << (value.bit_length() - 1)
+        return None, f"{value} is not a power of two (try {below} or {below * 2})"
+    return value, None
+
+
+def _expected(key: ConfigKey) -> str:
+    kinds = key.kinds
+    if len(kinds) > 1 and key.spec.choices:  # int | Literal["auto"]
+        numbers = [_EXPECTED[k] for k in kinds if k is not str]
+        return " or ".join([*numbers, *(f'"{c}"' for c in key.spec.choices)])
+    if key.spec.choices:
+        return "one of " + ", ".join(f'"{c}"' for c in key.spec.choices)
+    return " or ".join(_EXPECTED[k] for k in kinds)
+
+
+def _range_text(spec: KeySpec) -> str:
+    low, high = spec.minimum, spec.maximum
+    if spec.exclusive_minimum and low is not None:
+        return f"> {_show(low)}" + (f" and <= {_show(high)}" if high is not None else "")
+    if low is not None and high is not None:
+        return f"{_show(low)}..{_show(high)}"
+    return f">= {_show(low)}" if low is not None else f"<= {_show(high)}"
+
+
+def _show(number: object) -> str:
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    return str(number)
+
+
+def _describe(value: object) -> str:
+    """How an unexpected value reads in an error: ``string "10"``, ``boolean true``..."""
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {_quote(value)}"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value}"  # TOML dates and times
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _quote(text: str) -> str:
+    """A TOML basic string (also how strings read in error messages)."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _quote(value)
+    raise TypeError(f"cannot render {value!r} as TOML")

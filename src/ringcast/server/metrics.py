@@ -1,0 +1,118 @@
+"""Prometheus metrics, rendered by prometheus_client from live counters.
+
+The hot path keeps plain integers (on the server and in ringio's C stats);
+a scrape reads them through a custom collector, so nothing is paid per
+message for metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ringcast.server.runtime import Server
+
+# ringio stat -> (metric name, help, is_counter)
+_RING_STATS = {
+    "deliveries": ("ringcast_deliveries_total", "Frames queued to subscribers", True),
+    "send_bytes": ("ringcast_bytes_out_total", "Bytes the kernel accepted for sending", True),
+    "drops": ("ringcast_dropped_deliveries_total",
+              "Deliveries skipped because a connection's queue was over its cap", True),
+    "submits": ("ringcast_ring_submissions_total", "io_uring_enter calls that submitted", True),
+    "sqes": ("ringcast_ring_sqes_total", "Submission queue entries submitted", True),
+    "cqes": ("ringcast_ring_completions_total", "Completions (or epoll events) reaped", True),
+    "sends": ("ringcast_send_operations_total", "Send operations issued", True),
+    "coalesced": ("ringcast_coalesced_sends_total", "Sends that carried several frames", True),
+    "short_sends": ("ringcast_short_sends_total", "Sends resumed after a short write", True),
+    "enobufs": ("ringcast_recv_buffer_exhausted_total",
+                "Multishot receives ended by an empty buffer ring", True),
+    "zc_sends": ("ringcast_zero_copy_sends_total", "SEND_ZC operations", True),
+    "zc_copied": ("ringcast_zero_copy_fallbacks_total",
+                  "Zero-copy sends the kernel copied anyway", True),
+    "recv_bytes": ("ringcast_bytes_in_total", "Bytes received", True),
+    "queued_bytes": ("ringcast_queued_bytes", "Bytes queued to connections, not yet sent", False),
+    "slots_live": ("ringcast_frame_slots", "Frame slots alive", False),
+    "arena_used": ("ringcast_arena_used_bytes", "Registered arena bytes in use", False),
+}
+
+
+class Metrics(Collector):
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, server: Server, worker: int = 0) -> None:
+        self.server = server
+        self.worker = str(worker)
+        self.accepted = 0
+        self.refused = 0
+        self.accept_errors = 0
+        self.published_ws = 0
+        self.published_http = 0
+        self.messages_out = 0
+        self.slow_closes = 0
+        self.slow_drops = 0
+        self.closes: Counter[str] = Counter()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def count_close(self, reason: str) -> None:
+        self.closes[reason] += 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+        s = self.server
+        w = ["worker"]
+        lv = [self.worker]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=w)
+            g.add_metric(lv, value)
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=w)
+            c.add_metric(lv, value)
+            return c
+
+        info = InfoMetricFamily("ringcast_backend", "I/O backend in use", labels=w)
+        info.add_metric(lv, {"backend": s.backend.name})
+        yield info
+        yield gauge("ringcast_connections", "Open client connections", len(s.sessions))
+        yield counter("ringcast_connections_accepted", "Connections accepted", self.accepted)
+        yield counter("ringcast_connections_refused",
+                      "Connections refused: limits.max_connections reached", self.refused)
+        yield counter("ringcast_accept_errors", "accept() failures (e.g. out of fds)",
+                      self.accept_errors)
+        closed = CounterMetricFamily("ringcast_connections_closed",
+                                     "Connections closed, by reason", labels=["worker", "reason"])
+        for reason, n in sorted(self.closes.items()):
+            closed.add_metric([self.worker, reason], n)
+        yield closed
+        yield gauge("ringcast_channels", "Channels with local subscribers", len(s.hub.channels))
+        yield gauge("ringcast_subscribers", "Subscriptions", s.hub.subscriber_count())
+        published = CounterMetricFamily("ringcast_messages_published",
+                                        "Messages published, by source",
+                                        labels=["worker", "source"])
+        published.add_metric([self.worker, "websocket"], self.published_ws)
+        published.add_metric([self.worker, "http"], self.published_http)
+        yield published
+        yield counter("ringcast_messages_fanned_out",
+                      "Messages sent to at least one subscriber", self.messages_out)
+        yield counter("ringcast_slow_consumer_closes",
+                      "Connections closed with 3008 for falling behind", self.slow_closes)
+        yield counter("ringcast_slow_consumer_overflows",
+                      "Times a connection's queue reached its cap (drop policy)",
+                      self.slow_drops)
+        stats = s.loop.stats()
+        for key, (name, doc, is_counter) in _RING_STATS.items():
+            yield (counter if is_counter else gauge)(
+                name.removesuffix("_total") if is_counter else name, doc, stats[key])
+        yield gauge("ringcast_draining", "1 while shutting down", int(s.draining))

@@ -1,0 +1,368 @@
+"""The runtime: drives sans-I/O sessions over a ringio loop (io_uring or epoll).
+
+One iteration of `Server.run`:
+
+1. ``loop.reap(timeout)`` waits for events, the timeout being the nearest
+   session deadline;
+2. each event goes to its session (accept, bytes, hang-up, overflow) and the
+   session's actions are executed in order;
+3. frames published during the iteration leave as one run per channel
+   (`Hub.runs`), each framed once into one slot and fanned out in C;
+4. sessions whose deadline passed get ``tick(now)``.
+
+Only this module owns file descriptors and the clock. Per-delivery work is in
+C; Python does per-message and per-connection work.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ringcast.config import Config
+from ringcast.ringio import NO_CONN, Event, EventKind, Loop
+from ringcast.server.backend import Backend
+from ringcast.server.hub import Channel, Hub
+from ringcast.server.metrics import Metrics
+from ringcast.server.protocol.actions import (
+    Action,
+    CloseConnection,
+    HttpPublish,
+    HttpQuery,
+    Publish,
+    SendBytes,
+    Subscribe,
+)
+from ringcast.server.protocol.framing import encode_frame
+from ringcast.server.protocol.session import Session
+from ringcast.server.protocol.settings import ProtocolSettings
+
+log = logging.getLogger("ringcast")
+
+OP_TEXT, OP_BINARY = 1, 2
+CLOSE_GOING_AWAY = 1001
+CLOSE_SLOW_CONSUMER = 3008
+ACCEPT_RETRY_DELAY = 0.1
+
+
+def protocol_settings(config: Config) -> ProtocolSettings:
+    lim = config.limits
+    return ProtocolSettings(
+        max_message_size=lim.max_message_size,
+        max_http_body=lim.max_http_body,
+        handshake_timeout=lim.handshake_timeout,
+        ping_interval=lim.ping_interval,
+        ping_timeout=lim.ping_timeout,
+        close_timeout=lim.close_timeout,
+        client_publish=config.channels.client_publish,
+        http_enabled=config.http.enabled,
+        publish_token=config.http.publish_token,
+        metrics_enabled=config.metrics.enabled,
+        max_channel_name=config.channels.max_name_length,
+        echo=config.server.echo,
+    )
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    fn: Callable[[], None] = field(compare=False)
+
+
+class Server:
+    """A ringcast server on one loop: listeners, sessions, channels, timers.
+
+    Life cycle: `start()` binds and listens; `run()` serves until `stop()` (or
+    SIGTERM/SIGINT when `install_signal_handlers()` was called) and then drains:
+    no more accepts, close 1001 to every client, queued bytes flushed for up to
+    ``shutdown.drain_timeout`` seconds.
+    """
+
+    def __init__(self, config: Config, backend: Backend) -> None:
+        self.config = config
+        self.loop: Loop = backend.loop
+        self.backend = backend
+        self.settings = protocol_settings(config)
+        self.hub = Hub()
+        self.metrics = Metrics(self)
+        self.sessions: dict[int, Session] = {}
+        self.listeners: dict[int, socket.socket | None] = {}
+        self.address: tuple[str, int] = ("", 0)
+        self.stopping = False
+        self.draining = False
+        self._drain_deadline = 0.0
+        self._timers: list[_Timer] = []
+        self._seq = 0
+        # Sessions waiting for their deadline: conn -> the deadline queued for it.
+        self._deadlines: dict[int, float] = {}
+        # Connections closed with a flush; hard-closed if still there by the deadline.
+        self._flushing: dict[int, float] = {}
+        # HTTP publishes waiting for the end-of-iteration fan-out: (conn, channel).
+        self._http_waiting: list[tuple[int, Channel | None]] = []
+        self._run_counts: dict[int, int] = {}
+        self._wake_id = -1
+        self._wake_w: socket.socket | None = None
+
+    # -- start and stop ---------------------------------------------------
+
+    def start(self) -> tuple[str, int]:
+        srv = self.config.server
+        family = socket.AF_INET6 if ":" in srv.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((srv.host, srv.port))
+        sock.listen(srv.backlog)
+        self.address = sock.getsockname()[:2]
+        self.listeners[self.loop.listen(sock)] = None
+        return self.address
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT drain and stop; the loop wakes through a socketpair."""
+        r, w = socket.socketpair()
+        w.setblocking(False)
+        self._wake_w = w
+        self._wake_id = self.loop.adopt(r)
+        signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def _begin_drain(self, now: float) -> None:
+        self.draining = True
+        self._drain_deadline = now + self.config.shutdown.drain_timeout
+        for lid in list(self.listeners):
+            self.loop.close(lid)
+        self.listeners.clear()
+        log.info("draining: %d connections, up to %.1fs",
+                 len(self.sessions), self.config.shutdown.drain_timeout)
+        for conn, sess in list(self.sessions.items()):
+            self._execute(conn, sess.close(CLOSE_GOING_AWAY, "server shutting down", now))
+        self._flush_channels()
+
+    def run(self) -> None:
+        try:
+            while True:
+                now = time.monotonic()
+                if self.stopping and not self.draining:
+                    self._begin_drain(now)
+                if self.draining and (
+                    (not self.sessions and not self._flushing) or now >= self._drain_deadline
+                ):
+                    break
+                self.run_once(self._timeout(now))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._wake_w is not None:
+            signal.set_wakeup_fd(-1)
+            self._wake_w.close()
+            self._wake_w = None
+        self.loop.close_loop()
+
+    # -- one iteration ----------------------------------------------------
+
+    def _timeout(self, now: float) -> float:
+        t = 1.0
+        if self._timers:
+            t = min(t, max(0.0, self._timers[0].when - now))
+        return t
+
+    def run_once(self, timeout: float) -> None:
+        events = self.loop.reap(timeout)
+        now = time.monotonic()
+        for ev in events:
+            self._dispatch(ev, now)
+        self._flush_channels()
+        self._run_timers(now)
+
+    def _dispatch(self, ev: Event, now: float) -> None:
+        kind, conn = ev.kind, ev.conn
+        if kind == EventKind.DATA:
+            sess = self.sessions.get(conn)
+            if sess is not None:
+                self._execute(conn, sess.receive_data(ev.data, now))
+            elif conn == self._wake_id:
+                pass  # a signal arrived; its handler already ran
+        elif kind == EventKind.ACCEPT:
+            self._flushing.pop(conn, None)  # that id was freed and reused
+            if self.draining:
+                self.loop.close(conn)
+                return
+            sess = Session(self.settings, now)
+            self.sessions[conn] = sess
+            self.metrics.accepted += 1
+            self._schedule(conn, sess)
+        elif kind == EventKind.HUP:
+            sess = self.sessions.get(conn)
+            if sess is not None:
+                self.metrics.count_close("peer_reset" if ev.res else "peer_closed")
+                actions = sess.receive_data(b"", now)
+                self._execute(conn, actions)
+                if conn in self.sessions:  # the session did not close: the socket is gone
+                    self._drop(conn, flush=False)
+        elif kind == EventKind.OVERFLOW:
+            self._overflow(conn, now)
+        elif kind == EventKind.ACCEPT_ERROR:
+            log.warning("accept failed: %s; pausing accepts for %.1fs "
+                        "(raise the open-files limit or lower limits.max_connections)",
+                        _errno_text(ev.res), ACCEPT_RETRY_DELAY)
+            self.metrics.accept_errors += 1
+            self._call_later(now + ACCEPT_RETRY_DELAY, lambda: self._resume(conn))
+        elif kind == EventKind.REFUSED:
+            self.metrics.refused += 1
+
+    def _resume(self, listener: int) -> None:
+        if listener in self.listeners:
+            self.loop.resume_accept(listener)
+
+    def _overflow(self, conn: int, now: float) -> None:
+        sess = self.sessions.get(conn)
+        if sess is None:
+            return
+        if self.config.limits.slow_consumer_policy == "close":
+            # Stop fanning out to it at once; the close frame skips the queue cap.
+            self._unsubscribe(conn, sess)
+            self.metrics.slow_closes += 1
+            self.metrics.count_close("slow_consumer")
+            self._execute(conn, sess.close(CLOSE_SLOW_CONSUMER, "slow consumer", now))
+        else:
+            self.metrics.slow_drops += 1
+
+    # -- actions ----------------------------------------------------------
+
+    def _execute(self, conn: int, actions: list[Action]) -> None:
+        loop = self.loop
+        for a in actions:
+            if isinstance(a, SendBytes):
+                sess = self.sessions.get(conn)
+                if sess is not None and sess.channel is not None:
+                    # Frames already published to its channel this iteration go first.
+                    ch = self.hub.channels.get(sess.channel)
+                    if ch is not None and ch.pending:
+                        self._flush_channel(ch)
+                loop.send(conn, a.data, force=True)
+            elif isinstance(a, Publish):
+                self.metrics.published_ws += 1
+                exclude = NO_CONN if self.settings.echo else conn
+                frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
+                self.hub.publish(a.channel, frame, exclude)
+            elif isinstance(a, Subscribe):
+                self.hub.subscribe(conn, a.channel)
+            elif isinstance(a, HttpPublish):
+                self.metrics.published_http += 1
+                frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
+                ch = self.hub.publish(a.channel, frame)
+                if self.draining:
+                    self._flush_channels()
+                self._http_waiting.append((conn, ch))
+            elif isinstance(a, HttpQuery):
+                sess = self.sessions[conn]
+                status, ctype, body = self._query(a.path)
+                self._execute(conn, sess.respond(status, ctype, body))
+                return  # respond() returned what follows
+            elif isinstance(a, CloseConnection):
+                self._drop(conn, flush=True)
+                return
+        sess = self.sessions.get(conn)
+        if sess is not None:
+            self._schedule(conn, sess)
+
+    def _query(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/healthz":
+            if self.draining:
+                return 503, "text/plain; charset=utf-8", b"draining\n"
+            return 200, "text/plain; charset=utf-8", b"ok\n"
+        return 200, self.metrics.content_type, self.metrics.render()
+
+    def _unsubscribe(self, conn: int, sess: Session) -> None:
+        if sess.channel is not None:
+            self.hub.unsubscribe(conn, sess.channel)
+
+    def _drop(self, conn: int, flush: bool) -> None:
+        sess = self.sessions.pop(conn, None)
+        if sess is not None:
+            self._unsubscribe(conn, sess)
+        self._deadlines.pop(conn, None)
+        self.loop.close(conn, flush=flush)
+        if flush and self.loop.queued(conn):
+            deadline = time.monotonic() + self.settings.close_timeout
+            self._flushing[conn] = deadline
+            self._call_later(deadline, lambda: self._force_close(conn, deadline))
+
+    def _force_close(self, conn: int, deadline: float) -> None:
+        if self._flushing.get(conn) == deadline:
+            del self._flushing[conn]
+            self.loop.close(conn)
+
+    # -- fan-out ----------------------------------------------------------
+
+    def _flush_channel(self, ch: Channel) -> None:
+        cap = self.config.limits.queue_max_bytes
+        for frames, exclude, count in ch.runs():
+            if not ch.ids:
+                break
+            slot = self.loop.slot(frames)
+            try:
+                reached = self.loop.fanout(slot, ch.ids, len(ch.ids), exclude, cap)
+            finally:
+                self.loop.release(slot)
+            self._run_counts[id(ch)] = reached
+            self.metrics.messages_out += count
+        self.hub.dirty.pop(ch.name, None)
+        if not ch.ids:
+            self.hub.channels.pop(ch.name, None)
+
+    def _flush_channels(self) -> None:
+        for ch in self.hub.take_dirty():
+            self._flush_channel(ch)
+        if self._http_waiting:
+            waiting, self._http_waiting = self._http_waiting, []
+            for conn, ch in waiting:
+                sess = self.sessions.get(conn)
+                if sess is None:
+                    continue
+                reached = 0 if ch is None else self._run_counts.get(id(ch), len(ch.ids))
+                self._execute(conn, sess.publish_done(reached))
+            self._run_counts.clear()
+
+    # -- timers -----------------------------------------------------------
+
+    def _call_later(self, when: float, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, _Timer(when, self._seq, fn))
+
+    def _schedule(self, conn: int, sess: Session) -> None:
+        deadline = sess.next_deadline()
+        if deadline is None or self._deadlines.get(conn) == deadline:
+            return
+        self._deadlines[conn] = deadline
+        self._call_later(deadline, lambda: self._tick(conn, sess, deadline))
+
+    def _tick(self, conn: int, sess: Session, deadline: float) -> None:
+        if self.sessions.get(conn) is not sess or self._deadlines.get(conn) != deadline:
+            return  # closed, or a later deadline replaced this one
+        del self._deadlines[conn]
+        self._execute(conn, sess.tick(time.monotonic()))
+
+    def _run_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0].when <= now:
+            heapq.heappop(timers).fn()
+        self._flush_channels()
+
+
+def _errno_text(err: int) -> str:
+    import errno
+    import os
+
+    return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"
