@@ -9,6 +9,7 @@ compiler.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cffi import FFI
@@ -21,8 +22,9 @@ ffibuilder.cdef((CSRC / "ringio_api.h").read_text())
 ffibuilder.set_source(
     "ringcast.ringio._ringio",
     '#include "ringio.h"',
-    sources=[str(CSRC / name) for name in ("core.c", "uring.c", "epoll.c")],
-    include_dirs=[str(CSRC)],
+    # setuptools insists on paths relative to the project root (the cwd).
+    sources=[os.path.relpath(CSRC / name) for name in ("core.c", "uring.c", "epoll.c")],
+    include_dirs=[os.path.relpath(CSRC)],
     libraries=["uring"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

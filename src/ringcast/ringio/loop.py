@@ -11,9 +11,10 @@ import enum
 import os
 import socket
 import struct
-from typing_extensions import Buffer
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
+
+from typing_extensions import Buffer
 
 from ringcast.ringio._ringio import ffi, lib
 from ringcast.ringio.errors import STAGE_EPOLL, RingioError, RingUnavailable, diagnose
@@ -113,7 +114,8 @@ class Probe:
             f"arena registered: {'yes' if self.arena_registered else 'no'}"
             + (f" ({_strerror(self.arena_errno)})" if self.arena_errno else ""),
             f"zero-copy sends: {'on' if self.zc_enabled else 'off'}"
-            + ("" if self.zc_enabled else " (needs kernel >= 6.10, SEND_ZC and a registered arena)"),
+            + ("" if self.zc_enabled
+               else " (needs kernel >= 6.10, SEND_ZC and a registered arena)"),
         ]
         return "\n".join(lines)
 
@@ -219,7 +221,7 @@ class Loop:
     def release(self, slot: int) -> None:
         lib.rio_slot_put(self._l, slot)
 
-    def fanout(self, slot: int, conns: Buffer, count: int, exclude: int = NO_CONN,
+    def fanout(self, slot: int, conns: Buffer, count: int, *, exclude: int = NO_CONN,
                cap: int = 0, force: bool = False) -> int:
         """Queue ``slot`` to the first ``count`` uint32 ids of ``conns`` and submit.
 
@@ -230,7 +232,7 @@ class Loop:
         ids = ffi.from_buffer("uint32_t[]", conns)
         return int(_check(lib.rio_fanout(self._l, slot, ids, count, exclude, cap, int(force))))
 
-    def send(self, conn: int, data: bytes, cap: int = 0, force: bool = False) -> bool:
+    def send(self, conn: int, data: bytes, *, cap: int = 0, force: bool = False) -> bool:
         """Queue bytes to one connection; False if the cap refused them."""
         return bool(_check(lib.rio_send(self._l, conn, data, len(data), cap, int(force))))
 

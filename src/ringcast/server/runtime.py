@@ -16,8 +16,10 @@ C; Python does per-message and per-connection work.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import logging
+import os
 import signal
 import socket
 import time
@@ -313,7 +315,7 @@ class Server:
                 break
             slot = self.loop.slot(frames)
             try:
-                reached = self.loop.fanout(slot, ch.ids, len(ch.ids), exclude, cap)
+                reached = self.loop.fanout(slot, ch.ids, len(ch.ids), exclude=exclude, cap=cap)
             finally:
                 self.loop.release(slot)
             self._run_counts[id(ch)] = reached
@@ -327,11 +329,11 @@ class Server:
             self._flush_channel(ch)
         if self._http_waiting:
             waiting, self._http_waiting = self._http_waiting, []
-            for conn, ch in waiting:
+            for conn, target in waiting:
                 sess = self.sessions.get(conn)
                 if sess is None:
                     continue
-                reached = 0 if ch is None else self._run_counts.get(id(ch), len(ch.ids))
+                reached = 0 if target is None else self._run_counts.get(id(target), 0)
                 self._execute(conn, sess.publish_done(reached))
             self._run_counts.clear()
 
@@ -362,7 +364,4 @@ class Server:
 
 
 def _errno_text(err: int) -> str:
-    import errno
-    import os
-
     return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"

@@ -484,7 +484,9 @@ int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
         conn *c = &l->conns[id];
         if (c->kind != CK_STREAM || c->state != CS_OPEN || c->send_broken)
             continue;
-        if (mode != RIO_SEND_FORCE && cap && c->queued + len > cap) {
+        /* The cap bounds the backlog, not one message: an empty queue always
+         * takes the next frame (its size is bounded by the caller). */
+        if (mode != RIO_SEND_FORCE && cap && c->queued && c->queued + len > cap) {
             l->st.drops++;
             if (!c->overflowed) {
                 c->overflowed = 1;
