@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": round(record.created, 3),
+            "pid": record.process,
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -39,12 +41,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        tag = "" if worker is None else f"[worker {worker}] "
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -65,17 +68,57 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ringcast.server.backend import open_backend
-    from ringcast.server.runtime import Server
+    from ringcast.server.workers import supervise, worker_count
 
-    config = load_config(args.config, {**os.environ, **_overrides(args)})
+    # Flags act as environment overrides, so a SIGHUP reload and worker
+    # processes see the same values.
+    os.environ.update(_overrides(args))
+    config = load_config(args.config, os.environ)
+    count = worker_count(config.server.workers)
+    if count == 1:
+        setup_logging(config.logging.level, config.logging.format)
+        return run_worker(config, args.config, 0, 1, "")
     setup_logging(config.logging.level, config.logging.format)
+    srv = config.server
+    # Resolve the port once for every worker: a bound, never-listening
+    # SO_REUSEPORT socket holds it and receives no connections.
+    family = socket.AF_INET6 if ":" in srv.host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((srv.host, srv.port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s (is another process using the port? "
+                  "change server.port)", srv.host, srv.port, exc.strerror)
+        return EXIT_FAILURE
+    port = holder.getsockname()[1]
+    os.environ["RINGCAST_SERVER_PORT"] = str(port)
+    config = load_config(args.config, os.environ)
+    log.info("ringcast %s supervisor: %d workers on %s:%d", __version__, count, srv.host, port)
+
+    def worker(index: int, token: str) -> int:
+        holder.close()
+        setup_logging(config.logging.level, config.logging.format, worker=index)
+        return run_worker(config, args.config, index, count, token)
+
+    code = supervise(count, worker, config.shutdown.drain_timeout)
+    log.info("stopped")
+    return code
+
+
+def run_worker(config: Config, path: str | None, index: int, count: int, token: str) -> int:
+    """Serve in this process: the whole server, or one worker of several."""
+    from ringcast.server.backend import open_backend
+    from ringcast.server.cluster import RedisBridge
+    from ringcast.server.runtime import Server
+    from ringcast.server.workers import PeerLinks
+
     try:
         backend = open_backend(config)
     except RingcastError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
-    server = Server(config, backend)
+    server = Server(config, backend, config_path=path, worker=index)
     try:
         host, port = server.start()
     except OSError as exc:
@@ -83,6 +126,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "change server.port)", config.server.host, config.server.port, exc.strerror)
         server.close()
         return EXIT_FAILURE
+    if count > 1:
+        server.peers = PeerLinks(backend.loop, token, index, count)
+    if config.cluster.redis_url:
+        hub = server.hub
+        server.bridge = RedisBridge(
+            config.cluster.redis_url, backend.loop, server.deliver,
+            lambda: [name for name, ch in hub.channels.items() if ch.ids])
     server.install_signal_handlers()
     log.info("ringcast %s listening on %s:%d, backend %s (%s)",
              __version__, host, port, backend.name, backend.reason)

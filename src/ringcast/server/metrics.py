@@ -57,12 +57,28 @@ class Metrics(Collector):
         self.messages_out = 0
         self.slow_closes = 0
         self.slow_drops = 0
+        self.received_peers = 0
+        self.received_cluster = 0
         self.closes: Counter[str] = Counter()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def count_close(self, reason: str) -> None:
         self.closes[reason] += 1
+
+    def snapshot(self) -> dict[str, float]:
+        """The headline numbers this worker shares with the others every second."""
+        s = self.server
+        stats = s.loop.stats()
+        return {
+            "connections": len(s.sessions),
+            "connections_accepted": self.accepted,
+            "messages_published": self.published_ws + self.published_http,
+            "deliveries": stats["deliveries"],
+            "bytes_out": stats["send_bytes"],
+            "dropped_deliveries": stats["drops"],
+            "slow_consumer_closes": self.slow_closes,
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -116,3 +132,32 @@ class Metrics(Collector):
             yield (counter if is_counter else gauge)(
                 name.removesuffix("_total") if is_counter else name, doc, stats[key])
         yield gauge("ringcast_draining", "1 while shutting down", int(s.draining))
+        yield counter("ringcast_messages_from_workers",
+                      "Messages handed over by other workers of this host", self.received_peers)
+        yield counter("ringcast_messages_from_cluster",
+                      "Messages received from the cluster broker", self.received_cluster)
+        if s.peers is not None:
+            yield gauge("ringcast_workers_linked", "Other workers this one can send to",
+                        len(s.peers.out))
+            yield counter("ringcast_worker_handoff_drops",
+                          "Hand-offs dropped: a peer worker fell 64 MiB behind", s.peers.dropped)
+        if s.bridge is not None:
+            yield gauge("ringcast_cluster_connected", "1 while the broker bridge is up",
+                        int(s.bridge.connected))
+            yield counter("ringcast_cluster_local_only_publishes",
+                          "Publishes delivered on this host only: the broker was down",
+                          getattr(s.bridge, "local_only", 0))
+        # Every worker's headline numbers (this one live, the others as of their
+        # last report, at most a second old), and their sum across the host.
+        if s.peers is not None:
+            snaps = {**s.peer_stats, self.worker: self.snapshot()}
+            for key in next(iter(snaps.values())):
+                fam = GaugeMetricFamily(f"ringcast_host_{key}",
+                                        f"{key} per worker and for the host (worker=\"all\")",
+                                        labels=["worker"])
+                total = 0.0
+                for wid, snap in sorted(snaps.items()):
+                    fam.add_metric([wid], snap.get(key, 0))
+                    total += snap.get(key, 0)
+                fam.add_metric(["all"], total)
+                yield fam

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import json
 import logging
 import os
 import signal
@@ -26,10 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ringcast.config import Config
+from ringcast.config import Config, config_from_mapping, diff_configs, load_config
+from ringcast.errors import ConfigError
 from ringcast.ringio import NO_CONN, Event, EventKind, Loop
 from ringcast.server.backend import Backend
+from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Channel, Hub
+from ringcast.server.links import KIND_PUBLISH, KIND_STATS, encode_record
 from ringcast.server.metrics import Metrics
 from ringcast.server.protocol.actions import (
     Action,
@@ -43,6 +47,7 @@ from ringcast.server.protocol.actions import (
 from ringcast.server.protocol.framing import encode_frame
 from ringcast.server.protocol.session import Session
 from ringcast.server.protocol.settings import ProtocolSettings
+from ringcast.server.workers import PeerLinks
 
 log = logging.getLogger("ringcast")
 
@@ -50,6 +55,7 @@ OP_TEXT, OP_BINARY = 1, 2
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 3008
 ACCEPT_RETRY_DELAY = 0.1
+STATS_INTERVAL = 1.0
 
 
 def protocol_settings(config: Config) -> ProtocolSettings:
@@ -86,13 +92,17 @@ class Server:
     ``shutdown.drain_timeout`` seconds.
     """
 
-    def __init__(self, config: Config, backend: Backend) -> None:
+    def __init__(self, config: Config, backend: Backend, config_path: str | None = None,
+                 worker: int = 0) -> None:
         self.config = config
+        self.config_path = config_path
+        self.worker = worker
+        self._reload_requested = False
         self.loop: Loop = backend.loop
         self.backend = backend
         self.settings = protocol_settings(config)
         self.hub = Hub()
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self, worker)
         self.sessions: dict[int, Session] = {}
         self.listeners: dict[int, socket.socket | None] = {}
         self.address: tuple[str, int] = ("", 0)
@@ -110,6 +120,11 @@ class Server:
         self._run_counts: dict[int, int] = {}
         self._wake_id = -1
         self._wake_w: socket.socket | None = None
+        # Other workers of this host, and the broker bridge (issue: scale out).
+        self.peers: PeerLinks | None = None
+        self.bridge: Bridge | None = None
+        self.peer_stats: dict[str, dict[str, float]] = {}
+        self._next_stats = 0.0
 
     # -- start and stop ---------------------------------------------------
 
@@ -134,6 +149,41 @@ class Server:
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP) and apply what can change live.
+
+        Limits, policies, the publish token and the log level apply at once (new
+        limits to new connections; queue cap and slow-consumer policy to every
+        fan-out from now on). Other changes are logged as needing a restart and
+        not applied. An invalid file changes nothing.
+        """
+        self._reload_requested = False
+        try:
+            new = load_config(self.config_path, os.environ)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return
+        live, restart = diff_configs(self.config, new)
+        if restart:
+            log.warning("reload: %s changed but need a restart; not applied", ", ".join(restart))
+        if not live:
+            log.info("reload: no live-reloadable setting changed")
+            return
+        # Build the applied config: new values for live keys, old ones elsewhere.
+        merged = {section: dict(keys) for section, keys in self.config.as_dict().items()}
+        fresh = new.as_dict()
+        for path in live:
+            section, key = path.split(".", 1)
+            merged[section][key] = fresh[section][key]
+        self.config = config_from_mapping(merged, self.config_path or "<reload>")
+        self.settings = protocol_settings(self.config)
+        logging.getLogger().setLevel(self.config.logging.level.upper())
+        log.info("reload: applied %s", ", ".join(live))
 
     def stop(self) -> None:
         self.stopping = True
@@ -154,6 +204,8 @@ class Server:
         try:
             while True:
                 now = time.monotonic()
+                if self._reload_requested:
+                    self.reload()
                 if self.stopping and not self.draining:
                     self._begin_drain(now)
                 if self.draining and (
@@ -176,8 +228,12 @@ class Server:
     def _timeout(self, now: float) -> float:
         t = 1.0
         if self._timers:
-            t = min(t, max(0.0, self._timers[0].when - now))
-        return t
+            t = min(t, self._timers[0].when - now)
+        for helper in (self.peers, self.bridge):
+            when = helper.next_attempt() if helper is not None else None
+            if when is not None:
+                t = min(t, when - now)
+        return max(0.0, t)
 
     def run_once(self, timeout: float) -> None:
         events = self.loop.reap(timeout)
@@ -186,6 +242,14 @@ class Server:
             self._dispatch(ev, now)
         self._flush_channels()
         self._run_timers(now)
+        if self.peers is not None:
+            self.peers.maintain(now)
+            if now >= self._next_stats:
+                self._next_stats = now + STATS_INTERVAL
+                self.peers.broadcast(encode_record(
+                    KIND_STATS, str(self.worker), json.dumps(self.metrics.snapshot()).encode()))
+        if self.bridge is not None:
+            self.bridge.maintain(now)
 
     def _dispatch(self, ev: Event, now: float) -> None:
         kind, conn = ev.kind, ev.conn
@@ -193,10 +257,16 @@ class Server:
             sess = self.sessions.get(conn)
             if sess is not None:
                 self._execute(conn, sess.receive_data(ev.data, now))
-            elif conn == self._wake_id:
-                pass  # a signal arrived; its handler already ran
+            elif self.peers is not None and conn in self.peers.inbound:
+                self._from_peer(conn, ev.data)
+            elif self.bridge is not None and self.bridge.owns(conn):
+                self.bridge.data_received(conn, ev.data)
+            # else: the signal wake-up socket; its handler already ran
         elif kind == EventKind.ACCEPT:
             self._flushing.pop(conn, None)  # that id was freed and reused
+            if self.peers is not None and ev.aux == self.peers.listener:
+                self.peers.accepted(conn)
+                return
             if self.draining:
                 self.loop.close(conn)
                 return
@@ -206,7 +276,12 @@ class Server:
             self._schedule(conn, sess)
         elif kind == EventKind.HUP:
             sess = self.sessions.get(conn)
-            if sess is not None:
+            if sess is None:
+                if self.peers is not None and self.peers.lost(conn, now):
+                    return
+                if self.bridge is not None and self.bridge.owns(conn):
+                    self.bridge.connection_lost(conn)
+            else:
                 self.metrics.count_close("peer_reset" if ev.res else "peer_closed")
                 actions = sess.receive_data(b"", now)
                 self._execute(conn, actions)
@@ -257,16 +332,19 @@ class Server:
                 self.metrics.published_ws += 1
                 exclude = NO_CONN if self.settings.echo else conn
                 frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
-                self.hub.publish(a.channel, frame, exclude)
+                self._publish(a.channel, frame, exclude)
             elif isinstance(a, Subscribe):
-                self.hub.subscribe(conn, a.channel)
+                ch = self.hub.subscribe(conn, a.channel)
+                if len(ch) == 1 and self.bridge is not None:
+                    self.bridge.subscribe(a.channel)
             elif isinstance(a, HttpPublish):
                 self.metrics.published_http += 1
                 frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
-                ch = self.hub.publish(a.channel, frame)
-                if self.draining:
-                    self._flush_channels()
-                self._http_waiting.append((conn, ch))
+                target = self._publish(a.channel, frame, NO_CONN)
+                if isinstance(target, int):     # via the broker: local count now
+                    self._execute(conn, self.sessions[conn].publish_done(target))
+                    return
+                self._http_waiting.append((conn, target))
             elif isinstance(a, HttpQuery):
                 sess = self.sessions[conn]
                 status, ctype, body = self._query(a.path)
@@ -287,8 +365,43 @@ class Server:
         return 200, self.metrics.content_type, self.metrics.render()
 
     def _unsubscribe(self, conn: int, sess: Session) -> None:
-        if sess.channel is not None:
-            self.hub.unsubscribe(conn, sess.channel)
+        name = sess.channel
+        if name is None:
+            return
+        self.hub.unsubscribe(conn, name)
+        if self.bridge is not None:
+            ch = self.hub.channels.get(name)
+            if ch is None or not ch.ids:
+                self.bridge.unsubscribe(name)
+
+    def _publish(self, channel: str, frame: bytes, exclude: int) -> Channel | int | None:
+        """Publish a framed message from a client of this worker.
+
+        Through the broker when the bridge is up (every node, this one included,
+        delivers what comes back, in the broker's order): returns the local
+        subscriber count. Otherwise here and to the other workers of the host:
+        returns the local channel (None if nobody here listens).
+        """
+        if self.bridge is not None and self.bridge.publish(channel, frame, exclude):
+            ch = self.hub.channels.get(channel)
+            return 0 if ch is None else len(ch.ids) - (exclude in ch.pos)
+        if self.peers is not None:
+            self.peers.broadcast(encode_record(KIND_PUBLISH, channel, frame))
+        return self.hub.publish(channel, frame, exclude)
+
+    def deliver(self, channel: str, frame: bytes, exclude: int) -> None:
+        """A message from elsewhere (the broker): fan it out to local subscribers."""
+        self.metrics.received_cluster += 1
+        self.hub.publish(channel, frame, exclude)
+
+    def _from_peer(self, conn: int, data: bytes) -> None:
+        assert self.peers is not None
+        for rec in self.peers.inbound[conn].feed(data):
+            if rec.kind == KIND_PUBLISH:
+                self.metrics.received_peers += 1
+                self.hub.publish(rec.channel, rec.body)
+            else:
+                self.peer_stats[rec.channel] = json.loads(rec.body)
 
     def _drop(self, conn: int, flush: bool) -> None:
         sess = self.sessions.pop(conn, None)

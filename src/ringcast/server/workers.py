@@ -1,0 +1,245 @@
+"""One worker per core: the supervisor that forks them, and their links.
+
+The supervisor binds nothing but a placeholder for the port (so ``port = 0``
+resolves once for everyone), forks the workers, forwards SIGTERM/SIGINT/SIGHUP
+to them and restarts one that dies, with backoff, logging why. Each worker
+makes its own ring after the fork (SINGLE_ISSUER rings belong to the task that
+made them) and its own ``SO_REUSEPORT`` listener, so the kernel spreads
+connections over workers.
+
+Workers reach each other over Unix stream sockets in the abstract namespace,
+named after the supervisor's pid and the worker index. Worker *i* sends to
+worker *j* over the connection *i* opened, and receives on the connections it
+accepted; so a restarted worker simply connects again and is connected to.
+Those sockets live on the worker's loop like any client socket.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ringcast.ringio import Loop
+from ringcast.server.links import RecordReader
+
+log = logging.getLogger("ringcast")
+
+LINK_CAP = 64 << 20          # bytes a stuck peer worker may hold before we drop
+LINK_RETRY = 0.2
+RESTART_MIN, RESTART_MAX = 0.5, 10.0
+PR_SET_PDEATHSIG = 1    # linux/prctl.h
+
+
+def link_address(token: str, worker: int) -> bytes:
+    return f"\0{token}-{worker}".encode()
+
+
+class PeerLinks:
+    """This worker's links to the other workers of the host."""
+
+    def __init__(self, loop: Loop, token: str, worker: int, count: int) -> None:
+        self.loop = loop
+        self.token = token
+        self.worker = worker
+        self.count = count
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(link_address(token, worker))
+        sock.listen(64)
+        self.listener = loop.listen(sock)
+        self.out: dict[int, int] = {}                   # peer worker -> conn
+        self.inbound: dict[int, RecordReader] = {}      # conn -> reader
+        self._retry: dict[int, float] = {p: 0.0 for p in range(count) if p != worker}
+        self.dropped = 0
+        self.sent = 0
+
+    def maintain(self, now: float) -> None:
+        for peer, when in list(self._retry.items()):
+            if when > now:
+                continue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(LINK_RETRY)
+            try:
+                sock.connect(link_address(self.token, peer))
+            except OSError:
+                sock.close()
+                self._retry[peer] = now + LINK_RETRY
+                continue
+            self.out[peer] = self.loop.adopt(sock)
+            del self._retry[peer]
+            log.debug("linked to worker %d", peer)
+
+    def next_attempt(self) -> float | None:
+        return min(self._retry.values(), default=None)
+
+    def accepted(self, conn: int) -> None:
+        self.inbound[conn] = RecordReader()
+
+    def lost(self, conn: int, now: float) -> bool:
+        """A link hung up: forget it (and reconnect if it was outbound)."""
+        if self.inbound.pop(conn, None) is not None:
+            self.loop.close(conn)
+            return True
+        for peer, c in list(self.out.items()):
+            if c == conn:
+                del self.out[peer]
+                self.loop.close(conn)
+                self._retry[peer] = now + LINK_RETRY
+                return True
+        return False
+
+    def broadcast(self, record: bytes) -> None:
+        for conn in self.out.values():
+            if self.loop.send(conn, record, cap=LINK_CAP):
+                self.sent += 1
+            else:
+                self.dropped += 1
+
+
+# -- the supervisor ---------------------------------------------------------
+
+@dataclass
+class _Slot:
+    pid: int = 0
+    failures: int = 0
+    restart_at: float | None = None
+    started: float = 0.0
+
+
+def _die_with_parent() -> None:
+    """Drain and exit (SIGTERM) if the supervisor dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def worker_count(setting: int | str) -> int:
+    return (os.cpu_count() or 1) if setting == "auto" else int(setting)
+
+
+def _exit_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by {signal.Signals(sig).name}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: float) -> int:
+    """Fork ``count`` workers running ``run_worker(index, token)``; restart the dead.
+
+    Returns 0 when every worker stopped cleanly after SIGTERM/SIGINT.
+    """
+    token = f"ringcast-{os.getpid()}"
+    slots = [_Slot() for _ in range(count)]
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    pending: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, on_signal)
+
+    def spawn(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(rfd)
+                os.close(wfd)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent()
+                code = run_worker(i, token)
+            except BaseException:
+                log.exception("worker %d crashed", i)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        slots[i] = _Slot(pid=pid, failures=slots[i].failures, started=time.monotonic())
+
+    for i in range(count):
+        spawn(i)
+    stopping = False
+    stop_deadline = 0.0
+    exit_code = 0
+    while True:
+        now = time.monotonic()
+        # Reap children.
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            for i, s in enumerate(slots):
+                if s.pid != pid:
+                    continue
+                s.pid = 0
+                if stopping or status == 0:
+                    # Exit 0 means it drained after a SIGTERM of its own (systemd
+                    # signals the whole cgroup, unless KillMode=mixed): not a crash.
+                    if status != 0:
+                        exit_code = 1
+                        log.warning("worker %d %s while stopping", i, _exit_text(status))
+                    else:
+                        log.info("worker %d stopped", i)
+                    break
+                # A worker that lived a while had a fresh start: reset its backoff.
+                if now - s.started > 30:
+                    s.failures = 0
+                delay = min(RESTART_MIN * 2 ** s.failures, RESTART_MAX)
+                s.failures += 1
+                s.restart_at = now + delay
+                log.error("worker %d (pid %d) %s; restarting in %.1fs", i, pid,
+                          _exit_text(status), delay)
+        if all(s.pid == 0 and (stopping or s.restart_at is None) for s in slots):
+            break   # every worker stopped cleanly
+        if stopping and now > stop_deadline:
+            for s in slots:
+                if s.pid:
+                    os.kill(s.pid, signal.SIGKILL)
+            exit_code = 1
+        # Signals.
+        while pending:
+            signum = pending.pop(0)
+            if signum == signal.SIGCHLD:
+                continue
+            if signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
+                stopping = True
+                stop_deadline = now + drain_timeout + 5
+                log.info("stopping %d workers", sum(1 for s in slots if s.pid))
+            for s in slots:
+                if s.pid:
+                    os.kill(s.pid, signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM)
+        if not stopping:
+            for i, s in enumerate(slots):
+                if s.pid == 0 and s.restart_at is not None and s.restart_at <= now:
+                    s.restart_at = None
+                    spawn(i)
+        waits = [s.restart_at - now for s in slots if s.restart_at is not None and not stopping]
+        timeout = max(0.0, min([1.0, *waits]))
+        try:
+            select.select([rfd], [], [], timeout)
+            while True:
+                os.read(rfd, 512)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+    signal.set_wakeup_fd(-1)
+    os.close(rfd)
+    os.close(wfd)
+    return exit_code
