@@ -21,6 +21,7 @@ from typing import Any
 from ringcast import __version__
 from ringcast.config import Config, load_config
 from ringcast.errors import ConfigError, RingcastError
+from ringcast.server import sdnotify
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
@@ -98,10 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def worker(index: int, token: str) -> int:
         holder.close()
+        os.environ.pop("NOTIFY_SOCKET", None)   # the supervisor speaks to systemd
         setup_logging(config.logging.level, config.logging.format, worker=index)
         return run_worker(config, args.config, index, count, token)
 
-    code = supervise(count, worker, config.shutdown.drain_timeout)
+    code = supervise(count, worker, config.shutdown.drain_timeout,
+                     on_ready=lambda: sdnotify.ready(f"{count} workers on {srv.host}:{port}"))
     log.info("stopped")
     return code
 
@@ -136,6 +139,7 @@ def run_worker(config: Config, path: str | None, index: int, count: int, token: 
     server.install_signal_handlers()
     log.info("ringcast %s listening on %s:%d, backend %s (%s)",
              __version__, host, port, backend.name, backend.reason)
+    sdnotify.ready(f"listening on {host}:{port}, backend {backend.name}")
     server.run()
     log.info("stopped")
     return EXIT_OK

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ringcast.config import Config, config_from_mapping, diff_configs, load_config
 from ringcast.errors import ConfigError
 from ringcast.ringio import NO_CONN, Event, EventKind, Loop
+from ringcast.server import sdnotify
 from ringcast.server.backend import Backend
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Channel, Hub
@@ -163,14 +164,17 @@ class Server:
         not applied. An invalid file changes nothing.
         """
         self._reload_requested = False
+        sdnotify.reloading()
         try:
             new = load_config(self.config_path, os.environ)
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
+            sdnotify.ready()
             return
         live, restart = diff_configs(self.config, new)
         if restart:
             log.warning("reload: %s changed but need a restart; not applied", ", ".join(restart))
+        sdnotify.ready()
         if not live:
             log.info("reload: no live-reloadable setting changed")
             return
@@ -189,6 +193,7 @@ class Server:
         self.stopping = True
 
     def _begin_drain(self, now: float) -> None:
+        sdnotify.stopping(f"draining {len(self.sessions)} connections")
         self.draining = True
         self._drain_deadline = now + self.config.shutdown.drain_timeout
         for lid in list(self.listeners):
@@ -208,10 +213,12 @@ class Server:
                     self.reload()
                 if self.stopping and not self.draining:
                     self._begin_drain(now)
-                if self.draining and (
-                    (not self.sessions and not self._flushing) or now >= self._drain_deadline
-                ):
-                    break
+                if self.draining:
+                    # Flushing ids whose queue is empty are done (or already freed).
+                    for conn in [c for c in self._flushing if not self.loop.queued(c)]:
+                        del self._flushing[conn]
+                    if (not self.sessions and not self._flushing) or now >= self._drain_deadline:
+                        break
                 self.run_once(self._timeout(now))
         finally:
             self.close()
@@ -359,9 +366,14 @@ class Server:
 
     def _query(self, path: str) -> tuple[int, str, bytes]:
         if path == "/healthz":
-            if self.draining:
-                return 503, "text/plain; charset=utf-8", b"draining\n"
-            return 200, "text/plain; charset=utf-8", b"ok\n"
+            lines = ["draining" if self.draining else "ok", f"worker: {self.worker}",
+                     f"backend: {self.backend.name}"]
+            if self.peers is not None:
+                lines.append(f"workers linked: {len(self.peers.out) + 1}/{self.peers.count}")
+            if self.bridge is not None:
+                lines += [f"cluster {k}: {v}" for k, v in self.bridge.status().items()]
+            body = ("\n".join(lines) + "\n").encode()
+            return (503 if self.draining else 200), "text/plain; charset=utf-8", body
         return 200, self.metrics.content_type, self.metrics.render()
 
     def _unsubscribe(self, conn: int, sess: Session) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringcast.ringio import Loop
+from ringcast.server import sdnotify
 from ringcast.server.links import RecordReader
 
 log = logging.getLogger("ringcast")
@@ -131,7 +132,8 @@ def _exit_text(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
-def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: float) -> int:
+def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: float,
+              on_ready: Callable[[], object] = lambda: None) -> int:
     """Fork ``count`` workers running ``run_worker(index, token)``; restart the dead.
 
     Returns 0 when every worker stopped cleanly after SIGTERM/SIGINT.
@@ -170,6 +172,7 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
 
     for i in range(count):
         spawn(i)
+    on_ready()
     stopping = False
     stop_deadline = 0.0
     exit_code = 0
@@ -217,6 +220,7 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
             if signum == signal.SIGCHLD:
                 continue
             if signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
+                sdnotify.stopping()
                 stopping = True
                 stop_deadline = now + drain_timeout + 5
                 log.info("stopping %d workers", sum(1 for s in slots if s.pid))
