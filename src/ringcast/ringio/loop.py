@@ -74,6 +74,7 @@ class LoopParams:
     buf_size: int = 4096
     arena_size: int = 4 << 20
     zc_threshold: int = 16384
+    zc_keep: bool = False
     data_capacity: int = 4 << 20
     setup_flags: int = DEFAULT_SETUP_FLAGS
 

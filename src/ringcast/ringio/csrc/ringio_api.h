@@ -48,6 +48,8 @@ typedef struct rio_params {
     uint64_t arena_size;      /* registered frame memory; 0 = heap slots only      */
     uint32_t max_conns;       /* size of the id table (listeners count too)        */
     uint32_t zc_threshold;    /* frames >= this use SEND_ZC when allowed; 0 = off  */
+    uint32_t zc_keep;         /* keep zero-copy for a peer even after the kernel
+                                 reports it copied (for measuring only)            */
     uint32_t data_capacity;   /* bytes of received data returned per reap          */
     int32_t engine;           /* 0 = io_uring, 1 = epoll                           */
     uint32_t setup_flags;     /* io_uring setup flags to try first (fallback drops

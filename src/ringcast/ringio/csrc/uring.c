@@ -263,7 +263,7 @@ static void on_zc(rio_loop *l, struct io_uring_cqe *cqe)
              * costs this peer an extra CQE, so stop using it for the peer. */
             l->st.zc_copied++;
             conn *c = &l->conns[r->conn];
-            if (c->kind != CK_FREE && c->gen == r->gen)
+            if (c->kind != CK_FREE && c->gen == r->gen && !l->p.zc_keep)
                 c->zc_off = 1;
         }
         zc_put(l, z);
