@@ -1,0 +1,83 @@
+"""What a :class:`~ringcast.server.protocol.session.Session` asks its runtime to do.
+
+Every ``Session`` method returns a list of these. The runtime executes them in list
+order; order matters (a ``Subscribe`` follows the ``SendBytes`` of the 101 response, a
+``CloseConnection`` follows the bytes to flush first). Nothing follows a
+``CloseConnection``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Action",
+    "CloseConnection",
+    "HttpPublish",
+    "HttpQuery",
+    "Publish",
+    "SendBytes",
+    "Subscribe",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SendBytes:
+    """Write ``data`` to this connection, after everything written before."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Add this connection to ``channel``'s subscribers (the handshake completed)."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A complete WebSocket data message from this client, to publish on ``channel``.
+
+    ``text`` is true for a text message (``payload`` is then valid UTF-8) and false for
+    a binary one; send it to subscribers with the same opcode. Only emitted when the
+    settings allow client publishing.
+    """
+
+    channel: str
+    payload: bytes
+    text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPublish:
+    """A ``POST /publish/<channel>`` request, authorized and read in full.
+
+    ``text`` is true when the Content-Type is ``text/*`` or ``application/json``
+    (``payload`` is then valid UTF-8). Answer with
+    :meth:`~ringcast.server.protocol.session.Session.publish_done` or
+    :meth:`~ringcast.server.protocol.session.Session.publish_refused`.
+    """
+
+    channel: str
+    payload: bytes
+    text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HttpQuery:
+    """A ``GET`` of ``path`` (``/healthz`` or ``/metrics``).
+
+    Answer with :meth:`~ringcast.server.protocol.session.Session.respond`.
+    """
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """Close the TCP connection once the bytes sent before this action are flushed."""
+
+
+Action = SendBytes | Subscribe | Publish | HttpPublish | HttpQuery | CloseConnection
+"""Any of the actions above."""

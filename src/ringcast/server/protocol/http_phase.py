@@ -1,0 +1,481 @@
+"""The HTTP side of a connection: requests until one upgrades to WebSocket or it closes.
+
+h11 parses the requests; this module routes them:
+
+=====================  ==========================================================
+``GET /<channel>``     with ``Upgrade: websocket``: the WebSocket opening handshake
+                       (RFC 6455 section 4.2), validated by wsproto; 101, then the
+                       session switches to :mod:`.websocket_phase`.
+``POST /publish/<ch>`` only when ``http_enabled``; the whole body becomes an
+                       :class:`HttpPublish`, answered by the runtime.
+``GET /healthz``       an :class:`HttpQuery`, answered by the runtime.
+``GET /metrics``       likewise, only when ``metrics_enabled``.
+=====================  ==========================================================
+
+``HEAD`` is accepted wherever ``GET`` is (RFC 9110 section 9.3.2); the answer then
+carries no body. Anything else is an error, and every error response carries
+``Connection: close`` and is followed by :class:`CloseConnection`: 400 malformed request
+or handshake, 401 bad token, 404 unknown path, 405 wrong method (with ``Allow``), 413 body
+too large (by ``Content-Length`` before reading, or counted as chunks arrive), 426 bad
+``Sec-WebSocket-Version``, 431 header section over 16 KiB.
+
+Requests are served one at a time. While the runtime computes an answer, later bytes
+(pipelined requests) are held, at most one complete request's worth
+(``MAX_HEADER_BYTES + max_http_body``), and parsed once the answer is sent; more closes
+the connection at once, without the answer. A successful answer keeps the connection
+alive when the client allows it (h11 decides: ``Connection: close`` and HTTP/1.0 end it).
+
+Timing: a complete request must arrive within ``handshake_timeout`` of the connection
+opening or of the previous answer (an idle keep-alive connection counts too); when it
+does not, :meth:`HttpPhase.tick` closes the connection without a response. The clock
+stops while the runtime owes an answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+from typing import Final
+
+import h11
+from wsproto.connection import Connection as WebSocketConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import ProtocolError as WsProtocolError
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+from ringcast.errors import ChannelNameError
+
+from .actions import Action, CloseConnection, HttpPublish, HttpQuery, SendBytes, Subscribe
+from .channels import validate_channel
+from .settings import ProtocolSettings
+
+__all__ = ["MAX_HEADER_BYTES", "HttpPhase", "Route", "Upgrade", "check_status"]
+
+MAX_HEADER_BYTES: Final = 16 * 1024
+"""Largest request line + header section; more is answered 431 (h11's incomplete-event
+limit, so it also bounds a chunk-size line)."""
+
+_PUBLISH_PREFIX: Final = "/publish/"
+_HEALTHZ: Final = "/healthz"
+_METRICS: Final = "/metrics"
+_REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A completed WebSocket handshake, for the session to continue with.
+
+    The 101 response and the :class:`Subscribe` action have been emitted already.
+    ``trailing`` holds bytes the client sent after its request (frames it did not wait
+    to send); ``eof`` says the client closed its side after them.
+    """
+
+    channel: str
+    connection: WebSocketConnection
+    trailing: bytes
+    eof: bool
+
+
+class Route(Enum):
+    """What a request asks for."""
+
+    UPGRADE = "upgrade"
+    PUBLISH = "publish"
+    QUERY = "query"
+
+
+@dataclass(slots=True)
+class _Request:
+    """The request being read (its head has arrived, its body may still be coming)."""
+
+    event: h11.Request
+    route: Route
+    path: str
+    channel: str = ""
+    text: bool = False
+    body: list[bytes] | None = None
+    body_size: int = 0
+
+
+class HttpPhase:
+    """Everything that happens on a connection before the WebSocket opens.
+
+    Methods append actions to ``out``; they never raise on bad input. The session owns
+    one of these until :attr:`upgrade` is set or a :class:`CloseConnection` is emitted.
+    """
+
+    def __init__(self, settings: ProtocolSettings, now: float) -> None:
+        self._settings = settings
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._now = now
+        self._deadline: float | None = now + settings.handshake_timeout
+        self._request: _Request | None = None
+        self._answer_owed: _Request | None = None
+        self._held = bytearray()  # bytes received while an answer is owed
+        self._max_held = MAX_HEADER_BYTES + settings.max_http_body
+        self._eof = False
+        self._head = False  # the current request is a HEAD: responses carry no body
+        self._token = settings.publish_token.encode()
+        #: Set when a WebSocket handshake succeeded; the HTTP phase is then over.
+        self.upgrade: Upgrade | None = None
+
+    # -- driven by the session ---------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self._deadline
+
+    def tick(self, now: float, out: list[Action]) -> None:
+        self._now = now
+        if self._deadline is not None and now >= self._deadline:
+            out.append(CloseConnection())
+
+    def receive_data(self, data: bytes, now: float, out: list[Action]) -> None:
+        self._now = now
+        if self._eof:
+            return  # nothing can follow end of file; ignore a confused caller
+        if not data:
+            self._eof = True
+        if self._answer_owed is not None:
+            self._held += data
+            if len(self._held) > self._max_held:
+                out.append(CloseConnection())
+            return
+        self._h11.receive_data(data)
+        self._parse(out)
+
+    @property
+    def now(self) -> float:
+        """The last time the session was given."""
+        return self._now
+
+    @property
+    def owed(self) -> Route | None:
+        """The kind of request the runtime owes an answer to (``PUBLISH`` or ``QUERY``)."""
+        return None if self._answer_owed is None else self._answer_owed.route
+
+    def publish_done(self, reached: int, out: list[Action]) -> None:
+        """200 with ``{"channel": ..., "subscribers": reached}`` for the owed publish."""
+        request = self._take_owed()
+        body = json.dumps(
+            {"channel": request.channel, "subscribers": reached}, separators=(",", ":")
+        )
+        self._answer(200, b"application/json", body.encode(), out)
+
+    def publish_refused(self, status: int, reason: str, out: list[Action]) -> None:
+        """An error response (``reason`` as the body) for the owed publish."""
+        self._take_owed()
+        self._answer(status, b"text/plain; charset=utf-8", reason.encode(), out)
+
+    def respond(self, status: int, content_type: str, body: bytes, out: list[Action]) -> None:
+        """The response to the owed query."""
+        self._take_owed()
+        self._answer(status, content_type.encode(), body, out)
+
+    def _take_owed(self) -> _Request:
+        request = self._answer_owed
+        assert request is not None  # the session checked self.owed
+        self._answer_owed = None
+        return request
+
+    def _answer(self, status: int, content_type: bytes, body: bytes, out: list[Action]) -> None:
+        """Send the owed response, then serve the next request if the connection lives."""
+        keep_alive = status < 400
+        out.append(SendBytes(self._response(status, content_type, body, keep_alive)))
+        if not keep_alive or self._h11.our_state is not h11.DONE:
+            out.append(CloseConnection())  # an error, or the client asked to close
+            return
+        self._h11.start_next_cycle()
+        self._head = False
+        self._deadline = self._now + self._settings.handshake_timeout
+        held = bytes(self._held)
+        self._held.clear()
+        if held:
+            self._h11.receive_data(held)
+        if self._eof:
+            self._h11.receive_data(b"")
+        self._parse(out)
+
+    def internal_error(self, out: list[Action]) -> None:
+        """Answer 500 after an unexpected exception, whatever state h11 is in."""
+        body = b"internal server error"
+        out.append(
+            SendBytes(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8"
+                b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            )
+        )
+        out.append(CloseConnection())
+
+    # -- parsing -----------------------------------------------------------------------
+
+    def _parse(self, out: list[Action]) -> None:
+        """Turn buffered bytes into events until a request is complete or data runs out."""
+        conn = self._h11
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if self._eof:
+                    out.append(CloseConnection())  # cut off mid-request: nobody to answer
+                elif exc.error_status_hint == 431:
+                    self._fail(431, f"request header section exceeds {MAX_HEADER_BYTES} bytes", out)
+                else:
+                    self._fail(exc.error_status_hint, _quote_h11_error(exc), out)
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                if not self._start_request(event, out):
+                    return
+            elif isinstance(event, h11.Data):
+                if not self._body_data(event.data, out):
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._complete_request(out)
+                return
+            else:  # ConnectionClosed
+                out.append(CloseConnection())
+                return
+
+    def _start_request(self, event: h11.Request, out: list[Action]) -> bool:
+        """Route a request head; False when it was refused (and the connection closes)."""
+        settings = self._settings
+        method = event.method
+        self._head = method == b"HEAD"
+        # h11 applies its limit only to a head that is still incomplete; measure the
+        # complete one too, so the answer does not depend on how the bytes were cut.
+        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > MAX_HEADER_BYTES:
+            self._fail(431, f"request header section exceeds {MAX_HEADER_BYTES} bytes", out)
+            return False
+        path = event.target.decode("latin-1").partition("?")[0]
+        is_get = method in (b"GET", b"HEAD")
+        if method == b"GET" and _has_token(event.headers, b"upgrade", b"websocket"):
+            request = _Request(event, Route.UPGRADE, path)
+        elif path == _HEALTHZ or (path == _METRICS and settings.metrics_enabled):
+            if not is_get:
+                self._fail(405, f"{path} allows GET and HEAD", out, [(b"allow", b"GET, HEAD")])
+                return False
+            request = _Request(event, Route.QUERY, path)
+        elif settings.http_enabled and path.startswith(_PUBLISH_PREFIX):
+            if method != b"POST":
+                self._fail(405, "/publish/<channel> allows POST", out, [(b"allow", b"POST")])
+                return False
+            if self._token and not self._authorized(event.headers):
+                self._fail(
+                    401,
+                    "publishing needs the header 'Authorization: Bearer <token>'",
+                    out,
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return False
+            try:
+                channel = validate_channel(path[len(_PUBLISH_PREFIX) :], settings.max_channel_name)
+            except ChannelNameError as exc:
+                self._fail(400, str(exc), out)
+                return False
+            media_type = (_header(event.headers, b"content-type") or b"").partition(b";")[0]
+            media_type = media_type.strip().lower()
+            text = media_type.startswith(b"text/") or media_type == b"application/json"
+            request = _Request(event, Route.PUBLISH, path, channel, text, [])
+        else:
+            self._fail(404, f"no route for {path[:_REASON_MAX]!r}", out)
+            return False
+
+        length = _content_length(event.headers)
+        limit = settings.max_http_body
+        if length > limit:
+            self._fail(413, f"request body is {length} bytes, at most {limit} allowed", out)
+            return False
+        self._request = request
+        if self._h11.they_are_waiting_for_100_continue:
+            out.append(
+                SendBytes(self._h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+            )
+        return True
+
+    def _body_data(self, data: bytes, out: list[Action]) -> bool:
+        request = self._request
+        assert request is not None
+        request.body_size += len(data)
+        if request.body_size > self._settings.max_http_body:
+            self._fail(413, f"request body exceeds {self._settings.max_http_body} bytes", out)
+            return False
+        if request.body is not None:
+            request.body.append(data)
+        return True
+
+    def _complete_request(self, out: list[Action]) -> None:
+        request = self._request
+        assert request is not None
+        self._request = None
+        if request.route is Route.UPGRADE:
+            self._upgrade(request, out)
+            return
+        if request.route is Route.QUERY:
+            out.append(HttpQuery(request.path))
+        else:
+            payload = b"".join(request.body or ())
+            if request.text and not _is_utf8(payload):
+                self._fail(400, "a text/* or application/json body must be UTF-8", out)
+                return
+            out.append(HttpPublish(request.channel, payload, request.text))
+        self._answer_owed = request
+        self._deadline = None  # the runtime's turn: no timeout while it works
+
+    def _upgrade(self, request: _Request, out: list[Action]) -> None:
+        """The opening handshake, RFC 6455 section 4.2.2, on a complete GET."""
+        event = request.event
+        if event.http_version != b"1.1":
+            self._fail(400, "the WebSocket handshake needs HTTP/1.1", out)
+            return
+        try:
+            channel = validate_channel(request.path[1:], self._settings.max_channel_name)
+        except ChannelNameError as exc:
+            self._fail(400, str(exc), out)
+            return
+        handshake = H11Handshake(ConnectionType.SERVER)
+        try:
+            # wsproto checks Connection, Upgrade, Sec-WebSocket-Version/-Key and Host.
+            handshake.initiate_upgrade_connection(list(event.headers), event.target)
+        except WsRemoteProtocolError as exc:
+            hint = exc.event_hint  # wsproto's suggested status (400 or 426) and headers
+            reject = hint if isinstance(hint, RejectConnection) else RejectConnection()
+            self._fail(reject.status_code, str(exc), out, reject.headers)
+            return
+        except (WsProtocolError, h11.ProtocolError, ValueError):
+            # wsproto decodes Host as IDNA (the target is a valid channel by now, so
+            # ASCII), then rebuilds the request with h11, which may object too.
+            self._fail(400, "the Host header is not a valid host name", out)
+            return
+        if not _valid_key(_header(event.headers, b"sec-websocket-key")):
+            self._fail(400, "Sec-WebSocket-Key must be 16 bytes encoded in base64", out)
+            return
+        # No extension (permessage-deflate is declined by not answering it) and no
+        # subprotocol: fan-out frames are encoded once for every subscriber.
+        response = handshake.send(AcceptConnection())
+        connection = handshake.connection
+        assert connection is not None
+        trailing, eof = self._h11.trailing_data
+        out.append(SendBytes(response))
+        out.append(Subscribe(channel))
+        self._deadline = None
+        self.upgrade = Upgrade(channel, connection, trailing, eof or self._eof)
+
+    # -- responses ---------------------------------------------------------------------
+
+    def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        value = _header(headers, b"authorization")
+        if value is None:
+            return False
+        scheme, _, credentials = value.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+
+    def _fail(
+        self,
+        status: int,
+        reason: str,
+        out: list[Action],
+        extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Answer an error with ``reason`` as the body, then close."""
+        try:
+            data = self._response(
+                status, b"text/plain; charset=utf-8", reason.encode(), False, extra_headers
+            )
+        except h11.LocalProtocolError:
+            data = b""  # h11 cannot send a response in this state: just close
+        if data:
+            out.append(SendBytes(data))
+        out.append(CloseConnection())
+
+    def _response(
+        self,
+        status: int,
+        content_type: bytes,
+        body: bytes,
+        keep_alive: bool,
+        extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> bytes:
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", b"%d" % len(body)),
+            *extra_headers,
+        ]
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        conn = self._h11
+        parts = [conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))]
+        if body and conn.our_state is h11.SEND_BODY and not self._head:
+            parts.append(conn.send(h11.Data(data=body)))
+        parts.append(conn.send(h11.EndOfMessage()))
+        return b"".join(parts)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (h11 gives names in lower case)."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The announced body length, 0 when absent.
+
+    h11 has checked the value: digits only, one value, at most 20 digits (since 0.16).
+    """
+    value = _header(headers, b"content-length")
+    return 0 if value is None else int(value)
+
+
+def check_status(status: int) -> None:
+    """Raise :exc:`ValueError` unless ``status`` is a final status code (200-599)."""
+    if not 200 <= status <= 599:
+        msg = f"status is {status}, expected 200 to 599"
+        raise ValueError(msg)
+
+
+def _has_token(headers: Iterable[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:
+    """Whether a comma-separated header ``name`` lists ``token`` (case-insensitive)."""
+    return any(
+        key == name and token in (part.strip().lower() for part in value.split(b","))
+        for key, value in headers
+    )
+
+
+def _valid_key(key: bytes | None) -> bool:
+    """RFC 6455 section 4.1: the key is 16 random bytes, base64-encoded (24 characters)."""
+    if key is None or len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _quote_h11_error(exc: h11.RemoteProtocolError) -> str:
+    detail = str(exc)
+    if len(detail) > _REASON_MAX:
+        detail = detail[:_REASON_MAX] + "..."
+    return f"malformed HTTP request: {detail}"
