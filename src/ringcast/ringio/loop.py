@@ -231,6 +231,8 @@ class Loop:
         Returns how many connections it was queued to.
         """
         ids = ffi.from_buffer("uint32_t[]", conns)
+        if not 0 <= count <= len(ids):
+            raise ValueError(f"count {count} is outside the {len(ids)} ids given")
         return int(_check(lib.rio_fanout(self._l, slot, ids, count, exclude, cap, int(force))))
 
     def send(self, conn: int, data: bytes, *, cap: int = 0, force: bool = False) -> bool:

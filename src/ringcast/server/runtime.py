@@ -421,7 +421,9 @@ class Server:
             self._unsubscribe(conn, sess)
         self._deadlines.pop(conn, None)
         self.loop.close(conn, flush=flush)
-        if flush and self.loop.queued(conn):
+        if flush:
+            # ringio flushes, shuts down writing and lingers for the peer's
+            # EOF; past close_timeout it is closed hard.
             deadline = time.monotonic() + self.settings.close_timeout
             self._flushing[conn] = deadline
             self._call_later(deadline, lambda: self._force_close(conn, deadline))

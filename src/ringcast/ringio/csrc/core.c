@@ -87,6 +87,8 @@ int64_t rio_conn_alloc(rio_loop *l, int fd, int kind)
 void rio_conn_free(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
+    c->inflight = 0;
+    rio_drop_queue(l, c);   /* every reference goes back, whatever the path here */
     free(c->q);
     c->q = NULL;
     c->qcap = c->qlen = c->qhead = 0;
@@ -447,6 +449,26 @@ int rio_resume_accept(rio_loop *l, uint32_t id)
     return l->eng->resume_accept(l, id);
 }
 
+void rio_hard_close(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    c->state = CS_CLOSING;
+    rio_drop_queue(l, c);
+    l->eng->close(l, id);
+}
+
+/* A flushing close has sent everything: shut down writing (the peer sees EOF
+ * after our last byte) and linger until the peer closes too. */
+void rio_flushed(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    if (c->send_broken || c->rd_closed || shutdown(c->fd, SHUT_WR) < 0) {
+        rio_hard_close(l, id);
+        return;
+    }
+    c->state = CS_LINGER;
+}
+
 int rio_close(rio_loop *l, uint32_t id, int flush)
 {
     conn *c = stream(l, id);
@@ -454,13 +476,16 @@ int rio_close(rio_loop *l, uint32_t id, int flush)
         return -EBADF;
     if (c->state == CS_CLOSING)
         return 0;
-    if (flush && c->kind == CK_STREAM && c->qlen && !c->send_broken) {
-        c->state = CS_DRAINING;     /* the engine closes it when the queue empties */
+    if (flush && c->kind == CK_STREAM && !c->send_broken) {
+        if (c->state != CS_OPEN)
+            return 0;               /* already draining or lingering */
+        if (c->qlen)
+            c->state = CS_DRAINING; /* the engine calls rio_flushed when empty */
+        else
+            rio_flushed(l, id);
         return 0;
     }
-    c->state = CS_CLOSING;
-    rio_drop_queue(l, c);
-    l->eng->close(l, id);
+    rio_hard_close(l, id);
     return 0;
 }
 

@@ -19,11 +19,30 @@
 #define READ_PER_WAKE (256 * 1024)  /* fairness: bytes read per socket per wake */
 #define ACCEPT_PER_WAKE 256
 
+static uint32_t wanted(conn *c);
+
 static int set_events(rio_loop *l, uint32_t id, uint32_t events, int op)
 {
     conn *c = &l->conns[id];
     struct epoll_event ev = {.events = events, .data.u64 = ((uint64_t)c->gen << 32) | id};
     return epoll_ctl(l->epfd, op, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Change what a stream waits for. EPOLLHUP and EPOLLERR cannot be masked, so a
+ * socket with nothing left to wait for (EOF seen, nothing to send) leaves the
+ * epoll set altogether; otherwise a reset peer would wake every epoll_wait. */
+static void rewatch(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    uint32_t ev = wanted(c);
+    if (!ev) {
+        if (c->recv_armed)
+            epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->recv_armed = 0;
+        return;
+    }
+    set_events(l, id, ev, c->recv_armed ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
+    c->recv_armed = 1;
 }
 
 static uint32_t wanted(conn *c)
@@ -39,7 +58,8 @@ static uint32_t wanted(conn *c)
 static void epoll_close(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->recv_armed || c->kind == CK_LISTENER)
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
     rio_conn_free(l, id);
@@ -78,13 +98,10 @@ static void epoll_kick(rio_loop *l, uint32_t id)
     uint8_t sending = c->qlen && !c->send_broken;
     if (sending != c->sending) {
         c->sending = sending;
-        set_events(l, id, wanted(c), EPOLL_CTL_MOD);
+        rewatch(l, id);
     }
-    if (c->state == CS_DRAINING && (!c->qlen || c->send_broken)) {
-        c->state = CS_CLOSING;
-        rio_drop_queue(l, c);
-        epoll_close(l, id);
-    }
+    if (c->state == CS_DRAINING && (!c->qlen || c->send_broken))
+        rio_flushed(l, id);
 }
 
 static void epoll_flush(rio_loop *l)
@@ -96,22 +113,28 @@ static void on_readable(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
     uint32_t got = 0;
-    while (got < READ_PER_WAKE && c->state == CS_OPEN) {
+    while (got < READ_PER_WAKE && c->state != CS_CLOSING) {
         uint32_t room;
         char *dst = rio_data_reserve(l, &room);
         if (room < l->p.buf_size)
             return;     /* level-triggered: the rest is read on the next reap */
         ssize_t r = recv(c->fd, dst, l->p.buf_size, MSG_DONTWAIT);
         if (r > 0) {
-            rio_data_commit(l, id, (uint32_t)r);
+            if (c->state == CS_OPEN)    /* else closing: read and discard */
+                rio_data_commit(l, id, (uint32_t)r);
             got += (uint32_t)r;
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         c->rd_closed = 1;
-        set_events(l, id, wanted(c), EPOLL_CTL_MOD);
-        rio_hup(l, id, r == 0 ? 0 : errno);
+        if (c->state == CS_LINGER) {
+            rio_hard_close(l, id);      /* the peer closed too: done */
+            return;
+        }
+        int err = r == 0 ? 0 : errno;
+        rewatch(l, id);
+        rio_hup(l, id, err);
         return;
     }
 }
@@ -138,6 +161,7 @@ static void on_acceptable(rio_loop *l, uint32_t lid)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        l->conns[id].recv_armed = 1;
         if (set_events(l, (uint32_t)id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD) < 0) {
             l->conns[id].fd = -1;
             rio_conn_free(l, (uint32_t)id);
@@ -165,8 +189,8 @@ static int epoll_wait_events(rio_loop *l, int timeout_ms)
             on_acceptable(l, id);
             continue;
         }
-        if (evs[i].events & EPOLLOUT)
-            epoll_kick(l, id);
+        if (c->sending && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            epoll_kick(l, id);      /* a dead peer makes the send fail: rewatch */
         if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->rd_closed &&
             (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
             on_readable(l, id);
@@ -189,7 +213,10 @@ static int epoll_listen(rio_loop *l, uint32_t id)
 static int epoll_adopt(rio_loop *l, uint32_t id)
 {
     int rc = nonblocking(l->conns[id].fd);
-    return rc < 0 ? rc : set_events(l, id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD);
+    if (rc < 0)
+        return rc;
+    l->conns[id].recv_armed = 1;
+    return set_events(l, id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD);
 }
 
 static int epoll_resume_accept(rio_loop *l, uint32_t id)

@@ -47,6 +47,10 @@ enum { CK_FREE = 0, CK_STREAM, CK_LISTENER };
 enum {
     CS_OPEN = 1,                /* sending and receiving                       */
     CS_DRAINING,                /* closed by the caller, flushing its queue    */
+    CS_LINGER,                  /* flushed and shut down for writing; reading
+                                   and discarding until the peer's EOF, so
+                                   unread input cannot turn close into a RST
+                                   that destroys the last bytes we sent    */
     CS_CLOSING,                 /* fd closed, waiting for operations to finish */
 };
 
@@ -68,7 +72,7 @@ typedef struct conn {
     uint8_t kind;
     uint8_t state;
     uint8_t sending;            /* uring: a send is in flight; epoll: EPOLLOUT armed */
-    uint8_t recv_armed;         /* uring: multishot recv/accept is active            */
+    uint8_t recv_armed;         /* uring: multishot recv/accept active; epoll: in the set */
     uint8_t send_broken;        /* a send failed: nothing more goes out              */
     uint8_t overflowed;         /* overflow reported; cleared when the queue empties */
     uint8_t zc_off;             /* the kernel copied a zero-copy send to this peer   */
@@ -180,6 +184,8 @@ void rio_consume(rio_loop *l, uint32_t id, uint64_t n);
 void rio_drop_queue(rio_loop *l, conn *c);
 void rio_hup(rio_loop *l, uint32_t id, int err);
 void rio_send_failed(rio_loop *l, uint32_t id, int err);
+void rio_hard_close(rio_loop *l, uint32_t id);
+void rio_flushed(rio_loop *l, uint32_t id);
 int rio_slot_in_arena(rio_loop *l, uint32_t s);
 
 extern const engine_ops rio_uring_ops;

@@ -243,10 +243,10 @@ static void on_send(rio_loop *l, uint32_t id, int res)
     } else {
         rio_send_failed(l, id, res ? -res : EPIPE);
     }
-    if (c->state == CS_DRAINING && (!c->qlen || c->send_broken)) {
-        c->state = CS_CLOSING;
-        rio_drop_queue(l, c);
-        uring_close(l, id);
+    if (c->state == CS_CLOSING) {
+        rio_drop_queue(l, c);       /* closed while this send was in flight */
+    } else if (c->state == CS_DRAINING && (!c->qlen || c->send_broken)) {
+        rio_flushed(l, id);
     } else {
         uring_kick(l, id);
     }
@@ -296,7 +296,7 @@ static void on_recv(rio_loop *l, struct io_uring_cqe *cqe)
     if (cqe->flags & IORING_CQE_F_MORE)
         return;
     c->recv_armed = 0;
-    if (c->state == CS_OPEN) {
+    if (c->state == CS_OPEN || c->state == CS_LINGER || c->state == CS_DRAINING) {
         if (res == -ENOBUFS) {
             l->st.enobufs++;
             l->rearm[l->nrearm++] = id;
@@ -304,7 +304,10 @@ static void on_recv(rio_loop *l, struct io_uring_cqe *cqe)
             l->rearm[l->nrearm++] = id;     /* ended for another reason (CQ overflow) */
         } else {
             c->rd_closed = 1;
-            rio_hup(l, id, -res);
+            if (c->state == CS_LINGER)
+                rio_hard_close(l, id);      /* the peer closed too: done */
+            else
+                rio_hup(l, id, -res);
         }
     }
     finish_op(l, id);
@@ -402,7 +405,7 @@ static void drain(rio_loop *l)
     for (uint32_t i = 0; i < l->nrearm; i++) {
         uint32_t id = l->rearm[i];
         conn *c = &l->conns[id];
-        if (c->kind == CK_STREAM && c->state == CS_OPEN && !c->recv_armed) {
+        if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->recv_armed) {
             l->st.rearms++;
             arm_recv(l, id);
         }
