@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ringcast import __version__
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     count = worker_count(config.server.workers)
     if count == 1:
         setup_logging(config.logging.level, config.logging.format)
-        return run_worker(config, args.config, 0, 1, "")
+        return run_worker(config, args.config, index=0, count=1, token="", ready=lambda: None)
     setup_logging(config.logging.level, config.logging.format)
     srv = config.server
     # Resolve the port once for every worker: a bound, never-listening
@@ -97,11 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, os.environ)
     log.info("ringcast %s supervisor: %d workers on %s:%d", __version__, count, srv.host, port)
 
-    def worker(index: int, token: str) -> int:
+    def worker(index: int, token: str, ready: Callable[[], None]) -> int:
         holder.close()
         os.environ.pop("NOTIFY_SOCKET", None)   # the supervisor speaks to systemd
         setup_logging(config.logging.level, config.logging.format, worker=index)
-        return run_worker(config, args.config, index, count, token)
+        return run_worker(config, args.config, index=index, count=count, token=token,
+                          ready=ready)
 
     code = supervise(count, worker, config.shutdown.drain_timeout,
                      on_ready=lambda: sdnotify.ready(f"{count} workers on {srv.host}:{port}"))
@@ -109,7 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
-def run_worker(config: Config, path: str | None, index: int, count: int, token: str) -> int:
+def run_worker(config: Config, path: str | None, *, index: int, count: int, token: str,
+               ready: Callable[[], None]) -> int:
     """Serve in this process: the whole server, or one worker of several."""
     from ringcast.server.backend import open_backend
     from ringcast.server.cluster import RedisBridge
@@ -139,7 +141,10 @@ def run_worker(config: Config, path: str | None, index: int, count: int, token: 
     server.install_signal_handlers()
     log.info("ringcast %s listening on %s:%d, backend %s (%s)",
              __version__, host, port, backend.name, backend.reason)
-    sdnotify.ready(f"listening on {host}:{port}, backend {backend.name}")
+    if count == 1:
+        sdnotify.ready(f"listening on {host}:{port}, backend {backend.name}")
+    else:
+        server.on_linked = ready
     server.run()
     log.info("stopped")
     return EXIT_OK

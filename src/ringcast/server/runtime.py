@@ -125,6 +125,8 @@ class Server:
         self.peers: PeerLinks | None = None
         self.bridge: Bridge | None = None
         self.peer_stats: dict[str, dict[str, float]] = {}
+        # Called once when linked to every other worker (the supervisor's READY).
+        self.on_linked: Callable[[], None] | None = None
         self._next_stats = 0.0
 
     # -- start and stop ---------------------------------------------------
@@ -251,6 +253,9 @@ class Server:
         self._run_timers(now)
         if self.peers is not None:
             self.peers.maintain(now)
+            if self.on_linked is not None and len(self.peers.out) == self.peers.count - 1:
+                self.on_linked()
+                self.on_linked = None
             if now >= self._next_stats:
                 self._next_stats = now + STATS_INTERVAL
                 self.peers.broadcast(encode_record(

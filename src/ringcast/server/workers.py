@@ -16,6 +16,7 @@ Those sockets live on the worker's loop like any client socket.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -132,15 +133,23 @@ def _exit_text(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
-def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: float,
-              on_ready: Callable[[], object] = lambda: None) -> int:
-    """Fork ``count`` workers running ``run_worker(index, token)``; restart the dead.
+WorkerMain = Callable[[int, str, Callable[[], None]], int]
 
-    Returns 0 when every worker stopped cleanly after SIGTERM/SIGINT.
+
+def supervise(count: int, run_worker: WorkerMain, drain_timeout: float,
+              on_ready: Callable[[], object] = lambda: None) -> int:
+    """Fork ``count`` workers running ``run_worker(index, token, ready)``; restart the dead.
+
+    A worker calls ``ready()`` once it listens and is linked to every other
+    worker; ``on_ready`` runs when all have (systemd's READY=1), so nothing
+    published after that can miss a worker. Returns 0 when every worker
+    stopped cleanly after SIGTERM/SIGINT.
     """
     token = f"ringcast-{os.getpid()}"
     slots = [_Slot() for _ in range(count)]
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    ready: set[int] = set()
     pending: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -158,10 +167,11 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
                 signal.set_wakeup_fd(-1)
                 os.close(rfd)
                 os.close(wfd)
+                os.close(ready_r)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 _die_with_parent()
-                code = run_worker(i, token)
+                code = run_worker(i, token, lambda: _say_ready(ready_w, i))
             except BaseException:
                 log.exception("worker %d crashed", i)
             finally:
@@ -172,7 +182,6 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
 
     for i in range(count):
         spawn(i)
-    on_ready()
     stopping = False
     stop_deadline = 0.0
     exit_code = 0
@@ -235,7 +244,11 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
         waits = [s.restart_at - now for s in slots if s.restart_at is not None and not stopping]
         timeout = max(0.0, min([1.0, *waits]))
         try:
-            select.select([rfd], [], [], timeout)
+            readable, _, _ = select.select([rfd, ready_r], [], [], timeout)
+            if ready_r in readable and len(ready) < count:
+                ready.update(os.read(ready_r, 512))
+                if len(ready) == count:
+                    on_ready()
             while True:
                 os.read(rfd, 512)
         except BlockingIOError:
@@ -244,6 +257,11 @@ def supervise(count: int, run_worker: Callable[[int, str], int], drain_timeout: 
             if exc.errno != errno.EINTR:
                 raise
     signal.set_wakeup_fd(-1)
-    os.close(rfd)
-    os.close(wfd)
+    for fd in (rfd, wfd, ready_r, ready_w):
+        os.close(fd)
     return exit_code
+
+
+def _say_ready(fd: int, index: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, bytes([index % 256]))
