@@ -55,7 +55,16 @@ def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, os.environ)
+    """Load and check a configuration, including what only the server can check
+    (JWT algorithms against keys, key files that parse)."""
+    from ringcast.server.runtime import protocol_settings
+
+    config = load_config(args.config, os.environ)
+    try:
+        protocol_settings(config)
+    except ValueError as exc:
+        raise ConfigError(f"{args.config or '<defaults>'}: {exc}") from exc
+    return config
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -74,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Flags act as environment overrides, so a SIGHUP reload and worker
     # processes see the same values.
     os.environ.update(_overrides(args))
-    config = load_config(args.config, os.environ)
+    config = _load(args)
     count = worker_count(config.server.workers)
     if count == 1:
         setup_logging(config.logging.level, config.logging.format)

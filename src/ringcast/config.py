@@ -40,6 +40,7 @@ from ringcast.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "RELOADABLE",
+    "AuthConfig",
     "ChannelsConfig",
     "ClusterConfig",
     "Config",
@@ -66,6 +67,22 @@ SlowConsumerPolicy = Literal["drop", "close"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 Auto = Literal["auto"]
+JwtAlgorithm = Literal[
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+]
+"""The JWT signature algorithms ringcast can verify; "none" is not one of them, on purpose."""
 
 _SPEC = "ringcast"  # the metadata key under which a field's KeySpec lives
 
@@ -99,6 +116,13 @@ class KeySpec:
     unit: str = ""
     reloadable: bool = False
     """SIGHUP may change this key without a restart."""
+    secret: bool = False
+    """The value is a secret: error messages describe it without quoting it."""
+    file: bool = False
+    """A string that is empty or names a readable file (checked when the config is loaded)."""
+    requires_any: tuple[str, ...] = ()
+    """Key paths (``section.key``, any section) of which at least one must be set (non-empty,
+    or true) when this boolean key is true."""
 
 
 def _spec(
@@ -113,11 +137,15 @@ def _spec(
     pattern: tuple[str, str] | None = None,
     unit: str = "",
     reloadable: bool = False,
+    secret: bool = False,
+    file: bool = False,
+    requires_any: tuple[str, ...] = (),
 ) -> dict[str, KeySpec]:
     """The ``metadata`` of one key's ``field()``: its doc and its constraints.
 
     ``choices`` is the ``Literal[...]`` alias also used in the field's annotation, so that the
-    allowed strings are written once; ``pattern`` is ``(regex, description)``.
+    allowed strings are written once; ``pattern`` is ``(regex, description)``. For an array
+    key (``tuple[str, ...]``), ``choices`` and ``pattern`` apply to each item.
     """
     spec = KeySpec(
         doc=doc,
@@ -131,6 +159,9 @@ def _spec(
         pattern_doc=pattern[1] if pattern else "",
         unit=unit,
         reloadable=reloadable,
+        secret=secret,
+        file=file,
+        requires_any=requires_any,
     )
     return {_SPEC: spec}
 
@@ -247,6 +278,15 @@ class LimitsConfig:
         default=10000,
         metadata=_spec("Open connections per worker; more are refused.", minimum=1, maximum=_MIB),
     )
+    max_connections_per_ip: int = field(
+        default=0,
+        metadata=_spec(
+            "Open connections per client IP address, per worker; more are refused; 0 = no limit.",
+            minimum=0,
+            maximum=_MIB,
+            reloadable=True,
+        ),
+    )
     max_message_size: int = field(
         default=_MIB,
         metadata=_spec(
@@ -257,6 +297,28 @@ class LimitsConfig:
             reloadable=True,
         ),
     )
+    max_messages_per_second: float = field(
+        default=0.0,
+        metadata=_spec(
+            "Inbound WebSocket messages (and pings) one connection may send per second, on "
+            "average (a token bucket); more closes it with 1008; 0 = no limit.",
+            minimum=0,
+            maximum=1_000_000,
+            unit="messages/second",
+            reloadable=True,
+        ),
+    )
+    message_burst: int = field(
+        default=50,
+        metadata=_spec(
+            "Messages a connection may send at once before max_messages_per_second applies "
+            "(the size of its token bucket).",
+            minimum=1,
+            maximum=1_000_000,
+            unit="messages",
+            reloadable=True,
+        ),
+    )
     max_http_body: int = field(
         default=_MIB,
         metadata=_spec(
@@ -264,6 +326,36 @@ class LimitsConfig:
             minimum=0,
             maximum=256 * _MIB,
             unit="bytes",
+            reloadable=True,
+        ),
+    )
+    max_request_line: int = field(
+        default=8 * _KIB,
+        metadata=_spec(
+            "Longest HTTP request line (method, target and version); a longer one gets HTTP 414.",
+            minimum=256,
+            maximum=_MIB,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+    max_header_size: int = field(
+        default=16 * _KIB,
+        metadata=_spec(
+            "Largest HTTP header section (every header line with its line ending); a larger one "
+            "gets HTTP 431.",
+            minimum=_KIB,
+            maximum=_MIB,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+    max_headers: int = field(
+        default=100,
+        metadata=_spec(
+            "Most header lines in an HTTP request; more get HTTP 431.",
+            minimum=8,
+            maximum=10_000,
             reloadable=True,
         ),
     )
@@ -348,19 +440,158 @@ class ChannelsConfig:
     )
 
 
+_TOKEN_PATTERN = (
+    r"[A-Za-z0-9._~+/=-]{16,}",
+    "at least 16 characters from A-Z a-z 0-9 - . _ ~ + / =",
+)
+_ORIGIN_PATTERN = (
+    r"[A-Za-z][A-Za-z0-9+.-]*://(\*\.)?([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])"
+    r"(:([0-9]{1,5}|\*))?",
+    "scheme://host[:port], the host may start with *. and the port may be *",
+)
+_PUBLISH_CREDENTIALS = (
+    "auth.publish_tokens",
+    "http.publish_token",
+    "auth.jwt_secret",
+    "auth.jwt_public_key_file",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
-    """``[http]``: the HTTP publish API."""
+    """``[http]``: the HTTP publish API and browser origins."""
 
     enabled: bool = field(default=True, metadata=_spec("Serve POST /publish/<channel>."))
     publish_token: str = field(
         default="",
         metadata=_spec(
-            "When non-empty, POST /publish requires the header 'Authorization: Bearer <token>'.",
+            "A static publish token, like one more entry of auth.publish_tokens (kept for "
+            "existing setups); when set, POST /publish needs a token.",
             pattern=(r"[!-~]*", "printable ASCII without spaces"),
+            reloadable=True,
+            secret=True,
+        ),
+    )
+    allowed_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            "Origins allowed to open a WebSocket or POST /publish from a browser, e.g. "
+            '"https://app.example.com", "https://*.example.com"; empty = any origin.',
+            pattern=_ORIGIN_PATTERN,
             reloadable=True,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    """``[auth]``: tokens that allow subscribing and publishing."""
+
+    publish_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            "Static bearer tokens that may publish (HTTP and WebSocket) and subscribe, on every "
+            "channel.",
+            pattern=_TOKEN_PATTERN,
+            reloadable=True,
+            secret=True,
+        ),
+    )
+    subscribe_tokens: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            "Static bearer tokens that may subscribe to every channel.",
+            pattern=_TOKEN_PATTERN,
+            reloadable=True,
+            secret=True,
+        ),
+    )
+    require_subscribe_auth: bool = field(
+        default=False,
+        metadata=_spec(
+            "Opening a WebSocket needs a token that may subscribe to its channel (else HTTP "
+            "401/403).",
+            reloadable=True,
+            requires_any=("auth.subscribe_tokens", *_PUBLISH_CREDENTIALS),
+        ),
+    )
+    require_publish_auth: bool = field(
+        default=False,
+        metadata=_spec(
+            "WebSocket publishing needs a token that may publish on the channel (else close "
+            "1008); POST /publish needs one whenever a publish token or JWT key is set.",
+            reloadable=True,
+            requires_any=_PUBLISH_CREDENTIALS,
+        ),
+    )
+    jwt_secret: str = field(
+        default="",
+        metadata=_spec(
+            "HMAC key of HS256/HS384/HS512 JWTs; empty = none. Prefer the environment: "
+            "RINGCAST_AUTH_JWT_SECRET.",
+            pattern=(r"([!-~]{32,})?", "empty or at least 32 printable ASCII characters"),
+            reloadable=True,
+            secret=True,
+        ),
+    )
+    jwt_public_key_file: str = field(
+        default="",
+        metadata=_spec(
+            "PEM file with the public key (RSA, EC or Ed25519) that verifies the RS, PS, ES and "
+            "EdDSA JWTs; empty = none.",
+            reloadable=True,
+            file=True,
+        ),
+    )
+    jwt_algorithms: tuple[JwtAlgorithm, ...] = field(
+        default=("HS256",),
+        metadata=_spec(
+            "JWT algorithms accepted; each needs its key (jwt_secret for the HS ones, "
+            "jwt_public_key_file for the others).",
+            choices=JwtAlgorithm,
+            reloadable=True,
+        ),
+    )
+    jwt_audience: str = field(
+        default="",
+        metadata=_spec(
+            'When set, a JWT must carry this "aud" claim; empty = not checked.',
+            pattern=(r"[^\x00-\x1f\x7f]*", "no control characters"),
+            reloadable=True,
+        ),
+    )
+    jwt_issuer: str = field(
+        default="",
+        metadata=_spec(
+            'When set, a JWT must carry this "iss" claim; empty = not checked.',
+            pattern=(r"[^\x00-\x1f\x7f]*", "no control characters"),
+            reloadable=True,
+        ),
+    )
+    jwt_leeway: float = field(
+        default=0.0,
+        metadata=_spec(
+            "Clock skew allowed when checking the exp and nbf claims of a JWT.",
+            minimum=0,
+            maximum=3600,
+            unit="seconds",
+            reloadable=True,
+        ),
+    )
+
+    def read_jwt_public_key(self) -> str:
+        """The text of ``jwt_public_key_file`` (``""`` when unset), read now: call it at
+        start and on every reload, so a key replaced in place is picked up. Raises
+        :class:`ConfigError` naming the key when the file cannot be read (any more)."""
+        path = self.jwt_public_key_file
+        if not path:
+            return ""
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            msg = f"auth.jwt_public_key_file: cannot read {_quote(path)}: {reason}"
+            raise ConfigError(msg) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,7 +664,13 @@ class Config:
     channels: ChannelsConfig = field(
         default_factory=ChannelsConfig, metadata={_SPEC: "Channel names and who may publish."}
     )
-    http: HttpConfig = field(default_factory=HttpConfig, metadata={_SPEC: "The HTTP publish API."})
+    http: HttpConfig = field(
+        default_factory=HttpConfig, metadata={_SPEC: "The HTTP publish API and browser origins."}
+    )
+    auth: AuthConfig = field(
+        default_factory=AuthConfig,
+        metadata={_SPEC: "Tokens that allow subscribing and publishing."},
+    )
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig, metadata={_SPEC: "Prometheus metrics."}
     )
@@ -450,7 +687,7 @@ class Config:
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """``{"server": {"host": ..., ...}, ...}``: plain, JSON-ready values."""
         return {
-            name: {key.name: getattr(getattr(self, name), key.name) for key in section.keys}
+            name: {key.name: _plain(getattr(getattr(self, name), key.name)) for key in section.keys}
             for name, section in _sections().items()
         }
 
@@ -495,10 +732,11 @@ class ConfigKey:
     section: str
     name: str
     annotation: Any
-    """The resolved type annotation: ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``
-    or ``int | Literal["auto"]``."""
+    """The resolved type annotation: ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``,
+    ``int | Literal["auto"]`` or ``tuple[str, ...]`` (a TOML array of strings)."""
     kinds: tuple[type, ...]
-    """The plain types a value may have (a ``Literal`` of strings counts as ``str``)."""
+    """The plain types a value may have (a ``Literal`` of strings counts as ``str``; an array
+    of strings is ``tuple``)."""
     default: Any
     spec: KeySpec
 
@@ -518,7 +756,8 @@ class ConfigKey:
 
     @property
     def type_name(self) -> str:
-        """``integer``, ``float``, ``boolean``, ``string`` or ``integer or "auto"``."""
+        """``integer``, ``float``, ``boolean``, ``string``, ``array of strings`` or
+        ``integer or "auto"``."""
         if len(self.kinds) > 1:  # int | Literal["auto"]: name the literal, not "string"
             others = [_TYPE_NAMES[t] for t in self.kinds if t is not str]
             return " or ".join([*others, *(f'"{c}"' for c in self.spec.choices)])
@@ -542,28 +781,45 @@ class ConfigKey:
             if parts and len(self.kinds) > 1:
                 parts[-1] += f" or {choices}"
             else:
-                parts.append(choices)
+                parts.append(("each " if tuple in self.kinds else "") + choices)
         if spec.pattern_doc:
-            parts.append(spec.pattern_doc)
+            parts.append(("each " if tuple in self.kinds else "") + spec.pattern_doc)
+        if spec.file:
+            parts.append("empty or a readable file")
+        if spec.requires_any:
+            parts.append("true needs one of " + ", ".join(spec.requires_any))
         if not parts:
             parts.append("true | false" if bool in self.kinds else "any")
         return ", ".join(parts)
 
 
-_TYPE_NAMES: dict[type, str] = {int: "integer", float: "float", bool: "boolean", str: "string"}
+_TYPE_NAMES: dict[type, str] = {
+    int: "integer",
+    float: "float",
+    bool: "boolean",
+    str: "string",
+    tuple: "array of strings",
+}
 _EXPECTED: dict[type, str] = {
     int: "an integer",
     float: "a number",
     bool: "a boolean (true or false)",
     str: "a string",
+    tuple: "an array of strings",
 }
 
 
 def _base_types(annotation: Any) -> tuple[type, ...]:
-    """The plain types a value of ``annotation`` may have; a ``Literal`` of strings is ``str``."""
+    """The plain types a value of ``annotation`` may have; a ``Literal`` of strings is ``str``,
+    ``tuple[str, ...]`` (an array of strings, or of a ``Literal``'s strings) is ``tuple``."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return (str,)
+    if origin is tuple:
+        item, *rest = typing.get_args(annotation)
+        if rest != [Ellipsis] or _base_types(item) != (str,):
+            raise TypeError(f"config key type {annotation!r} is not supported")
+        return (tuple,)
     if origin in (typing.Union, types.UnionType):
         return tuple(t for arg in typing.get_args(annotation) for t in _base_types(arg))
     if annotation in _TYPE_NAMES:
@@ -744,6 +1000,7 @@ def _build(
             errors.append(f"{source}: {name}: expected a table [{name}], got {_describe(table)}")
 
     built: dict[str, Any] = {}
+    all_values: dict[str, Any] = {}  # "section.key" -> its value, for keys that passed
     for section in sections.values():
         table = data.get(section.name, {})
         if not isinstance(table, Mapping):
@@ -787,6 +1044,21 @@ def _build(
                     f"{section.name}.{other} ({_show(values[other])})"
                 )
         built[section.name] = section.cls(**values) if not failed else None
+        all_values.update(
+            (f"{section.name}.{name}", value)
+            for name, value in values.items()
+            if name not in failed
+        )
+
+    for key in config_keys():  # "this switch needs one of those keys", across sections
+        needed = key.spec.requires_any
+        if not needed or all_values.get(key.path) is not True:
+            continue
+        if any(path not in all_values for path in needed):
+            continue  # one of them is wrong already, and reported
+        if not any(all_values[path] for path in needed):
+            where = _origin(key.section, key.name, source, overrides)
+            errors.append(f"{where}: {key.path}: true needs one of {', '.join(needed)} to be set")
 
     errors.extend(env_errors)
     if errors:
@@ -832,6 +1104,8 @@ def _parse_env(key: ConfigKey, raw: str) -> tuple[Any, str | None]:
     """Turn an environment string into a value of the key's type; constraints come later."""
     text = raw.strip()
     kinds = key.kinds
+    if kinds == (tuple,):  # comma-separated items; none of the array keys allows a comma
+        return [item.strip() for item in raw.split(",") if item.strip()], None
     if text in key.spec.choices:
         return text, None
     if bool in kinds and text.lower() in _TRUE | _FALSE:
@@ -862,23 +1136,29 @@ def _check(key: ConfigKey, value: object) -> tuple[Any, str | None]:
             value = float(value)
     elif isinstance(value, float):
         matched = float in kinds
+    elif isinstance(value, list | tuple):
+        matched = tuple in kinds
     else:
         matched = isinstance(value, str) and str in kinds
     if not matched:
-        return None, f"expected {_expected(key)}, got {_describe(value)}"
+        return None, f"expected {_expected(key)}, got {_describe(value, secret=key.spec.secret)}"
 
     spec = key.spec
+    if isinstance(value, list | tuple):
+        items: list[str] = []
+        for number, item in enumerate(value, 1):
+            if not isinstance(item, str):
+                return None, f"item {number}: expected a string, got {_describe(item)}"
+            problem = _check_string(spec, item)
+            if problem is not None:
+                return None, f"item {number}: {problem}"
+            items.append(item)
+        return tuple(items), None
     if isinstance(value, str):
-        if spec.choices and value not in spec.choices:
-            if len(kinds) > 1:
-                return None, f"expected {_expected(key)}, got {_describe(value)}"
-            choices = ", ".join(f'"{c}"' for c in spec.choices)
-            guess = _nearest(value.lower(), list(spec.choices))
-            hint = f' — did you mean "{guess}"?' if guess is not None else ""
-            return None, f"{_quote(value)} is not one of {choices}{hint}"
-        if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
-            return None, f"expected {spec.pattern_doc}, got {_quote(value)}"
-        return value, None
+        if len(kinds) > 1 and spec.choices and value not in spec.choices:
+            return None, f"expected {_expected(key)}, got {_describe(value)}"
+        problem = _check_string(spec, value)
+        return (None, problem) if problem is not None else (value, None)
     if isinstance(value, bool):
         return value, None
 
@@ -895,6 +1175,37 @@ def _check(key: ConfigKey, value: object) -> tuple[Any, str | None]:
         below = 1 << (value.bit_length() - 1)
         return None, f"{value} is not a power of two (try {below} or {below * 2})"
     return value, None
+
+
+def _check_string(spec: KeySpec, value: str) -> str | None:
+    """The problem with a string value (or an array's item), or ``None``."""
+    if spec.choices and value not in spec.choices:
+        choices = ", ".join(f'"{c}"' for c in spec.choices)
+        guess = _nearest(value.lower(), [c.lower() for c in spec.choices])
+        if guess is not None:
+            guess = next(c for c in spec.choices if c.lower() == guess)
+        hint = f' — did you mean "{guess}"?' if guess is not None else ""
+        return f"{_quote(value)} is not one of {choices}{hint}"
+    if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        shown = _describe(value, secret=True) if spec.secret else _quote(value)
+        return f"expected {spec.pattern_doc}, got {shown}"
+    if spec.file and value:
+        return _unreadable(value)
+    return None
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the file at ``path`` cannot be read, or ``None`` when it can."""
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        return f"{_quote(path)} is a directory, not a file"
+    except OSError as exc:
+        return f"cannot read {_quote(path)}: {exc.strerror}"
+    if not Path(path).is_file():
+        return f"{_quote(path)} is not a regular file"
+    return None
 
 
 def _expected(key: ConfigKey) -> str:
@@ -922,8 +1233,13 @@ def _show(number: object) -> str:
     return str(number)
 
 
-def _describe(value: object) -> str:
-    """How an unexpected value reads in an error: ``string "10"``, ``boolean true``..."""
+def _describe(value: object, *, secret: bool = False) -> str:
+    """How an unexpected value reads in an error: ``string "10"``, ``boolean true``...
+
+    A ``secret`` string is described by its length only, so a mistyped token or key does not
+    end up in logs."""
+    if secret and isinstance(value, str):
+        return f"a string of {len(value)} characters (not shown: it is a secret)"
     if isinstance(value, bool):
         return f"boolean {'true' if value else 'false'}"
     if isinstance(value, int):
@@ -963,7 +1279,14 @@ def _quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _plain(value: object) -> object:
+    """A value as TOML and JSON see it: an array is a list."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _toml_value(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -18,6 +18,7 @@ import pytest
 from ringcast.config import (
     ENV_PREFIX,
     RELOADABLE,
+    AuthConfig,
     Config,
     LimitsConfig,
     ServerConfig,
@@ -121,9 +122,16 @@ def test_key_paths_are_unique() -> None:
 
 def test_reloadable_keys() -> None:
     limits = {f"limits.{f.name}" for f in dataclasses.fields(LimitsConfig)}
+    auth = {f"auth.{f.name}" for f in dataclasses.fields(AuthConfig)}
     assert (
         limits - {"limits.max_connections"}
-        | {"channels.client_publish", "http.publish_token", "logging.level"}
+        | auth
+        | {
+            "channels.client_publish",
+            "http.publish_token",
+            "http.allowed_origins",
+            "logging.level",
+        }
     ) == RELOADABLE
     assert RELOADABLE <= ALL_PATHS
 
@@ -200,7 +208,8 @@ def test_reference_defaults_and_reload_column_match_the_code() -> None:
     rows = reference_rows()
     for key in config_keys():
         _name, type_name, default, _allowed, sighup, description = rows[key.path]
-        assert tomllib.loads(f"v = {default.strip('`')}")["v"] == key.default, key.path
+        expected = list(key.default) if isinstance(key.default, tuple) else key.default
+        assert tomllib.loads(f"v = {default.strip('`')}")["v"] == expected, key.path
         assert sighup == ("yes" if key.path in RELOADABLE else "no"), key.path
         assert type_name.replace("`", "") == key.type_name, key.path
         assert description.replace("\\<", "<") == key.spec.doc, key.path
@@ -380,9 +389,10 @@ def test_bad_choice(tmp_path: Path, text: str, message: str) -> None:
     ("text", "message"),
     [
         ('[server]\nhost = ""', 'server.host: expected a non-empty address without spaces, got ""'),
-        (
+        (  # a secret is not quoted
             '[http]\npublish_token = "a b"',
-            'http.publish_token: expected printable ASCII without spaces, got "a b"',
+            "http.publish_token: expected printable ASCII without spaces, "
+            "got a string of 3 characters (not shown: it is a secret)",
         ),
         (
             '[cluster]\nredis_url = "http://localhost:6379"',
@@ -544,7 +554,12 @@ def test_every_key_has_a_working_env_override() -> None:
     env = {}
     for key in config_keys():
         value = defaults[key.section][key.name]
-        env[key.env_var] = str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            env[key.env_var] = str(value).lower()
+        elif isinstance(value, list):
+            env[key.env_var] = ",".join(value)
+        else:
+            env[key.env_var] = str(value)
     assert load_config(None, env=env) == Config()
 
 
@@ -737,3 +752,284 @@ def test_diff_configs_covers_every_key() -> None:
     assert not set(restart) & RELOADABLE
     assert "server.workers" in restart
     assert "limits.slow_consumer_policy" in reloadable
+
+
+# ---------------------------------------------------------------------------------------------
+# Security keys: arrays, secrets, files, switches that need a key
+# ---------------------------------------------------------------------------------------------
+
+TOKEN = "tok-0123456789abcdef"
+
+
+def test_security_defaults_are_off() -> None:
+    config = Config()
+    assert config.auth.publish_tokens == ()
+    assert config.auth.jwt_algorithms == ("HS256",)
+    assert not config.auth.require_subscribe_auth
+    assert not config.auth.require_publish_auth
+    assert config.http.allowed_origins == ()
+    assert config.limits.max_messages_per_second == 0.0
+    assert config.limits.max_connections_per_ip == 0
+    assert (config.limits.max_request_line, config.limits.max_header_size) == (8192, 16384)
+    assert config.limits.max_headers == 100
+
+
+def test_arrays_load_as_tuples(tmp_path: Path) -> None:
+    text = (
+        f'[auth]\npublish_tokens = ["{TOKEN}", "{TOKEN}-2"]\n'
+        'jwt_algorithms = ["RS256", "ES256"]\n'
+        '[http]\nallowed_origins = ["https://app.example.com", "https://*.example.org:*"]\n'
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.auth.publish_tokens == (TOKEN, f"{TOKEN}-2")
+    assert config.auth.jwt_algorithms == ("RS256", "ES256")
+    assert config.http.allowed_origins == ("https://app.example.com", "https://*.example.org:*")
+    empty = load_config(write(tmp_path, "[auth]\njwt_algorithms = []\n"), env={})
+    assert empty.auth.jwt_algorithms == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f'[auth]\npublish_tokens = "{TOKEN}"',
+            "auth.publish_tokens: expected an array of strings, "
+            "got a string of 20 characters (not shown: it is a secret)",
+        ),
+        (
+            "[http]\nallowed_origins = 5",
+            "http.allowed_origins: expected an array of strings, got integer 5",
+        ),
+        (
+            f'[auth]\nsubscribe_tokens = ["{TOKEN}", 5]',
+            "auth.subscribe_tokens: item 2: expected a string, got integer 5",
+        ),
+        (
+            '[auth]\njwt_algorithms = ["HS256", "none"]',
+            'auth.jwt_algorithms: item 2: "none" is not one of "HS256", "HS384", "HS512", '
+            '"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", '
+            '"EdDSA"',
+        ),
+        (
+            '[auth]\njwt_algorithms = ["hs256"]',
+            'auth.jwt_algorithms: item 1: "hs256" is not one of "HS256", "HS384", "HS512", '
+            '"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", '
+            '"EdDSA" — did you mean "HS256"?',
+        ),
+        (
+            '[auth]\npublish_tokens = ["short-secret"]',
+            "auth.publish_tokens: item 1: expected at least 16 characters from "
+            "A-Z a-z 0-9 - . _ ~ + / =, got a string of 12 characters (not shown: it is a secret)",
+        ),
+        (
+            '[auth]\npublish_tokens = ["has a space in it!!"]',
+            "auth.publish_tokens: item 1: expected at least 16 characters from "
+            "A-Z a-z 0-9 - . _ ~ + / =, got a string of 19 characters (not shown: it is a secret)",
+        ),
+        (
+            '[auth]\njwt_secret = "too-short"',
+            "auth.jwt_secret: expected empty or at least 32 printable ASCII characters, "
+            "got a string of 9 characters (not shown: it is a secret)",
+        ),
+        (
+            '[http]\nallowed_origins = ["*"]',
+            "http.allowed_origins: item 1: expected scheme://host[:port], the host may start "
+            'with *. and the port may be *, got "*"',
+        ),
+        (
+            '[http]\nallowed_origins = ["https://app.example.com/"]',
+            "http.allowed_origins: item 1: expected scheme://host[:port], the host may start "
+            'with *. and the port may be *, got "https://app.example.com/"',
+        ),
+        (
+            '[auth]\njwt_audience = "a\\nb"',
+            'auth.jwt_audience: expected no control characters, got "a\\nb"',
+        ),
+    ],
+)
+def test_array_and_secret_errors(tmp_path: Path, text: str, message: str) -> None:
+    assert load_errors(tmp_path, text + "\n") == [f"ringcast.toml: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[limits]\nmax_request_line = 255",
+            "limits.max_request_line: 255 is out of range (allowed: 256..1048576 bytes)",
+        ),
+        (
+            "[limits]\nmax_header_size = 1023",
+            "limits.max_header_size: 1023 is out of range (allowed: 1024..1048576 bytes)",
+        ),
+        ("[limits]\nmax_headers = 7", "limits.max_headers: 7 is out of range (allowed: 8..10000)"),
+        (
+            "[limits]\nmessage_burst = 0",
+            "limits.message_burst: 0 is out of range (allowed: 1..1000000 messages)",
+        ),
+        (
+            "[limits]\nmax_messages_per_second = -0.5",
+            "limits.max_messages_per_second: -0.5 is out of range "
+            "(allowed: 0..1000000 messages/second)",
+        ),
+        (
+            "[limits]\nmax_connections_per_ip = -1",
+            "limits.max_connections_per_ip: -1 is out of range (allowed: 0..1048576)",
+        ),
+        (
+            "[auth]\njwt_leeway = 3601",
+            "auth.jwt_leeway: 3601 is out of range (allowed: 0..3600 seconds)",
+        ),
+        (
+            "[auth]\nrequire_publish_auth = 1",
+            "auth.require_publish_auth: expected a boolean (true or false), got integer 1",
+        ),
+    ],
+)
+def test_security_ranges_and_types(tmp_path: Path, text: str, message: str) -> None:
+    assert load_errors(tmp_path, text + "\n") == [f"ringcast.toml: {message}"]
+
+
+def test_rate_limit_may_be_fractional(tmp_path: Path) -> None:
+    text = "[limits]\nmax_messages_per_second = 0.5\nmessage_burst = 1\n"
+    config = load_config(write(tmp_path, text), env={})
+    assert config.limits.max_messages_per_second == 0.5
+
+
+def test_require_subscribe_auth_needs_a_token_source(tmp_path: Path) -> None:
+    errors = load_errors(tmp_path, "[auth]\nrequire_subscribe_auth = true\n")
+    assert errors == [
+        "ringcast.toml: auth.require_subscribe_auth: true needs one of auth.subscribe_tokens, "
+        "auth.publish_tokens, http.publish_token, auth.jwt_secret, auth.jwt_public_key_file "
+        "to be set"
+    ]
+    for source in (
+        f'[auth]\nsubscribe_tokens = ["{TOKEN}"]',
+        f'[auth]\npublish_tokens = ["{TOKEN}"]',
+        '[http]\npublish_token = "legacy"\n[auth]',
+        f'[auth]\njwt_secret = "{"s" * 32}"',
+    ):
+        text = source + "\nrequire_subscribe_auth = true\n"
+        assert load_config(write(tmp_path, text), env={}).auth.require_subscribe_auth
+
+
+def test_require_publish_auth_needs_a_publish_source(tmp_path: Path) -> None:
+    text = f'[auth]\nrequire_publish_auth = true\nsubscribe_tokens = ["{TOKEN}"]\n'
+    (error,) = load_errors(tmp_path, text)
+    assert error.startswith("ringcast.toml: auth.require_publish_auth: true needs one of ")
+    assert "auth.subscribe_tokens" not in error
+    text = f'[auth]\nrequire_publish_auth = true\npublish_tokens = ["{TOKEN}"]\n'
+    assert load_config(write(tmp_path, text), env={}).auth.require_publish_auth
+
+
+def test_requirement_names_the_environment_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"RINGCAST_AUTH_REQUIRE_SUBSCRIBE_AUTH": "yes"})
+    assert str(info.value).startswith(
+        "environment variable RINGCAST_AUTH_REQUIRE_SUBSCRIBE_AUTH: auth.require_subscribe_auth: "
+        "true needs one of"
+    )
+    env = {"RINGCAST_AUTH_REQUIRE_SUBSCRIBE_AUTH": "yes", "RINGCAST_AUTH_JWT_SECRET": "s" * 40}
+    assert load_config(None, env=env).auth.jwt_secret == "s" * 40
+
+
+def test_requirement_is_not_checked_when_its_source_is_already_wrong(tmp_path: Path) -> None:
+    text = '[auth]\nrequire_subscribe_auth = true\npublish_tokens = ["short"]\n'
+    (error,) = load_errors(tmp_path, text)
+    assert error.startswith("ringcast.toml: auth.publish_tokens: item 1: ")
+
+
+def test_public_key_file_must_be_readable(tmp_path: Path) -> None:
+    key = tmp_path / "jwt.pem"
+    key.write_text("-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n")
+    text = '[auth]\njwt_public_key_file = "jwt.pem"\njwt_algorithms = ["RS256"]\n'
+    assert load_config(write(tmp_path, text), env={}).auth.jwt_public_key_file == "jwt.pem"
+    assert load_errors(tmp_path, '[auth]\njwt_public_key_file = "nope.pem"\n') == [
+        'ringcast.toml: auth.jwt_public_key_file: cannot read "nope.pem": No such file or directory'
+    ]
+    (tmp_path / "dir").mkdir()
+    assert load_errors(tmp_path, '[auth]\njwt_public_key_file = "dir"\n') == [
+        'ringcast.toml: auth.jwt_public_key_file: "dir" is a directory, not a file'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("RINGCAST_AUTH_PUBLISH_TOKENS", f"{TOKEN}", (TOKEN,)),
+        ("RINGCAST_AUTH_PUBLISH_TOKENS", f" {TOKEN} , {TOKEN}-2 ,", (TOKEN, f"{TOKEN}-2")),
+        ("RINGCAST_AUTH_PUBLISH_TOKENS", "", ()),
+        ("RINGCAST_AUTH_JWT_ALGORITHMS", "RS256,ES256", ("RS256", "ES256")),
+        ("RINGCAST_HTTP_ALLOWED_ORIGINS", "https://a.example.com", ("https://a.example.com",)),
+    ],
+)
+def test_arrays_from_the_environment(var: str, value: str, expected: tuple[str, ...]) -> None:
+    config = load_config(None, env={var: value})
+    section, key = var.removeprefix("RINGCAST_").lower().split("_", 1)
+    assert getattr(getattr(config, section), key) == expected
+
+
+def test_array_errors_from_the_environment() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"RINGCAST_AUTH_JWT_ALGORITHMS": "HS256,none"})
+    assert str(info.value).startswith(
+        'environment variable RINGCAST_AUTH_JWT_ALGORITHMS: auth.jwt_algorithms: item 2: "none"'
+    )
+
+
+def test_arrays_render_and_round_trip(tmp_path: Path) -> None:
+    config = config_from_mapping(
+        {
+            "auth": {"publish_tokens": [TOKEN], "jwt_algorithms": ["HS256", "EdDSA"]},
+            "http": {"allowed_origins": ["https://app.example.com"]},
+        }
+    )
+    text = config.to_toml()
+    assert f'publish_tokens = ["{TOKEN}"]' in text
+    assert 'jwt_algorithms = ["HS256", "EdDSA"]' in text
+    assert load_config(write(tmp_path, text, "effective.toml"), env={}) == config
+    assert config.as_dict()["auth"]["jwt_algorithms"] == ["HS256", "EdDSA"]
+    assert json.loads(json.dumps(config.as_dict())) == config.as_dict()
+
+
+def test_security_keys_reload() -> None:
+    new = config_from_mapping(
+        {
+            "auth": {"publish_tokens": [TOKEN], "require_publish_auth": True},
+            "http": {"allowed_origins": ["https://app.example.com"]},
+            "limits": {"max_messages_per_second": 10, "max_connections_per_ip": 20},
+        }
+    )
+    reloadable, restart = diff_configs(Config(), new)
+    assert restart == []
+    assert set(reloadable) == {
+        "auth.publish_tokens",
+        "auth.require_publish_auth",
+        "http.allowed_origins",
+        "limits.max_messages_per_second",
+        "limits.max_connections_per_ip",
+    }
+
+
+def test_reference_documents_the_security_keys() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    assert "## `[auth]`" in text
+    assert "RINGCAST_AUTH_PUBLISH_TOKENS=tok1,tok2" in text
+    assert "security.md" in text
+    assert (ROOT / "docs" / "security.md").is_file()
+
+
+def test_read_jwt_public_key(tmp_path: Path) -> None:
+    assert Config().auth.read_jwt_public_key() == ""
+    key = tmp_path / "jwt.pem"
+    key.write_text("PEM TEXT\n")
+    config = config_from_mapping({"auth": {"jwt_public_key_file": str(key)}})
+    assert config.auth.read_jwt_public_key() == "PEM TEXT\n"
+    key.write_text("ROTATED\n")  # replaced in place: read again
+    assert config.auth.read_jwt_public_key() == "ROTATED\n"
+    key.unlink()
+    with pytest.raises(ConfigError) as info:
+        config.auth.read_jwt_public_key()
+    assert str(info.value) == (
+        f'auth.jwt_public_key_file: cannot read "{key}": No such file or directory'
+    )

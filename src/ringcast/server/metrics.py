@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ringcast.server.protocol.refusals import Refusal
+
 if TYPE_CHECKING:
     from ringcast.server.runtime import Server
 
@@ -60,6 +62,7 @@ class Metrics(Collector):
         self.received_peers = 0
         self.received_cluster = 0
         self.closes: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -112,6 +115,12 @@ class Metrics(Collector):
         for reason, n in sorted(self.closes.items()):
             closed.add_metric([self.worker, reason], n)
         yield closed
+        refused = CounterMetricFamily("ringcast_refusals",
+                                      "Requests and connections refused, by reason",
+                                      labels=["worker", "reason"])
+        for reason, n in sorted(self.refusals.items()):
+            refused.add_metric([self.worker, str(reason)], n)
+        yield refused
         yield gauge("ringcast_channels", "Channels with local subscribers", len(s.hub.channels))
         yield gauge("ringcast_subscribers", "Subscriptions", s.hub.subscriber_count())
         published = CounterMetricFamily("ringcast_messages_published",

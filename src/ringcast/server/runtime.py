@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,10 +43,12 @@ from ringcast.server.protocol.actions import (
     HttpPublish,
     HttpQuery,
     Publish,
+    Refused,
     SendBytes,
     Subscribe,
 )
 from ringcast.server.protocol.framing import encode_frame
+from ringcast.server.protocol.refusals import Refusal, error_response
 from ringcast.server.protocol.session import Session
 from ringcast.server.protocol.settings import ProtocolSettings
 from ringcast.server.workers import PeerLinks
@@ -60,7 +63,10 @@ STATS_INTERVAL = 1.0
 
 
 def protocol_settings(config: Config) -> ProtocolSettings:
+    """The protocol core's settings; ValueError when keys disagree (e.g. a JWT
+    algorithm without its key), which callers report as a configuration error."""
     lim = config.limits
+    auth = config.auth
     return ProtocolSettings(
         max_message_size=lim.max_message_size,
         max_http_body=lim.max_http_body,
@@ -74,6 +80,22 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         metrics_enabled=config.metrics.enabled,
         max_channel_name=config.channels.max_name_length,
         echo=config.server.echo,
+        publish_tokens=auth.publish_tokens,
+        subscribe_tokens=auth.subscribe_tokens,
+        require_subscribe_auth=auth.require_subscribe_auth,
+        require_publish_auth=auth.require_publish_auth,
+        jwt_secret=auth.jwt_secret,
+        jwt_public_key=auth.read_jwt_public_key(),
+        jwt_algorithms=auth.jwt_algorithms,
+        jwt_audience=auth.jwt_audience,
+        jwt_issuer=auth.jwt_issuer,
+        jwt_leeway=auth.jwt_leeway,
+        allowed_origins=config.http.allowed_origins,
+        max_messages_per_second=lim.max_messages_per_second,
+        message_burst=lim.message_burst,
+        max_request_line=lim.max_request_line,
+        max_header_size=lim.max_header_size,
+        max_headers=lim.max_headers,
     )
 
 
@@ -119,6 +141,8 @@ class Server:
         # HTTP publishes waiting for the end-of-iteration fan-out: (conn, channel).
         self._http_waiting: list[tuple[int, Channel | None]] = []
         self._run_counts: dict[int, int] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._conn_ip: dict[int, str] = {}
         self._wake_id = -1
         self._wake_w: socket.socket | None = None
         # Other workers of this host, and the broker bridge (issue: scale out).
@@ -174,6 +198,8 @@ class Server:
             sdnotify.ready()
             return
         live, restart = diff_configs(self.config, new)
+        if not live and self.config.auth.jwt_public_key_file:
+            live = ["auth.jwt_public_key_file"]     # the key file may have been replaced
         if restart:
             log.warning("reload: %s changed but need a restart; not applied", ", ".join(restart))
         sdnotify.ready()
@@ -186,8 +212,13 @@ class Server:
         for path in live:
             section, key = path.split(".", 1)
             merged[section][key] = fresh[section][key]
-        self.config = config_from_mapping(merged, self.config_path or "<reload>")
-        self.settings = protocol_settings(self.config)
+        merged_config = config_from_mapping(merged, self.config_path or "<reload>")
+        try:
+            settings = protocol_settings(merged_config)
+        except (ValueError, ConfigError) as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return
+        self.config, self.settings = merged_config, settings
         logging.getLogger().setLevel(self.config.logging.level.upper())
         log.info("reload: applied %s", ", ".join(live))
 
@@ -282,9 +313,11 @@ class Server:
             if self.draining:
                 self.loop.close(conn)
                 return
-            sess = Session(self.settings, now)
-            self.sessions[conn] = sess
             self.metrics.accepted += 1
+            if self.config.limits.max_connections_per_ip and not self._admit(conn, ev.res):
+                return
+            sess = Session(self.settings, now, unix_offset=time.time() - now)
+            self.sessions[conn] = sess
             self._schedule(conn, sess)
         elif kind == EventKind.HUP:
             sess = self.sessions.get(conn)
@@ -309,6 +342,26 @@ class Server:
             self._call_later(now + ACCEPT_RETRY_DELAY, lambda: self._resume(conn))
         elif kind == EventKind.REFUSED:
             self.metrics.refused += 1
+            self.metrics.refusals[Refusal.TOO_MANY_CONNECTIONS] += 1
+
+    def _admit(self, conn: int, fd: int) -> bool:
+        """Per-address connection limit (limits.max_connections_per_ip, per worker)."""
+        try:
+            with socket.socket(fileno=os.dup(fd)) as s:
+                ip = s.getpeername()[0]
+        except OSError:
+            return True  # not an IP socket (or already gone): nothing to count
+        ip = ip.removeprefix("::ffff:")
+        if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
+            self.metrics.refusals[Refusal.TOO_MANY_CONNECTIONS_PER_IP] += 1
+            self.loop.send(conn, error_response(503, "too many connections from your address"),
+                           force=True)
+            self.loop.close(conn, flush=True)
+            self._linger_deadline(conn)
+            return False
+        self._per_ip[ip] += 1
+        self._conn_ip[conn] = ip
+        return True
 
     def _resume(self, listener: int) -> None:
         if listener in self.listeners:
@@ -362,6 +415,9 @@ class Server:
                 status, ctype, body = self._query(a.path)
                 self._execute(conn, sess.respond(status, ctype, body))
                 return  # respond() returned what follows
+            elif isinstance(a, Refused):
+                self.metrics.refusals[a.reason] += 1
+                log.debug("refused conn %d: %s (%d) %s", conn, a.reason.value, a.code, a.detail)
             elif isinstance(a, CloseConnection):
                 self._drop(conn, flush=True)
                 return
@@ -425,13 +481,21 @@ class Server:
         if sess is not None:
             self._unsubscribe(conn, sess)
         self._deadlines.pop(conn, None)
+        ip = self._conn_ip.pop(conn, None)
+        if ip is not None:
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
         self.loop.close(conn, flush=flush)
         if flush:
-            # ringio flushes, shuts down writing and lingers for the peer's
-            # EOF; past close_timeout it is closed hard.
-            deadline = time.monotonic() + self.settings.close_timeout
-            self._flushing[conn] = deadline
-            self._call_later(deadline, lambda: self._force_close(conn, deadline))
+            self._linger_deadline(conn)
+
+    def _linger_deadline(self, conn: int) -> None:
+        # ringio flushes, shuts down writing and lingers for the peer's EOF;
+        # past close_timeout the connection is closed hard.
+        deadline = time.monotonic() + self.settings.close_timeout
+        self._flushing[conn] = deadline
+        self._call_later(deadline, lambda: self._force_close(conn, deadline))
 
     def _force_close(self, conn: int, deadline: float) -> None:
         if self._flushing.get(conn) == deadline:

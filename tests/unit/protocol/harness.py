@@ -22,6 +22,7 @@ from ringcast.server.protocol import (
     Action,
     CloseConnection,
     ProtocolSettings,
+    Refused,
     SendBytes,
     Session,
     SessionState,
@@ -63,6 +64,11 @@ def without_bytes(actions: Iterable[Action]) -> list[Action]:
     return [action for action in actions if not isinstance(action, SendBytes)]
 
 
+def refusals(actions: Iterable[Action]) -> list[Refused]:
+    """The Refused actions among ``actions``."""
+    return [action for action in actions if isinstance(action, Refused)]
+
+
 # -- WebSocket -------------------------------------------------------------------------
 
 
@@ -78,8 +84,9 @@ class WsClient:
         protocol_settings: ProtocolSettings = SETTINGS,
         *,
         now: float = 0.0,
+        unix_offset: float | None = 0.0,
     ) -> None:
-        self.session = Session(protocol_settings, now)
+        self.session = Session(protocol_settings, now, unix_offset=unix_offset)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.actions: list[Action] = []
         self.events: list[Event] = []
@@ -91,6 +98,7 @@ class WsClient:
         now: float = 0.0,
         extensions: Sequence[Extension] = (),
         subprotocols: Sequence[str] = (),
+        extra_headers: Sequence[tuple[str, str]] = (),
         after: bytes = b"",
     ) -> list[Action]:
         """Send the opening handshake (plus ``after``, frames sent without waiting)."""
@@ -99,6 +107,7 @@ class WsClient:
             target=target,
             extensions=list(extensions),
             subprotocols=list(subprotocols),
+            extra_headers=[(k.encode(), v.encode()) for k, v in extra_headers],
         )
         return self.feed(self.ws.send(request) + after, now=now)
 

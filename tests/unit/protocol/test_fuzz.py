@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import jwt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from ringcast.server.protocol import (
     HttpQuery,
     ProtocolSettings,
     Publish,
+    Refused,
     SendBytes,
     Session,
     SessionState,
@@ -43,6 +45,31 @@ SETTINGS = protocol_settings(
     max_message_size=300, max_http_body=500, publish_token="", max_channel_name=16
 )
 TOKEN_SETTINGS = protocol_settings(publish_token="t0k", client_publish=False)
+JWT_SECRET = "fuzz-secret-" + "x" * 32
+PUBLISHER = "pub-token-0123456789"
+SUBSCRIBER = "sub-token-0123456789"
+# Everything on, and small limits, so that random input reaches them.
+AUTH_SETTINGS = protocol_settings(
+    max_message_size=300,
+    max_http_body=500,
+    max_channel_name=16,
+    publish_tokens=(PUBLISHER,),
+    subscribe_tokens=(SUBSCRIBER,),
+    require_subscribe_auth=True,
+    require_publish_auth=True,
+    jwt_secret=JWT_SECRET,
+    allowed_origins=("https://app.example.com", "https://*.example.org"),
+    max_messages_per_second=5.0,
+    message_burst=3,
+    max_request_line=256,
+    max_header_size=1024,
+    max_headers=12,
+)
+JWT = jwt.encode(
+    {"sub": "fuzz", "exp": 10**8, "subscribe": ["news", "chat.*"], "publish": ["news"]},
+    JWT_SECRET,
+    algorithm="HS256",
+)
 
 # Fixed at import so that Hypothesis replays the same bytes (client masks are random).
 CORPUS = [
@@ -72,6 +99,27 @@ CORPUS = [
     + http_request("GET", "/metrics", [("Connection", "close")]),
     http_request("POST", "/publish/x", [("Expect", "100-continue"), ("Content-Length", "3")])
     + b"abc",
+    # Tokens in each place, origins, and enough messages to reach the rate limit.
+    upgrade_request(f"/news?token={JWT}")
+    + client_frame(TEXT, b"a")
+    + client_frame(PING, b"p")
+    + client_frame(BINARY, b"b", fin=False)
+    + client_frame(CONTINUATION, b"c")
+    + client_frame(TEXT, b"d")
+    + client_frame(TEXT, b"e"),
+    upgrade_request(
+        "/news", Authorization=f"Bearer {PUBLISHER}", Origin="https://app.example.com"
+    )
+    + client_frame(TEXT, b"hi")
+    + client_frame(CLOSE, struct.pack("!H", 1000)),
+    upgrade_request("/chat.1", Sec_WebSocket_Protocol=f"ringcast, ringcast.bearer.{JWT}")
+    + client_frame(TEXT, b"not allowed here"),
+    upgrade_request("/news", Origin="https://a.b.example.org", Authorization=f"Bearer {SUBSCRIBER}")
+    + client_frame(TEXT, b"subscribers may not publish"),
+    http_request("POST", f"/publish/news?token={JWT}", [("Content-Type", "text/plain")], b"x")
+    + http_request(
+        "POST", "/publish/news", [("Authorization", f"Bearer {PUBLISHER}")], b"y"
+    ),
 ]
 
 
@@ -143,11 +191,17 @@ class Driver:
     wire: WireChecker = field(default_factory=WireChecker)
     closed: bool = False
     subscribed: bool = False
+    refusals: list[Refused] = field(default_factory=list)
 
     def run(self, actions: list[Action]) -> None:
         for action in actions:
             assert not self.closed, f"{action!r} after CloseConnection"
-            if isinstance(action, SendBytes):
+            if self.refusals:  # a refusal is followed by its answer and the close only
+                assert isinstance(action, SendBytes | CloseConnection), action
+            if isinstance(action, Refused):
+                assert not self.refusals, "two refusals"
+                self.refusals.append(action)
+            elif isinstance(action, SendBytes):
                 self.wire.feed(action.data)
             elif isinstance(action, CloseConnection):
                 self.closed = True
@@ -181,6 +235,14 @@ class Driver:
             note_event(f"close frame {code}")
         assert 500 not in self.wire.statuses, "an internal error"
         assert (1011, "") not in self.wire.closes, "an internal error"
+        for refusal in self.refusals:
+            note_event(f"refused: {refusal.reason.value}")
+            assert self.closed, "a refusal without the close"
+            # The answer it announced went out: the last status or close code seen.
+            if refusal.code >= 1000:
+                assert self.wire.closes[-1][0] == refusal.code
+            elif refusal.code:
+                assert self.wire.statuses[-1] == refusal.code
         if self.closed:
             assert self.session.receive_data(b"more", 1e9) == []
             assert self.session.tick(1e9) == []
@@ -221,7 +283,7 @@ def feed_all(
 
     Without ``clock`` no time passes, so no timeout can interfere.
     """
-    session = Session(session_settings, 0.0)
+    session = Session(session_settings, 0.0, unix_offset=0.0)
     driver = Driver(session)
     now = 0.0
     for chunk in split(data, draw):
@@ -258,7 +320,7 @@ class TestNeverRaisesOnHostileInput:
     @given(st.data())
     def test_mutated_conversations(self, data: st.DataObject) -> None:
         source = data.draw(st.sampled_from(CORPUS))
-        session_settings = data.draw(st.sampled_from([SETTINGS, TOKEN_SETTINGS]))
+        session_settings = data.draw(st.sampled_from([SETTINGS, TOKEN_SETTINGS, AUTH_SETTINGS]))
         eof = data.draw(st.booleans())
         feed_all(data.draw, mutate(source, data.draw), session_settings, eof=eof)
 
@@ -281,3 +343,23 @@ class TestNeverRaisesOnHostileInput:
         # before the handshake closes without a close frame).
         assert driver.closed
         assert [code for code, _ in driver.wire.closes] in ([1000], [1001], [3008], [])
+
+    @FUZZ
+    @given(st.data())
+    def test_random_bytes_with_everything_on(self, data: st.DataObject) -> None:
+        prefix = data.draw(
+            st.sampled_from([b"", upgrade_request(f"/news?token={JWT}"), b"GET /news HTTP/1.1\r\n"])
+        )
+        feed_all(data.draw, prefix + data.draw(st.binary(max_size=400)), AUTH_SETTINGS)
+
+    @FUZZ
+    @given(st.data())
+    def test_an_authenticated_conversation_survives_any_split(self, data: st.DataObject) -> None:
+        # JWT in the query; 5 messages against a burst of 3, then a close frame.
+        source = CORPUS[6] + client_frame(CLOSE, struct.pack("!H", 1000))
+        driver = feed_all(data.draw, source, AUTH_SETTINGS, eof=False, clock=False)
+        assert driver.closed
+        codes = [code for code, _ in driver.wire.closes]
+        assert codes in ([1008], [1001], [3008], [])
+        if codes == [1008]:
+            assert [r.reason.value for r in driver.refusals] == ["rate_limited"]

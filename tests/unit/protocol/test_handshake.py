@@ -13,6 +13,7 @@ from ringcast.server.protocol import (
     CloseConnection,
     ProtocolSettings,
     Publish,
+    Refused,
     SendBytes,
     Session,
     SessionState,
@@ -40,9 +41,13 @@ def rejected(data: bytes, protocol_settings: ProtocolSettings = SETTINGS) -> Htt
     assert closes(actions)
     assert session.state is SessionState.CLOSED
     assert session.channel is None
-    assert isinstance(actions[0], SendBytes)
-    response = parse_response(actions[0].data)
+    assert [type(a) for a in actions] == [Refused, SendBytes, CloseConnection]
+    refusal, answer = actions[0], actions[1]
+    assert isinstance(refusal, Refused)
+    assert isinstance(answer, SendBytes)
+    response = parse_response(answer.data)
     assert response.headers[b"connection"] == b"close"
+    assert (refusal.code, refusal.detail) == (response.status, response.text)
     return response
 
 

@@ -12,12 +12,14 @@ from ringcast.server.protocol import (
     HttpPublish,
     HttpQuery,
     ProtocolSettings,
+    Refusal,
+    Refused,
     SendBytes,
     Session,
     SessionState,
     Subscribe,
 )
-from ringcast.server.protocol.http_phase import MAX_HEADER_BYTES, HttpPhase
+from ringcast.server.protocol.http_phase import HttpPhase, held_limit
 
 from .harness import (
     SETTINGS,
@@ -51,9 +53,14 @@ def refused(
     """Feed a request that must be answered by an error; give the parsed error."""
     session = Session(protocol_settings, 0.0)
     actions = session.receive_data(data, 0.0)
-    assert [type(a) for a in actions] == [SendBytes, CloseConnection]
+    assert [type(a) for a in actions] == [Refused, SendBytes, CloseConnection]
     assert session.state is SessionState.CLOSED
     response = parse_response(sent(actions), method)
+    refusal = actions[0]
+    assert isinstance(refusal, Refused)
+    assert refusal.code == response.status
+    if method != b"HEAD":
+        assert refusal.detail == response.text
     assert response.headers[b"connection"] == b"close"
     assert response.headers[b"content-type"] == b"text/plain; charset=utf-8"
     return response
@@ -176,7 +183,14 @@ class TestRFC9110Section11_6_2_Authorization:
     def test_missing_or_wrong_token_is_401(self, headers: list[tuple[str, str]]) -> None:
         response = refused(publish(b"x", headers=headers), self.TOKEN_SETTINGS)
         assert response.status == 401
-        assert response.headers[b"www-authenticate"] == b"Bearer"
+        # RFC 6750 section 3: a request without a bearer token gets the bare challenge;
+        # a wrong token gets error="invalid_token".
+        challenge = response.headers[b"www-authenticate"]
+        assert challenge.startswith(b'Bearer realm="ringcast"')
+        if any(value.lower().startswith("bearer") for _, value in headers):
+            assert challenge.endswith(b', error="invalid_token"')
+        else:
+            assert challenge == b'Bearer realm="ringcast"'
 
     def test_no_token_configured_means_no_check(self) -> None:
         session = Session(SETTINGS, 0.0)
@@ -294,14 +308,14 @@ class TestRFC9110Section15_5_1_BadRequest:
 
 class TestRFC6585Section5_RequestHeaderFieldsTooLarge:
     def test_header_section_over_16_kib(self) -> None:
-        data = http_request("GET", "/healthz", [("X-Big", "x" * MAX_HEADER_BYTES)])
+        data = http_request("GET", "/healthz", [("X-Big", "x" * SETTINGS.max_header_size)])
         response = refused(data)
         assert response.status == 431
         assert response.text == "request header section exceeds 16384 bytes"
 
     def test_header_section_just_within_16_kib(self) -> None:
         session = Session(SETTINGS, 0.0)
-        data = http_request("GET", "/healthz", [("X-Big", "x" * (MAX_HEADER_BYTES - 100))])
+        data = http_request("GET", "/healthz", [("X-Big", "x" * (SETTINGS.max_header_size - 100))])
         assert session.receive_data(data, 0.0) == [HttpQuery("/healthz")]
 
     def test_without_end_of_headers(self) -> None:
@@ -408,9 +422,16 @@ class TestRFC9112Section9_3_Persistence:
         # Room for one more complete request, no more.
         session = Session(SETTINGS, 0.0)
         session.receive_data(publish(b"a"), 0.0)
-        held = MAX_HEADER_BYTES + SETTINGS.max_http_body
+        held = held_limit(SETTINGS)
         assert session.receive_data(b"x" * held, 0.0) == []
-        assert session.receive_data(b"x", 0.0) == [CloseConnection()]
+        assert session.receive_data(b"x", 0.0) == [
+            Refused(
+                Refusal.PIPELINE_OVERFLOW,
+                0,
+                f"more than {held} bytes sent while an answer was owed",
+            ),
+            CloseConnection(),
+        ]
         assert session.publish_done(1) == []  # the runtime may still answer: ignored
 
     def test_connection_close_from_the_client(self) -> None:
@@ -552,4 +573,5 @@ class TestInternalErrors:
 
         monkeypatch.setattr(h11.Connection, "send", refuse)
         session = Session(SETTINGS, 0.0)
-        assert session.receive_data(b"nonsense\r\n\r\n", 0.0) == [CloseConnection()]
+        actions = session.receive_data(b"nonsense\r\n\r\n", 0.0)
+        assert [type(a) for a in actions] == [Refused, CloseConnection]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ringcast.server.protocol import CloseConnection, HttpQuery, Session, SessionState
+from ringcast.server.protocol import (
+    CloseConnection,
+    HttpQuery,
+    Refusal,
+    Refused,
+    Session,
+    SessionState,
+)
 
 from .harness import SETTINGS, http_request, settings, upgrade_request
 
@@ -12,13 +19,16 @@ class TestRFC9112Section9_5_FailuresAndTimeouts:
         session = Session(settings(handshake_timeout=10.0), 100.0)
         assert session.next_deadline() == 110.0
         assert session.tick(109.9) == []
-        assert session.tick(110.0) == [CloseConnection()]
+        assert session.tick(110.0) == [
+            Refused(Refusal.HANDSHAKE_TIMEOUT, 0, "no complete request within 10 seconds"),
+            CloseConnection(),
+        ]
         assert session.state is SessionState.CLOSED
         assert session.next_deadline() is None
 
     def test_a_late_tick_still_closes(self) -> None:
         session = Session(SETTINGS, 0.0)
-        assert session.tick(1e6) == [CloseConnection()]
+        assert [type(a) for a in session.tick(1e6)] == [Refused, CloseConnection]
 
     def test_a_slow_request_does_not_extend_the_deadline(self) -> None:
         session = Session(settings(handshake_timeout=10.0), 0.0)
@@ -26,7 +36,7 @@ class TestRFC9112Section9_5_FailuresAndTimeouts:
         for i, byte in enumerate(data[:-1]):
             assert session.receive_data(bytes([byte]), i * 0.001) == []
         assert session.next_deadline() == 10.0
-        assert session.tick(10.0) == [CloseConnection()]
+        assert [type(a) for a in session.tick(10.0)] == [Refused, CloseConnection]
 
     def test_no_deadline_while_the_runtime_owes_an_answer(self) -> None:
         session = Session(SETTINGS, 0.0)
@@ -40,7 +50,20 @@ class TestRFC9112Section9_5_FailuresAndTimeouts:
         session.respond(200, "text/plain", b"ok")
         assert session.next_deadline() == 14.0  # from the last time the session saw
         assert session.tick(13.0) == []
-        assert session.tick(14.0) == [CloseConnection()]
+        assert session.tick(14.0) == [CloseConnection()]  # idle, not refused
+
+    def test_a_partial_request_on_a_keep_alive_connection_is_refused(self) -> None:
+        session = Session(settings(handshake_timeout=10.0), 0.0)
+        session.receive_data(http_request("GET", "/healthz"), 4.0)
+        session.respond(200, "text/plain", b"ok")
+        assert session.receive_data(b"GET /heal", 5.0) == []
+        assert [type(a) for a in session.tick(14.0)] == [Refused, CloseConnection]
+
+    def test_a_pipelined_partial_request_is_refused_too(self) -> None:
+        session = Session(settings(handshake_timeout=10.0), 0.0)
+        session.receive_data(http_request("GET", "/healthz") + b"GET /heal", 4.0)
+        session.respond(200, "text/plain", b"ok")
+        assert [type(a) for a in session.tick(14.0)] == [Refused, CloseConnection]
 
     def test_the_next_request_in_time_is_served(self) -> None:
         session = Session(settings(handshake_timeout=10.0), 0.0)

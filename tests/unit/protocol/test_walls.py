@@ -34,9 +34,11 @@ class TestSansIO:
                 ), f"{path.name} imports the runtime: {name}"
 
     def test_importing_it_loads_no_socket_module(self) -> None:
+        # PyJWT is imported only when a JWT key is configured: its JWKS client pulls in
+        # urllib.request, hence socket and ssl.
         code = (
             "import sys, ringcast.server.protocol;"
-            "print(sorted(m for m in ('socket', 'select', 'selectors', 'asyncio', 'ssl')"
+            "print(sorted(m for m in ('socket', 'select', 'selectors', 'asyncio', 'ssl', 'jwt')"
             " if m in sys.modules))"
         )
         env_path = str(PACKAGE.parents[2])

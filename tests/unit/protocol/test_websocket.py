@@ -10,6 +10,8 @@ from wsproto.events import CloseConnection as WsClose
 from ringcast.server.protocol import (
     CloseConnection,
     Publish,
+    Refusal,
+    Refused,
     SendBytes,
     SessionState,
     websocket_phase,
@@ -31,8 +33,13 @@ TEXT, BINARY, CONTINUATION = 1, 2, 0
 
 
 def assert_failed(client: WsClient, code: int, reason: str | None = None) -> None:
-    """The server sent a close frame with ``code`` and dropped the connection at once."""
+    """The server refused the client: it emitted one Refused with ``code``, sent a close
+    frame with that code and dropped the connection at once."""
     assert closes(client.actions)
+    refusals = [a for a in client.actions if isinstance(a, Refused)]
+    assert [r.code for r in refusals] == [code]
+    if reason is not None:
+        assert refusals[0].detail == reason
     assert client.session.state is SessionState.CLOSED
     closes_seen = [e for e in client.events if isinstance(e, WsClose)]
     assert len(closes_seen) == 1
@@ -80,7 +87,10 @@ class TestRFC6455Section5_6_DataFrames:
     def test_publishing_disabled_closes_with_1008(self) -> None:
         client = open_client(settings(client_publish=False))
         actions = client.send(BytesMessage(b"x"))
-        assert without_bytes(actions) == [CloseConnection()]
+        assert without_bytes(actions) == [
+            Refused(Refusal.PUBLISH_DISABLED, 1008, "publishing is disabled on this server"),
+            CloseConnection(),
+        ]
         assert_failed(client, 1008, "publishing is disabled on this server")
 
 
@@ -131,7 +141,8 @@ class TestRFC6455Section5_1_Masking:
     def test_an_unmasked_client_frame_is_a_protocol_error(self) -> None:
         client = open_client()
         assert without_bytes(client.feed(client_frame(TEXT, b"x", masked=False))) == [
-            CloseConnection()
+            Refused(Refusal.PROTOCOL_ERROR, 1002, "server received unexpected unmasked frame"),
+            CloseConnection(),
         ]
         assert_failed(client, 1002)
 
@@ -259,7 +270,12 @@ class TestRFC6455Section10_4_MessageSizeLimit:
 
     def test_one_byte_over_closes_with_1009(self) -> None:
         client = open_client(settings(max_message_size=100))
-        assert without_bytes(client.send(BytesMessage(b"x" * 101))) == [CloseConnection()]
+        assert without_bytes(client.send(BytesMessage(b"x" * 101))) == [
+            Refused(
+                Refusal.MESSAGE_TOO_BIG, 1009, "message is at least 101 bytes, at most 100 allowed"
+            ),
+            CloseConnection(),
+        ]
         assert_failed(client, 1009, "message is at least 101 bytes, at most 100 allowed")
 
     def test_the_limit_counts_bytes_not_characters(self) -> None:
@@ -276,7 +292,7 @@ class TestRFC6455Section10_4_MessageSizeLimit:
     def test_a_huge_announced_length_closes_before_any_payload(self) -> None:
         client = open_client(settings(max_message_size=1 << 20))
         actions = client.feed(client_frame(BINARY, length=2**62))  # header only
-        assert without_bytes(actions) == [CloseConnection()]
+        assert [type(a) for a in without_bytes(actions)] == [Refused, CloseConnection]
         assert_failed(client, 1009)
 
     def test_a_huge_announced_length_split_in_its_header(self) -> None:
@@ -291,7 +307,7 @@ class TestRFC6455Section10_4_MessageSizeLimit:
         data = client_frame(TEXT, b"first") + client_frame(BINARY, length=1000) + b"x" * 50
         actions = client.feed(data)
         assert actions[0] == Publish("news", b"first", True)
-        assert without_bytes(actions[1:]) == [CloseConnection()]
+        assert [type(a) for a in without_bytes(actions[1:])] == [Refused, CloseConnection]
         assert_failed(client, 1009)
 
     def test_control_frames_do_not_count(self) -> None:

@@ -4,7 +4,13 @@ Nothing here touches a socket, a clock or ``ringcast.ringio``; the runtime does.
 
 - :mod:`.session`: :class:`Session`, one per TCP connection, and its contract.
 - :mod:`.actions`: what a session asks the runtime to do.
+- :mod:`.refusals`: :class:`Refusal`, why a session refused a client (metric labels).
 - :mod:`.settings`: :class:`ProtocolSettings`, the limits and switches.
+- :mod:`.auth`: static tokens and JWTs, and what they allow; :mod:`.credentials`: where a
+  request's token comes from.
+- :mod:`.origins`: the browser origin allow-list.
+- :mod:`.head_limits`: request line and header limits; :mod:`.ratelimit`: the inbound
+  message rate limit.
 - :mod:`.http_phase`: HTTP requests, the opening handshake and the HTTP API (h11, wsproto).
 - :mod:`.websocket_phase`: frames, messages, keepalive and closing (wsproto).
 - :mod:`.message_size`: the message size limit, enforced from frame headers.
@@ -20,11 +26,13 @@ from .actions import (
     HttpPublish,
     HttpQuery,
     Publish,
+    Refused,
     SendBytes,
     Subscribe,
 )
 from .channels import validate_channel
 from .framing import BINARY, TEXT, encode_frame, encode_frames, frame_header
+from .refusals import Refusal, error_response
 from .session import Session, SessionState
 from .settings import ProtocolSettings
 
@@ -37,12 +45,15 @@ __all__ = [
     "HttpQuery",
     "ProtocolSettings",
     "Publish",
+    "Refusal",
+    "Refused",
     "SendBytes",
     "Session",
     "SessionState",
     "Subscribe",
     "encode_frame",
     "encode_frames",
+    "error_response",
     "frame_header",
     "validate_channel",
 ]

@@ -3,12 +3,14 @@
 Every ``Session`` method returns a list of these. The runtime executes them in list
 order; order matters (a ``Subscribe`` follows the ``SendBytes`` of the 101 response, a
 ``CloseConnection`` follows the bytes to flush first). Nothing follows a
-``CloseConnection``.
+``CloseConnection``. A :class:`Refused` comes right before the answer it explains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .refusals import Refusal
 
 __all__ = [
     "Action",
@@ -16,6 +18,7 @@ __all__ = [
     "HttpPublish",
     "HttpQuery",
     "Publish",
+    "Refused",
     "SendBytes",
     "Subscribe",
 ]
@@ -75,9 +78,28 @@ class HttpQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The session refused the client; count it (``ringcast_refusals_total{reason}``).
+
+    Emitted once per refusal, before the error response or close frame, which follow as
+    ``SendBytes`` and then ``CloseConnection``. Needs no other action: the session sends
+    the answer itself.
+    """
+
+    reason: Refusal
+    """Why, from a fixed set: ``reason.value`` is the metric label."""
+    code: int
+    """The HTTP status (HTTP phase) or WebSocket close code sent with the refusal; 0 when
+    the connection closes without an answer (handshake timeout, pipeline overflow)."""
+    detail: str
+    """The human-readable explanation (the response body or close reason). It may quote
+    client input (a channel name, an origin): log it quoted, never use it as a label."""
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     """Close the TCP connection once the bytes sent before this action are flushed."""
 
 
-Action = SendBytes | Subscribe | Publish | HttpPublish | HttpQuery | CloseConnection
+Action = SendBytes | Subscribe | Publish | HttpPublish | HttpQuery | Refused | CloseConnection
 """Any of the actions above."""

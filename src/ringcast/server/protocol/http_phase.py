@@ -14,28 +14,37 @@ h11 parses the requests; this module routes them:
 
 ``HEAD`` is accepted wherever ``GET`` is (RFC 9110 section 9.3.2); the answer then
 carries no body. Anything else is an error, and every error response carries
-``Connection: close`` and is followed by :class:`CloseConnection`: 400 malformed request
-or handshake, 401 bad token, 404 unknown path, 405 wrong method (with ``Allow``), 413 body
-too large (by ``Content-Length`` before reading, or counted as chunks arrive), 426 bad
-``Sec-WebSocket-Version``, 431 header section over 16 KiB.
+``Connection: close``, is preceded by a :class:`Refused` action naming the reason and is
+followed by :class:`CloseConnection`: 400 malformed request, handshake, channel name or
+credentials; 401 missing or invalid token (with ``WWW-Authenticate: Bearer``, RFC 6750);
+403 origin not allowed, or a token that does not allow the channel; 404 unknown path; 405
+wrong method (with ``Allow``); 413 body too large (by ``Content-Length`` before reading,
+or counted as chunks arrive); 414 request line too long; 426 bad
+``Sec-WebSocket-Version``; 431 header section too large or too many header lines (see
+:mod:`.head_limits`).
+
+Checks on a handshake, in order: HTTP/1.1, the ``Origin`` allow-list, the channel name,
+the handshake headers (wsproto), then the token (last, so no signature is verified for a
+request that fails anyway). On ``POST /publish``: the method, the origin, the token, the
+channel name, what the token allows, the body size.
 
 Requests are served one at a time. While the runtime computes an answer, later bytes
-(pipelined requests) are held, at most one complete request's worth
-(``MAX_HEADER_BYTES + max_http_body``), and parsed once the answer is sent; more closes
-the connection at once, without the answer. A successful answer keeps the connection
-alive when the client allows it (h11 decides: ``Connection: close`` and HTTP/1.0 end it).
+(pipelined requests) are held, at most one complete request's worth (the head limits
+plus ``max_http_body``), and parsed once the answer is sent; more closes the connection
+at once, without the answer. A successful answer keeps the connection alive when the
+client allows it (h11 decides: ``Connection: close`` and HTTP/1.0 end it).
 
 Timing: a complete request must arrive within ``handshake_timeout`` of the connection
 opening or of the previous answer (an idle keep-alive connection counts too); when it
-does not, :meth:`HttpPhase.tick` closes the connection without a response. The clock
-stops while the runtime owes an answer.
+does not, :meth:`HttpPhase.tick` closes the connection without a response (a refusal,
+``handshake_timeout``, unless an idle keep-alive connection simply ended). The clock stops
+while the runtime owes an answer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,20 +62,39 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ringcast.errors import ChannelNameError
 
-from .actions import Action, CloseConnection, HttpPublish, HttpQuery, SendBytes, Subscribe
+from .actions import (
+    Action,
+    CloseConnection,
+    HttpPublish,
+    HttpQuery,
+    Refused,
+    SendBytes,
+    Subscribe,
+)
+from .auth import Access, AuthError
 from .channels import validate_channel
+from .credentials import read_credentials
+from .head_limits import HeadGuard, HeadLimitError
+from .refusals import Refusal
 from .settings import ProtocolSettings
 
-__all__ = ["MAX_HEADER_BYTES", "HttpPhase", "Route", "Upgrade", "check_status"]
-
-MAX_HEADER_BYTES: Final = 16 * 1024
-"""Largest request line + header section; more is answered 431 (h11's incomplete-event
-limit, so it also bounds a chunk-size line)."""
+__all__ = ["HttpPhase", "Route", "Upgrade", "check_status", "head_limit", "held_limit"]
 
 _PUBLISH_PREFIX: Final = "/publish/"
 _HEALTHZ: Final = "/healthz"
 _METRICS: Final = "/metrics"
 _REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
+
+
+def head_limit(settings: ProtocolSettings) -> int:
+    """Bytes of a complete request head at most (h11's incomplete-event limit, a backstop
+    behind :class:`HeadGuard`; it also bounds a chunk-size line)."""
+    return settings.max_request_line + settings.max_header_size + 8
+
+
+def held_limit(settings: ProtocolSettings) -> int:
+    """Bytes held while an answer is owed: one complete request."""
+    return head_limit(settings) + settings.max_http_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +103,17 @@ class Upgrade:
 
     The 101 response and the :class:`Subscribe` action have been emitted already.
     ``trailing`` holds bytes the client sent after its request (frames it did not wait
-    to send); ``eof`` says the client closed its side after them.
+    to send); ``eof`` says the client closed its side after them. ``access`` is what the
+    client's token (or the lack of one) allows; ``publish_until`` is when publishing with
+    it ends, on the session's clock (``None``: never).
     """
 
     channel: str
     connection: WebSocketConnection
     trailing: bytes
     eof: bool
+    access: Access
+    publish_until: float | None
 
 
 class Route(Enum):
@@ -112,18 +144,25 @@ class HttpPhase:
     one of these until :attr:`upgrade` is set or a :class:`CloseConnection` is emitted.
     """
 
-    def __init__(self, settings: ProtocolSettings, now: float) -> None:
+    def __init__(
+        self, settings: ProtocolSettings, now: float, unix_offset: float | None = None
+    ) -> None:
         self._settings = settings
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=head_limit(settings))
+        self._guard = HeadGuard(
+            settings.max_request_line, settings.max_header_size, settings.max_headers
+        )
         self._now = now
+        self._unix_offset = unix_offset
         self._deadline: float | None = now + settings.handshake_timeout
         self._request: _Request | None = None
         self._answer_owed: _Request | None = None
         self._held = bytearray()  # bytes received while an answer is owed
-        self._max_held = MAX_HEADER_BYTES + settings.max_http_body
+        self._max_held = held_limit(settings)
         self._eof = False
         self._head = False  # the current request is a HEAD: responses carry no body
-        self._token = settings.publish_token.encode()
+        self._served = False  # an answer was sent: the connection was used
+        self._started = False  # bytes of the current request have arrived
         #: Set when a WebSocket handshake succeeded; the HTTP phase is then over.
         self.upgrade: Upgrade | None = None
 
@@ -135,6 +174,10 @@ class HttpPhase:
     def tick(self, now: float, out: list[Action]) -> None:
         self._now = now
         if self._deadline is not None and now >= self._deadline:
+            if self._started or not self._served:  # not just an idle keep-alive connection
+                timeout = self._settings.handshake_timeout
+                detail = f"no complete request within {timeout:g} seconds"
+                out.append(Refused(Refusal.HANDSHAKE_TIMEOUT, 0, detail))
             out.append(CloseConnection())
 
     def receive_data(self, data: bytes, now: float, out: list[Action]) -> None:
@@ -146,10 +189,24 @@ class HttpPhase:
         if self._answer_owed is not None:
             self._held += data
             if len(self._held) > self._max_held:
+                detail = f"more than {self._max_held} bytes sent while an answer was owed"
+                out.append(Refused(Refusal.PIPELINE_OVERFLOW, 0, detail))
                 out.append(CloseConnection())
             return
+        if self._feed(data, out):
+            self._parse(out)
+
+    def _feed(self, data: bytes, out: list[Action]) -> bool:
+        """Give bytes to the head guard and h11; False when a head limit refused them."""
+        if data:
+            self._started = True
+            try:
+                self._guard.feed(data)
+            except HeadLimitError as exc:
+                self._fail(exc.refusal, exc.status, str(exc), out)
+                return False
         self._h11.receive_data(data)
-        self._parse(out)
+        return True
 
     @property
     def now(self) -> float:
@@ -194,11 +251,23 @@ class HttpPhase:
             return
         self._h11.start_next_cycle()
         self._head = False
+        self._served = True
         self._deadline = self._now + self._settings.handshake_timeout
+        # The next head starts with what h11 holds beyond the request just answered.
+        self._guard.start()
+        pending = self._h11.trailing_data[0]
+        self._started = False
+        if pending:
+            self._started = True
+            try:
+                self._guard.feed(pending)
+            except HeadLimitError as exc:
+                self._fail(exc.refusal, exc.status, str(exc), out)
+                return
         held = bytes(self._held)
         self._held.clear()
-        if held:
-            self._h11.receive_data(held)
+        if held and not self._feed(held, out):
+            return
         if self._eof:
             self._h11.receive_data(b"")
         self._parse(out)
@@ -225,10 +294,12 @@ class HttpPhase:
             except h11.RemoteProtocolError as exc:
                 if self._eof:
                     out.append(CloseConnection())  # cut off mid-request: nobody to answer
-                elif exc.error_status_hint == 431:
-                    self._fail(431, f"request header section exceeds {MAX_HEADER_BYTES} bytes", out)
+                elif exc.error_status_hint == 431:  # the backstop behind the head guard
+                    message = f"request head exceeds {head_limit(self._settings)} bytes"
+                    self._fail(Refusal.HEADERS_TOO_LARGE, 431, message, out)
                 else:
-                    self._fail(exc.error_status_hint, _quote_h11_error(exc), out)
+                    message = _quote_h11_error(exc)
+                    self._fail(Refusal.MALFORMED_REQUEST, exc.error_status_hint, message, out)
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
@@ -250,50 +321,47 @@ class HttpPhase:
         settings = self._settings
         method = event.method
         self._head = method == b"HEAD"
-        # h11 applies its limit only to a head that is still incomplete; measure the
-        # complete one too, so the answer does not depend on how the bytes were cut.
-        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
-        if size > MAX_HEADER_BYTES:
-            self._fail(431, f"request header section exceeds {MAX_HEADER_BYTES} bytes", out)
-            return False
         path = event.target.decode("latin-1").partition("?")[0]
         is_get = method in (b"GET", b"HEAD")
         if method == b"GET" and _has_token(event.headers, b"upgrade", b"websocket"):
             request = _Request(event, Route.UPGRADE, path)
         elif path == _HEALTHZ or (path == _METRICS and settings.metrics_enabled):
             if not is_get:
-                self._fail(405, f"{path} allows GET and HEAD", out, [(b"allow", b"GET, HEAD")])
+                self._fail(
+                    Refusal.METHOD_NOT_ALLOWED,
+                    405,
+                    f"{path} allows GET and HEAD",
+                    out,
+                    [(b"allow", b"GET, HEAD")],
+                )
                 return False
             request = _Request(event, Route.QUERY, path)
         elif settings.http_enabled and path.startswith(_PUBLISH_PREFIX):
             if method != b"POST":
-                self._fail(405, "/publish/<channel> allows POST", out, [(b"allow", b"POST")])
-                return False
-            if self._token and not self._authorized(event.headers):
                 self._fail(
-                    401,
-                    "publishing needs the header 'Authorization: Bearer <token>'",
+                    Refusal.METHOD_NOT_ALLOWED,
+                    405,
+                    "/publish/<channel> allows POST",
                     out,
-                    [(b"www-authenticate", b"Bearer")],
+                    [(b"allow", b"POST")],
                 )
                 return False
-            try:
-                channel = validate_channel(path[len(_PUBLISH_PREFIX) :], settings.max_channel_name)
-            except ChannelNameError as exc:
-                self._fail(400, str(exc), out)
+            channel = self._publish_channel(event, path[len(_PUBLISH_PREFIX) :], out)
+            if channel is None:
                 return False
             media_type = (_header(event.headers, b"content-type") or b"").partition(b";")[0]
             media_type = media_type.strip().lower()
             text = media_type.startswith(b"text/") or media_type == b"application/json"
             request = _Request(event, Route.PUBLISH, path, channel, text, [])
         else:
-            self._fail(404, f"no route for {path[:_REASON_MAX]!r}", out)
+            self._fail(Refusal.NOT_FOUND, 404, f"no route for {path[:_REASON_MAX]!r}", out)
             return False
 
         length = _content_length(event.headers)
         limit = settings.max_http_body
         if length > limit:
-            self._fail(413, f"request body is {length} bytes, at most {limit} allowed", out)
+            message = f"request body is {length} bytes, at most {limit} allowed"
+            self._fail(Refusal.BODY_TOO_LARGE, 413, message, out)
             return False
         self._request = request
         if self._h11.they_are_waiting_for_100_continue:
@@ -302,12 +370,47 @@ class HttpPhase:
             )
         return True
 
+    def _publish_channel(self, event: h11.Request, name: str, out: list[Action]) -> str | None:
+        """Check who posts to ``/publish/<name>``: the channel, or None once refused.
+
+        Order: origin (403), token (400/401), channel name (400), what the token allows
+        (403), so an unauthenticated client learns nothing about channel names.
+        """
+        if not self._origin_allowed(event.headers, out):
+            return None
+        auth = self._settings.authenticator
+        try:
+            credentials = read_credentials(
+                event.headers, event.target, websocket=False, tokens=auth.enabled
+            )
+            grant = auth.authenticate(
+                credentials.token,
+                self._unix_now(),
+                required=auth.publish_configured,
+                action="publishing ('Authorization: Bearer <token>')",
+            )
+        except AuthError as exc:
+            self._refuse_credentials(exc, out)
+            return None
+        try:
+            channel = validate_channel(name, self._settings.max_channel_name)
+        except ChannelNameError as exc:
+            self._fail(Refusal.BAD_CHANNEL, 400, str(exc), out)
+            return None
+        try:
+            auth.check_http_publish(grant, channel)
+        except AuthError as exc:
+            self._refuse_credentials(exc, out)
+            return None
+        return channel
+
     def _body_data(self, data: bytes, out: list[Action]) -> bool:
         request = self._request
         assert request is not None
         request.body_size += len(data)
         if request.body_size > self._settings.max_http_body:
-            self._fail(413, f"request body exceeds {self._settings.max_http_body} bytes", out)
+            message = f"request body exceeds {self._settings.max_http_body} bytes"
+            self._fail(Refusal.BODY_TOO_LARGE, 413, message, out)
             return False
         if request.body is not None:
             request.body.append(data)
@@ -325,7 +428,8 @@ class HttpPhase:
         else:
             payload = b"".join(request.body or ())
             if request.text and not _is_utf8(payload):
-                self._fail(400, "a text/* or application/json body must be UTF-8", out)
+                message = "a text/* or application/json body must be UTF-8"
+                self._fail(Refusal.MALFORMED_REQUEST, 400, message, out)
                 return
             out.append(HttpPublish(request.channel, payload, request.text))
         self._answer_owed = request
@@ -335,12 +439,15 @@ class HttpPhase:
         """The opening handshake, RFC 6455 section 4.2.2, on a complete GET."""
         event = request.event
         if event.http_version != b"1.1":
-            self._fail(400, "the WebSocket handshake needs HTTP/1.1", out)
+            message = "the WebSocket handshake needs HTTP/1.1"
+            self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
+            return
+        if not self._origin_allowed(event.headers, out):
             return
         try:
             channel = validate_channel(request.path[1:], self._settings.max_channel_name)
         except ChannelNameError as exc:
-            self._fail(400, str(exc), out)
+            self._fail(Refusal.BAD_CHANNEL, 400, str(exc), out)
             return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
@@ -349,44 +456,92 @@ class HttpPhase:
         except WsRemoteProtocolError as exc:
             hint = exc.event_hint  # wsproto's suggested status (400 or 426) and headers
             reject = hint if isinstance(hint, RejectConnection) else RejectConnection()
-            self._fail(reject.status_code, str(exc), out, reject.headers)
+            self._fail(Refusal.BAD_HANDSHAKE, reject.status_code, str(exc), out, reject.headers)
             return
         except (WsProtocolError, h11.ProtocolError, ValueError):
             # wsproto decodes Host as IDNA (the target is a valid channel by now, so
             # ASCII), then rebuilds the request with h11, which may object too.
-            self._fail(400, "the Host header is not a valid host name", out)
+            message = "the Host header is not a valid host name"
+            self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
         if not _valid_key(_header(event.headers, b"sec-websocket-key")):
-            self._fail(400, "Sec-WebSocket-Key must be 16 bytes encoded in base64", out)
+            message = "Sec-WebSocket-Key must be 16 bytes encoded in base64"
+            self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
-        # No extension (permessage-deflate is declined by not answering it) and no
-        # subprotocol: fan-out frames are encoded once for every subscriber.
-        response = handshake.send(AcceptConnection())
+        auth = self._settings.authenticator
+        try:
+            credentials = read_credentials(
+                event.headers, event.target, websocket=True, tokens=auth.enabled
+            )
+            grant = auth.authenticate(
+                credentials.token,
+                self._unix_now(),
+                required=auth.require_subscribe,
+                action="subscribing",
+            )
+            access = auth.subscriber_access(grant, channel)
+        except AuthError as exc:
+            self._refuse_credentials(exc, out)
+            return
+        # No extension (permessage-deflate is declined by not answering it): fan-out
+        # frames are encoded once for every subscriber. The only subprotocol ever
+        # selected is "ringcast", when offered (see .credentials).
+        response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
         connection = handshake.connection
         assert connection is not None
         trailing, eof = self._h11.trailing_data
         out.append(SendBytes(response))
         out.append(Subscribe(channel))
         self._deadline = None
-        self.upgrade = Upgrade(channel, connection, trailing, eof or self._eof)
+        publish_until = None
+        if access.publish_expires is not None:
+            publish_until = access.publish_expires - (self._unix_offset or 0.0)
+        self.upgrade = Upgrade(
+            channel, connection, trailing, eof or self._eof, access, publish_until
+        )
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _unix_now(self) -> float | None:
+        """Unix time now, if the runtime gave the session its clock's offset."""
+        return None if self._unix_offset is None else self._now + self._unix_offset
+
+    def _origin_allowed(self, headers: Iterable[tuple[bytes, bytes]], out: list[Action]) -> bool:
+        """Whether a browser's ``Origin`` is allowed; refuses with 403 when not.
+
+        A request without ``Origin`` is not from a browser page and passes; two ``Origin``
+        headers never pass.
+        """
+        policy = self._settings.origins
+        if policy.allows_any:
+            return True
+        origins = [value for name, value in headers if name == b"origin"]
+        if not origins:
+            return True
+        origin = origins[0].decode("latin-1")
+        if len(origins) == 1 and policy.allows(origin):
+            return True
+        message = f"origin {origin[:_REASON_MAX]!r} is not allowed"
+        self._fail(Refusal.ORIGIN_NOT_ALLOWED, 403, message, out)
+        return False
+
+    def _refuse_credentials(self, error: AuthError, out: list[Action]) -> None:
+        challenge = [(b"www-authenticate", error.challenge)]
+        self._fail(error.refusal, error.status, str(error), out, challenge)
 
     # -- responses ---------------------------------------------------------------------
 
-    def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        value = _header(headers, b"authorization")
-        if value is None:
-            return False
-        scheme, _, credentials = value.strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
-
     def _fail(
         self,
+        refusal: Refusal,
         status: int,
         reason: str,
         out: list[Action],
         extra_headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
-        """Answer an error with ``reason`` as the body, then close."""
+        """Refuse: emit :class:`Refused`, answer ``status`` with ``reason`` as the body,
+        then close."""
+        out.append(Refused(refusal, status, reason))
         try:
             data = self._response(
                 status, b"text/plain; charset=utf-8", reason.encode(), False, extra_headers

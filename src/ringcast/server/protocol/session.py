@@ -4,7 +4,7 @@ Bytes and the time come in, :mod:`actions <.actions>` come out; this module open
 socket and reads no clock. The runtime owns one :class:`Session` per accepted
 connection and drives it like this (the python-websockets pattern)::
 
-    session = Session(settings, now)
+    session = Session(settings, now, unix_offset=time.time() - now)
     on bytes received:   run(session.receive_data(data, now))
     on EOF:              run(session.receive_data(b"", now))
     on timer:            run(session.tick(now))      # at session.next_deadline()
@@ -13,7 +13,8 @@ connection and drives it like this (the python-websockets pattern)::
     after HttpPublish:   run(session.publish_done(reached)) or publish_refused(...)
     after HttpQuery:     run(session.respond(status, content_type, body))
 
-``run`` executes the actions in order. After a :class:`CloseConnection` the session is
+``run`` executes the actions in order (a :class:`Refused` is only counted: the session
+sends the answer it explains itself). After a :class:`CloseConnection` the session is
 ``CLOSED`` and every method returns an empty list: the runtime may still call
 :meth:`Session.publish_done` for a publish that finished after the client left.
 
@@ -67,7 +68,11 @@ class Session:
 
     Calls:
 
-    - ``Session(settings, now)`` at accept time; ``now`` starts the handshake timeout.
+    - ``Session(settings, now, unix_offset=...)`` at accept time; ``now`` starts the
+      handshake timeout. ``unix_offset`` is what to add to the runtime's clock to get
+      Unix time (``time.time() - time.monotonic()`` for a monotonic clock): JWT expiry is
+      Unix time. Without it (``None``), every JWT is refused as invalid: the session
+      cannot tell whether it expired. Static tokens do not need it.
     - :meth:`receive_data` with every chunk received, ``b""`` for end of file.
     - :meth:`tick` at or after :meth:`next_deadline` (a no-op before it, so spurious
       calls are harmless). Deadlines: handshake timeout (a complete request within
@@ -90,12 +95,16 @@ class Session:
       comes from the method that answers it.
     - The end, always ``CloseConnection`` last, after:
 
-      * an HTTP error response (``Connection: close``): a malformed or refused request;
-      * the handshake timeout or end of file in the HTTP phase: nothing (but an owed
+      * an HTTP error response (``Connection: close``): a malformed or refused request
+        (after a :class:`Refused` with the reason);
+      * the handshake timeout (after a :class:`Refused`, unless the connection was an
+        idle keep-alive one) or end of file in the HTTP phase: nothing (but an owed
         answer is still sent when it comes, then the connection closes);
-      * a close frame and no wait, when the client broke the rules: 1002 protocol
-        error, 1007 invalid UTF-8, 1008 publishing disabled, 1009 message over
-        ``max_message_size`` (decided on the frame header, before the payload);
+      * a close frame and no wait, when the client broke the rules (after a
+        :class:`Refused`): 1002 protocol error, 1007 invalid UTF-8, 1008 publishing
+        disabled, not allowed on the channel, token expired or message rate limit
+        exceeded, 1009 message over ``max_message_size`` (decided on the frame header,
+        before the payload);
       * the echo of the client's close frame (its code and reason);
       * after :meth:`close` (state ``CLOSING``; data is discarded meanwhile): the
         client's close frame, or ``close_timeout``;
@@ -108,11 +117,13 @@ class Session:
 
     __slots__ = ("_channel", "_phase", "settings")
 
-    def __init__(self, settings: ProtocolSettings, now: float) -> None:
+    def __init__(
+        self, settings: ProtocolSettings, now: float, *, unix_offset: float | None = None
+    ) -> None:
         self.settings = settings
         # The phase in charge: HTTP until a handshake succeeds, then WebSocket; None
         # once a CloseConnection was emitted.
-        self._phase: HttpPhase | WebSocketPhase | None = HttpPhase(settings, now)
+        self._phase: HttpPhase | WebSocketPhase | None = HttpPhase(settings, now, unix_offset)
         self._channel: str | None = None
 
     # -- state -------------------------------------------------------------------------
@@ -245,7 +256,14 @@ class Session:
         if upgrade is None:
             return
         self._channel = upgrade.channel
-        ws = self._phase = WebSocketPhase(self.settings, upgrade.channel, upgrade.connection, now)
+        ws = self._phase = WebSocketPhase(
+            self.settings,
+            upgrade.channel,
+            upgrade.connection,
+            now,
+            access=upgrade.access,
+            publish_until=upgrade.publish_until,
+        )
         if upgrade.trailing:
             ws.receive_data(upgrade.trailing, now, out)
         if upgrade.eof:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+
+from .auth import Authenticator
+from .origins import OriginPolicy
 
 __all__ = ["ProtocolSettings"]
 
@@ -13,7 +17,14 @@ class ProtocolSettings:
 
     Sizes are in bytes and durations in seconds, on the runtime's clock (whatever it
     passes as ``now``). The runtime builds this from ``Config``; the values below are
-    checked again here so a mistake in that mapping fails at start, not per connection.
+    checked again here so a mistake in that mapping fails at start, not per connection:
+    an invalid value raises :exc:`ValueError`. That includes the token configuration (a
+    JWT algorithm without its key, a key PyJWT cannot load or finds too weak), which
+    ``Config`` cannot check: build the settings in ``check-config`` too.
+
+    The fields after ``echo`` have defaults (everything off, limits at the config's
+    defaults), so a runtime that does not know them yet keeps working. Secrets (tokens,
+    the JWT secret) are left out of ``repr()``.
     """
 
     max_message_size: int
@@ -33,8 +44,8 @@ class ProtocolSettings:
     """Whether WebSocket clients may publish; if not, a data message closes with 1008."""
     http_enabled: bool
     """Whether ``POST /publish/<channel>`` exists (404 otherwise)."""
-    publish_token: str
-    """If not empty, ``POST /publish`` needs ``Authorization: Bearer <token>``."""
+    publish_token: str = field(repr=False)
+    """A static publish token (``http.publish_token``): one more of ``publish_tokens``."""
     metrics_enabled: bool
     """Whether ``GET /metrics`` exists (404 otherwise)."""
     max_channel_name: int
@@ -42,6 +53,52 @@ class ProtocolSettings:
     echo: bool
     """Whether a client's own messages come back to it. Not used by the protocol core:
     carried here for the runtime, which does the fan-out."""
+
+    # -- tokens (see .auth) ----------------------------------------------------------------
+    publish_tokens: tuple[str, ...] = field(default=(), repr=False)
+    """Static tokens that may publish on (and subscribe to) every channel."""
+    subscribe_tokens: tuple[str, ...] = field(default=(), repr=False)
+    """Static tokens that may subscribe to every channel."""
+    require_subscribe_auth: bool = False
+    """A WebSocket handshake needs a token allowing its channel (401 without, 403 if the
+    token does not allow the channel)."""
+    require_publish_auth: bool = False
+    """WebSocket publishing needs a token allowing the channel (close 1008 otherwise).
+    ``POST /publish`` needs one when this is set or any publish token or JWT key is."""
+    jwt_secret: str = field(default="", repr=False)
+    """HMAC key for ``HS*`` JWTs; empty: none."""
+    jwt_public_key: str = ""
+    """The PEM text (not the file name) of the public key for the other JWT algorithms."""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    """Accepted JWT algorithms; each needs its key (ignored when no JWT key is set)."""
+    jwt_audience: str = ""
+    """Required ``aud`` claim; empty: not checked."""
+    jwt_issuer: str = ""
+    """Required ``iss`` claim; empty: not checked."""
+    jwt_leeway: float = 0.0
+    """Clock skew allowed on ``exp`` and ``nbf``, in seconds."""
+
+    # -- browsers ----------------------------------------------------------------------
+    allowed_origins: tuple[str, ...] = ()
+    """Origins allowed on handshakes and ``POST /publish`` (see .origins); empty: any."""
+
+    # -- limits ------------------------------------------------------------------------
+    max_messages_per_second: float = 0.0
+    """Inbound WebSocket messages and pings per second (token bucket); 0: no limit."""
+    message_burst: int = 50
+    """Size of that bucket: messages a client may send at once."""
+    max_request_line: int = 8192
+    """Longest request line (without its line ending); longer: 414."""
+    max_header_size: int = 16384
+    """Largest header section (header lines with their line endings); larger: 431."""
+    max_headers: int = 100
+    """Most header lines; more: 431."""
+
+    # -- derived, built once in __post_init__ --------------------------------------------------
+    authenticator: Authenticator = field(init=False, repr=False, compare=False)
+    """The token checks and decisions built from the fields above."""
+    origins: OriginPolicy = field(init=False, repr=False, compare=False)
+    """The origin allow-list built from ``allowed_origins``."""
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "max_http_body"):
@@ -60,3 +117,39 @@ class ProtocolSettings:
         if self.max_channel_name < 1:
             msg = f"max_channel_name is {self.max_channel_name}, expected at least 1"
             raise ValueError(msg)
+        for name, minimum in (
+            ("message_burst", 1),
+            ("max_request_line", 16),
+            ("max_header_size", 1),
+            ("max_headers", 1),
+        ):
+            value = getattr(self, name)
+            if value < minimum:
+                msg = f"{name} is {value}, expected at least {minimum}"
+                raise ValueError(msg)
+        for name in ("max_messages_per_second", "jwt_leeway"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                msg = f"{name} is {value}, expected a finite number, at least 0"
+                raise ValueError(msg)
+        for name in ("publish_tokens", "subscribe_tokens", "jwt_algorithms", "allowed_origins"):
+            if not isinstance(getattr(self, name), tuple):
+                msg = f"{name} must be a tuple of strings"
+                raise TypeError(msg)
+        publish_tokens = self.publish_tokens
+        if self.publish_token:
+            publish_tokens = (*publish_tokens, self.publish_token)
+        authenticator = Authenticator(
+            publish_tokens=publish_tokens,
+            subscribe_tokens=self.subscribe_tokens,
+            require_subscribe=self.require_subscribe_auth,
+            require_publish=self.require_publish_auth,
+            jwt_secret=self.jwt_secret,
+            jwt_public_key=self.jwt_public_key,
+            jwt_algorithms=self.jwt_algorithms,
+            jwt_audience=self.jwt_audience,
+            jwt_issuer=self.jwt_issuer,
+            jwt_leeway=self.jwt_leeway,
+        )
+        object.__setattr__(self, "authenticator", authenticator)
+        object.__setattr__(self, "origins", OriginPolicy(self.allowed_origins))

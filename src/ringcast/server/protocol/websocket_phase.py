@@ -5,10 +5,14 @@ validation of text, control frame rules, close codes); this module decides what 
 mean for a fan-out server:
 
 - Data messages are assembled (fragments joined once, when the last one arrives) and
-  become :class:`Publish` actions, or close the connection with 1008 when clients may
-  not publish. A message announced bigger than ``max_message_size`` closes with 1009 as
-  soon as its frame header arrives (see :mod:`.message_size`).
-- A ping is answered with a pong.
+  become :class:`Publish` actions. At the first frame of a message, the connection is
+  closed with 1008 when clients may not publish ("publishing is disabled on this
+  server"), when its token does not allow this channel ("not allowed to publish on
+  <channel>") or has expired since the handshake ("token expired"), or when the message
+  rate limit is exceeded ("message rate limit exceeded", see :mod:`.ratelimit`). A
+  message announced bigger than ``max_message_size`` closes with 1009 as soon as its
+  frame header arrives (see :mod:`.message_size`).
+- A ping is answered with a pong (and counts against the rate limit).
 - A protocol error closes with the code wsproto gives (1002, or 1007 for invalid UTF-8)
   and the TCP connection right after: the peer's stream can no longer be trusted, so
   there is no waiting for its close frame ("Fail the WebSocket Connection", RFC 6455
@@ -19,6 +23,9 @@ mean for a fan-out server:
   up to ``close_timeout`` for the peer's; data arriving meanwhile is discarded.
 - Keepalive: a ping every ``ping_interval``; when nothing at all arrives within
   ``ping_timeout`` after it, the server closes with 1011 "keepalive ping timeout".
+
+Every close because the client broke a rule or a limit (1002, 1007, 1008, 1009) is
+preceded by a :class:`Refused` action.
 """
 
 from __future__ import annotations
@@ -35,16 +42,26 @@ from wsproto.events import (
 )
 from wsproto.events import CloseConnection as WsClose
 
-from .actions import Action, CloseConnection, Publish, SendBytes
+from .actions import Action, CloseConnection, Publish, Refused, SendBytes
+from .auth import Access
 from .framing import CLOSE, encode_frame
 from .message_size import MessageSizeGuard
+from .ratelimit import TokenBucket
+from .refusals import Refusal
 from .settings import ProtocolSettings
 
 __all__ = ["WebSocketPhase"]
 
-MESSAGE_TOO_BIG: Final = 1009
+PROTOCOL_ERROR: Final = 1002
+INVALID_DATA: Final = 1007
 POLICY_VIOLATION: Final = 1008
+MESSAGE_TOO_BIG: Final = 1009
 INTERNAL_ERROR: Final = 1011
+
+_REFUSAL_OF_CODE: Final = {  # what wsproto's parse failures mean
+    INVALID_DATA: Refusal.INVALID_UTF8,
+    MESSAGE_TOO_BIG: Refusal.MESSAGE_TOO_BIG,
+}
 
 _pack_ping = struct.Struct("!I").pack
 
@@ -62,13 +79,24 @@ class WebSocketPhase:
         channel: str,
         connection: Connection,
         now: float,
+        *,
+        access: Access | None = None,
+        publish_until: float | None = None,
     ) -> None:
+        """``access``: what the client's token allows (``None``: anything the settings
+        allow); ``publish_until``: when publishing ends (the token expires), on the
+        session's clock, ``None`` for never."""
         self.channel = channel
         self.closing = False
         self._settings = settings
         self._conn = connection
         self._guard = MessageSizeGuard(settings.max_message_size)
         self._fragments: list[bytes] = []  # the message so far, text as UTF-8
+        self._in_message = False  # a data message has started and not finished
+        self._may_publish = access is None or access.may_publish
+        self._publish_until = publish_until
+        rate = settings.max_messages_per_second
+        self._bucket = TokenBucket(rate, settings.message_burst, now) if rate > 0 else None
         interval = settings.ping_interval
         self._ping_at: float | None = now + interval if interval > 0 else None
         self._pong_deadline: float | None = None
@@ -114,43 +142,70 @@ class WebSocketPhase:
             data = data[:cut]  # wsproto never sees the frame that is too big
         self._conn.receive_data(data)
         for event in self._conn.events():
-            if self._handle(event, out):
+            if self._handle(event, now, out):
                 return
         if cut is not None:
             limit = self._settings.max_message_size
             self._fail(
+                Refusal.MESSAGE_TOO_BIG,
                 MESSAGE_TOO_BIG,
                 f"message is at least {self._guard.size} bytes, at most {limit} allowed",
                 out,
             )
 
-    def _handle(self, event: Event, out: list[Action]) -> bool:
+    def _handle(self, event: Event, now: float, out: list[Action]) -> bool:
         """Act on one wsproto event; True when the connection is done."""
         if isinstance(event, TextMessage | BytesMessage):
-            if not self._settings.client_publish:
-                self._fail(POLICY_VIOLATION, "publishing is disabled on this server", out)
-                return True
+            if not self._in_message:
+                if self._refuse_message(now, out):
+                    return True
+                self._in_message = True
             text = isinstance(event, TextMessage)
             data = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
             if not event.message_finished:
                 self._fragments.append(data)
                 return False
+            self._in_message = False
             if self._fragments:
                 self._fragments.append(data)
                 data = b"".join(self._fragments)
                 self._fragments.clear()
             out.append(Publish(self.channel, data, text))
         elif isinstance(event, Ping):
+            if self._bucket is not None and not self._bucket.take(now):
+                self._rate_limited(out)
+                return True
             out.append(SendBytes(self._conn.send(event.response())))
         elif isinstance(event, WsClose):
             if self._conn.state is ConnectionState.REMOTE_CLOSING:
                 out.append(SendBytes(self._conn.send(event.response())))  # echo the code
                 out.append(CloseConnection())
             else:  # wsproto turns a parse failure into a close event; nothing was received
-                self._fail(event.code, event.reason or "", out)
+                refusal = _REFUSAL_OF_CODE.get(event.code, Refusal.PROTOCOL_ERROR)
+                self._fail(refusal, event.code, event.reason or "", out)
             return True
         # A Pong needs nothing more: receiving it already cleared the pong deadline.
         return False
+
+    def _refuse_message(self, now: float, out: list[Action]) -> bool:
+        """At the first frame of a data message: close (True) if it may not be published."""
+        if not self._settings.client_publish:
+            reason = "publishing is disabled on this server"
+            self._fail(Refusal.PUBLISH_DISABLED, POLICY_VIOLATION, reason, out)
+        elif not self._may_publish:
+            reason = f"not allowed to publish on {self.channel}"
+            self._fail(Refusal.PUBLISH_FORBIDDEN, POLICY_VIOLATION, reason, out)
+        elif self._publish_until is not None and now >= self._publish_until:
+            self._fail(Refusal.EXPIRED_TOKEN, POLICY_VIOLATION, "token expired", out)
+        elif self._bucket is not None and not self._bucket.take(now):
+            self._rate_limited(out)
+        else:
+            return False
+        return True
+
+    def _rate_limited(self, out: list[Action]) -> None:
+        reason = "message rate limit exceeded"
+        self._fail(Refusal.RATE_LIMITED, POLICY_VIOLATION, reason, out)
 
     def _receive_while_closing(self, data: bytes, out: list[Action]) -> None:
         """After our close frame: look for the peer's, discard everything else."""
@@ -170,9 +225,12 @@ class WebSocketPhase:
         self.closing = True
         self._close_deadline = now + self._settings.close_timeout
         self._fragments.clear()
+        self._in_message = False
 
-    def _fail(self, code: int, reason: str, out: list[Action]) -> None:
-        """Send a close frame and close the TCP connection without waiting."""
+    def _fail(self, refusal: Refusal, code: int, reason: str, out: list[Action]) -> None:
+        """Refuse: emit :class:`Refused`, send a close frame and close the TCP connection
+        without waiting."""
+        out.append(Refused(refusal, int(code), reason))
         out.append(SendBytes(self._conn.send(WsClose(code, reason))))
         out.append(CloseConnection())
 
