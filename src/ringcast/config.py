@@ -412,6 +412,18 @@ class LimitsConfig:
             reloadable=True,
         ),
     )
+    socket_send_buffer: int = field(
+        default=128 * _KIB,
+        metadata=_spec(
+            "Kernel send buffer of each client socket (SO_SNDBUF, set on the listener and "
+            "inherited; Linux doubles it). Bounds what a client that stops reading holds in "
+            "the kernel, on top of queue_max_bytes. 0 leaves the kernel's autotuning, which "
+            "lets one socket buffer up to net.ipv4.tcp_wmem's maximum (4 MiB by default).",
+            minimum=0,
+            maximum=64 * _MIB,
+            unit="bytes",
+        ),
+    )
     slow_consumer_policy: SlowConsumerPolicy = field(
         default="close",
         metadata=_spec(

@@ -124,7 +124,7 @@ def test_reloadable_keys() -> None:
     limits = {f"limits.{f.name}" for f in dataclasses.fields(LimitsConfig)}
     auth = {f"auth.{f.name}" for f in dataclasses.fields(AuthConfig)}
     assert (
-        limits - {"limits.max_connections"}
+        limits - {"limits.max_connections", "limits.socket_send_buffer"}
         | auth
         | {
             "channels.client_publish",

@@ -161,6 +161,11 @@ class Server:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.config.limits.socket_send_buffer:
+            # Accepted sockets inherit it: what a stalled client can hold in the
+            # kernel is bounded too, not only what waits in ringio's queue.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                            self.config.limits.socket_send_buffer)
         sock.bind((srv.host, srv.port))
         sock.listen(srv.backlog)
         self.address = sock.getsockname()[:2]
