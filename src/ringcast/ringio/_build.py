@@ -30,4 +30,7 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(HERE.parent.parent), verbose=True)
+    # cffi compiles from inside tmpdir, so the relative paths above must start
+    # there: run as `python src/ringcast/ringio/_build.py` from the project root.
+    os.chdir(HERE.parent.parent)
+    ffibuilder.compile(verbose=True)

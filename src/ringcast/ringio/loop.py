@@ -8,6 +8,7 @@ wait as a list of tuples. Nothing here knows of WebSocket or HTTP.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import socket
 import struct
@@ -158,11 +159,18 @@ class Loop:
 
     # -- lifecycle --------------------------------------------------------
 
+    @property
+    def _loop(self) -> Any:
+        if self._l == ffi.NULL:
+            raise RingioError(errno.EBADF, "the loop is closed")
+        return self._l
+
     def close_loop(self) -> None:
-        """Close every socket and free the loop. Idempotent."""
+        """Close every socket and free the loop. Idempotent; any later call raises."""
         if self._l != ffi.NULL:
             lib.rio_destroy(self._l)
             self._l = ffi.NULL
+            self._stats = None
             for s in self._socks.values():
                 s.detach()
             self._socks.clear()
@@ -175,7 +183,7 @@ class Loop:
 
     def probe(self) -> Probe:
         out = ffi.new("rio_probe *")
-        lib.rio_get_probe(self._l, out)
+        lib.rio_get_probe(self._loop, out)
         values: dict[str, Any] = {f.name: getattr(out, f.name) for f in fields(Probe)}
         values["engine"] = Engine(values["engine"])
         for name in ("ring_fd_registered", "has_send_zc", "has_recv_multishot",
@@ -184,6 +192,7 @@ class Loop:
         return Probe(**values)
 
     def stats(self) -> dict[str, int]:
+        self._loop  # noqa: B018 - raises once closed: the stats lived in the loop
         s = self._stats
         return {name: int(getattr(s, name)) for name in _STAT_NAMES}
 
@@ -191,11 +200,11 @@ class Loop:
 
     def listen(self, sock: socket.socket) -> int:
         """Accept on a listening socket; returns its id. The loop owns the fd."""
-        return self._own(sock, lib.rio_listen(self._l, sock.fileno()))
+        return self._own(sock, lib.rio_listen(self._loop, sock.fileno()))
 
     def adopt(self, sock: socket.socket) -> int:
         """Receive and send on a connected socket; returns its id. The loop owns the fd."""
-        return self._own(sock, lib.rio_adopt(self._l, sock.fileno()))
+        return self._own(sock, lib.rio_adopt(self._loop, sock.fileno()))
 
     def _own(self, sock: socket.socket, rc: int) -> int:
         if rc < 0:
@@ -204,23 +213,23 @@ class Loop:
         return int(rc)
 
     def resume_accept(self, listener: int) -> None:
-        _check(lib.rio_resume_accept(self._l, listener))
+        _check(lib.rio_resume_accept(self._loop, listener))
 
     def close(self, conn: int, flush: bool = False) -> None:
         """Close a connection; with ``flush`` its queued bytes go out first."""
-        lib.rio_close(self._l, conn, int(flush))
+        lib.rio_close(self._loop, conn, int(flush))
 
     def queued(self, conn: int) -> int:
-        return max(0, int(lib.rio_queued(self._l, conn)))
+        return max(0, int(lib.rio_queued(self._loop, conn)))
 
     # -- sending ----------------------------------------------------------
 
     def slot(self, data: bytes) -> int:
         """Copy ``data`` (one frame or a run of frames) into a new slot."""
-        return int(_check(lib.rio_slot_new(self._l, data, len(data))))
+        return int(_check(lib.rio_slot_new(self._loop, data, len(data))))
 
     def release(self, slot: int) -> None:
-        lib.rio_slot_put(self._l, slot)
+        lib.rio_slot_put(self._loop, slot)
 
     def fanout(self, slot: int, conns: Buffer, count: int, *, exclude: int = NO_CONN,
                cap: int = 0, force: bool = False) -> int:
@@ -233,29 +242,29 @@ class Loop:
         ids = ffi.from_buffer("uint32_t[]", conns)
         if not 0 <= count <= len(ids):
             raise ValueError(f"count {count} is outside the {len(ids)} ids given")
-        return int(_check(lib.rio_fanout(self._l, slot, ids, count, exclude, cap, int(force))))
+        return int(_check(lib.rio_fanout(self._loop, slot, ids, count, exclude, cap, int(force))))
 
     def send(self, conn: int, data: bytes, *, cap: int = 0, force: bool = False) -> bool:
         """Queue bytes to one connection; False if the cap refused them."""
-        return bool(_check(lib.rio_send(self._l, conn, data, len(data), cap, int(force))))
+        return bool(_check(lib.rio_send(self._loop, conn, data, len(data), cap, int(force))))
 
     # -- waiting ----------------------------------------------------------
 
     def reap(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) and return the events."""
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        n = lib.rio_reap(self._l, ms)
+        n = lib.rio_reap(self._loop, ms)
         if n < 0:
             raise RingioError(-n, _strerror(-n))
         if n == 0:
             return []
-        raw = ffi.buffer(lib.rio_events(self._l), n * _EVENT.size)
+        raw = ffi.buffer(lib.rio_events(self._loop), n * _EVENT.size)
         events = list(_EVENT.iter_unpack(raw))
         end = 0
         for kind, _conn, _res, length, aux in events:
             if kind == EventKind.DATA:
                 end = max(end, aux + length)
-        blob = ffi.buffer(lib.rio_data(self._l), end)[:] if end else b""
+        blob = ffi.buffer(lib.rio_data(self._loop), end)[:] if end else b""
         return [
             Event(kind, conn, res, aux, blob[aux:aux + length] if kind == EventKind.DATA else b"")
             for kind, conn, res, length, aux in events

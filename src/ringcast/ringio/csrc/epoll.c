@@ -66,7 +66,7 @@ static void epoll_close(rio_loop *l, uint32_t id)
 }
 
 /* Write as much of the queue as the socket takes. */
-static void epoll_kick(rio_loop *l, uint32_t id)
+static void write_queue(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
     if (c->kind != CK_STREAM || c->state == CS_CLOSING)
@@ -102,6 +102,14 @@ static void epoll_kick(rio_loop *l, uint32_t id)
     }
     if (c->state == CS_DRAINING && (!c->qlen || c->send_broken))
         rio_flushed(l, id);
+}
+
+/* New frames queued: write now unless the socket is already known to be full
+ * (EPOLLOUT armed), in which case the frames wait for writability. */
+static void epoll_kick(rio_loop *l, uint32_t id)
+{
+    if (!l->conns[id].sending)
+        write_queue(l, id);
 }
 
 static void epoll_flush(rio_loop *l)
@@ -190,7 +198,7 @@ static int epoll_wait_events(rio_loop *l, int timeout_ms)
             continue;
         }
         if (c->sending && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-            epoll_kick(l, id);      /* a dead peer makes the send fail: rewatch */
+            write_queue(l, id);     /* a dead peer makes the send fail: rewatch */
         if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->rd_closed &&
             (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
             on_readable(l, id);
