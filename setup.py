@@ -2,4 +2,9 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["src/ringcast/ringio/_build.py:ffibuilder"])
+setup(
+    cffi_modules=[
+        "src/ringcast/ringio/_build.py:ffibuilder",
+        "src/ringcast/loadtest/_build.py:ffibuilder",
+    ]
+)

@@ -1,0 +1,11 @@
+"""The bundled load client: ``ringcast loadtest ws://127.0.0.1:8080/bench ...``.
+
+It drives its sockets through `ringcast.ringio` and does its per-delivery work
+in C (`scanner`, over the ``_wsscan`` extension); it uses nothing of the server.
+
+Modules: `client` (`LoadTest`, `Options`, `LoadError`), `report` (the result
+and its text), `scanner` (the C scanner), `target` (URL and loopback guard),
+`procstat` (/proc sampling), `plot` (matplotlib, optional), `cli` (the
+subcommand). This package imports none of them, so that importing it (the CLI
+does, for every command) costs nothing and works before ``_wsscan`` is built.
+"""

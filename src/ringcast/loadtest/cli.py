@@ -1,0 +1,107 @@
+"""``ringcast loadtest URL ...``: the subcommand, added to ringcast's CLI by `add_parser`.
+
+Exit codes: 0 the run passed (no fault), 1 a fault was counted (lost, duplicated,
+out of order, corrupted, a failed or refused connection...), 2 bad arguments or
+a target that is refused, 3 the run could not take place (nobody could connect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from typing import Any
+
+EXIT_PASS, EXIT_FAULTS, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+EXAMPLE = ("example: ringcast loadtest ws://127.0.0.1:8080/bench --connections 1000 "
+           "--messages 10000 --size 64 --window 8")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "loadtest", help="measure a WebSocket fan-out server (any server, not only ringcast)",
+        description="Open subscribers to a ws:// URL, publish to them, check every delivery "
+                    "and report throughput, latency and faults. " + EXAMPLE,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("url", help="ws://host:port/channel; subscribers connect here")
+    p.add_argument("--connections", "-c", type=int, default=100, help="subscribers")
+    p.add_argument("--messages", "-m", type=int, default=None,
+                   help="messages to publish (0: hold idle connections for --duration)")
+    p.add_argument("--duration", "-d", type=float, default=None,
+                   help="seconds of publishing (a bound: --messages and/or --duration)")
+    p.add_argument("--size", "-s", type=int, default=64, help="message bytes (>= 24)")
+    p.add_argument("--window", "-w", type=int, default=8,
+                   help="closed loop: messages in flight")
+    p.add_argument("--rate", "-r", type=float, default=None,
+                   help="open loop: messages/s (latency from the scheduled send time)")
+    p.add_argument("--publisher", choices=["ws", "http"], default="ws",
+                   help="publish over WebSocket (the URL) or HTTP POST --publish-path")
+    p.add_argument("--publishers", type=int, default=1, help="publisher ids (and ws connections)")
+    p.add_argument("--publish-path", default=None,
+                   help="HTTP publish path (default /publish/<channel>)")
+    p.add_argument("--http-connections", type=int, default=16,
+                   help="HTTP publisher connections (open loop; closed loop uses --window)")
+    p.add_argument("--connect-concurrency", type=int, default=256,
+                   help="connections and handshakes in flight while connecting")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds one connection may take to open")
+    p.add_argument("--message-timeout", type=float, default=5.0,
+                   help="seconds after which a message in flight is given up on")
+    p.add_argument("--drain-timeout", type=float, default=5.0,
+                   help="seconds to wait for messages in flight after the last send")
+    p.add_argument("--max-time", type=float, default=600.0,
+                   help="hard cap on the whole run, seconds")
+    p.add_argument("--engine", choices=["auto", "io_uring", "epoll"], default="auto",
+                   help="the client's own I/O engine")
+    p.add_argument("--server-pid", type=int, action="append", default=[],
+                   help="a local server process to measure (CPU per delivery, RSS); repeatable")
+    p.add_argument("--source-addresses", type=int, default=0,
+                   help="spread connections over 127.0.0.1..N (0: as needed)")
+    p.add_argument("--i-own-this-host", action="store_true",
+                   help="allow a target that is not a loopback address")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput (matplotlib)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    p.set_defaults(fn=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ringcast.loadtest.client import LoadError, LoadTest, Options  # noqa: PLC0415
+    from ringcast.loadtest.report import format_text, write_json  # noqa: PLC0415
+    from ringcast.loadtest.target import TargetError  # noqa: PLC0415
+
+    opts = Options(
+        url=args.url, connections=args.connections, messages=args.messages,
+        duration=args.duration, size=args.size, window=args.window, rate=args.rate,
+        publisher=args.publisher, publishers=args.publishers, publish_path=args.publish_path,
+        http_connections=args.http_connections, connect_concurrency=args.connect_concurrency,
+        connect_timeout=args.connect_timeout, message_timeout=args.message_timeout,
+        drain_timeout=args.drain_timeout, max_time=args.max_time, engine=args.engine,
+        server_pids=tuple(args.server_pid), allow_remote=args.i_own_this_host,
+        source_addresses=args.source_addresses, progress=not args.quiet,
+    )
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("ringcast loadtest: --plot needs matplotlib: pip install matplotlib",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        lt = LoadTest(opts)
+    except (LoadError, TargetError) as exc:
+        print(f"ringcast loadtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = lt.run()
+    except LoadError as exc:
+        print(f"ringcast loadtest: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(format_text(result))
+    if args.json:
+        write_json(result, args.json)
+    if args.plot:
+        from ringcast.loadtest.plot import plot  # noqa: PLC0415
+
+        plot(result, args.plot)
+    return EXIT_PASS if result["pass"] else EXIT_FAULTS

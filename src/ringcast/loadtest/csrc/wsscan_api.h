@@ -1,0 +1,136 @@
+/* wsscan: the load client's per-delivery work, in C.
+ *
+ * Read by two parsers: the C compiler (through wsscan.c) and cffi's cdef
+ * parser (by ../_build.py). Plain declarations only: no #include, no #define.
+ *
+ * A scanner holds, per connection id (the ids ringio hands out), the state of
+ * a WebSocket frame parser that keeps partial frames across calls, and per
+ * (connection, publisher) the next expected sequence number with a 64-message
+ * window of what arrived below it. Per publisher it holds a ring of messages
+ * in flight: how many subscribers should get each one, how many did, and the
+ * largest latency among them ("to the last subscriber").
+ *
+ * Message layout (little-endian), `size` bytes in all:
+ *   [0, 8)   sequence number, 0, 1, 2... per publisher
+ *   [8, 16)  send timestamp, CLOCK_MONOTONIC ns (the scheduled time in open loop)
+ *   [16, 20) publisher id
+ *   [20, size) pattern: byte i is byte (i % 8) of the 64-bit word
+ *            seed(seq, ts, pub) + (i / 8) * 0x9E3779B97F4A7C15
+ */
+
+typedef struct ws_scan ws_scan;
+
+enum {
+    WS_ROLE_NONE = 0,        /* not parsed (closed, or still in the HTTP handshake) */
+    WS_ROLE_SUB = 1,         /* a subscriber: data frames are checked and counted   */
+    WS_ROLE_PUB = 2,         /* a publisher: data frames are skipped (own echoes)   */
+};
+
+enum {
+    WS_NOTE_PING = 1,        /* a ping arrived: a pong with `payload` is owed       */
+    WS_NOTE_CLOSE = 2,       /* a close frame arrived; aux = its code (1005: none)  */
+    WS_NOTE_PROTOCOL = 3,    /* the stream broke the protocol; aux = WS_ERR_*, the
+                                connection is no longer parsed                      */
+};
+
+enum {
+    WS_ERR_RSV = 1,          /* reserved bits set (no extension was negotiated)     */
+    WS_ERR_MASKED = 2,       /* a server frame was masked                           */
+    WS_ERR_OPCODE = 3,       /* reserved opcode                                     */
+    WS_ERR_CONTROL = 4,      /* fragmented or > 125-byte control frame              */
+    WS_ERR_CONTINUATION = 5, /* continuation with no message started                */
+    WS_ERR_INTERLEAVED = 6,  /* new data message before the last one finished       */
+    WS_ERR_LENGTH = 7,       /* 64-bit length with the top bit set                  */
+    WS_ERR_AFTER_CLOSE = 8,  /* bytes after a close frame                           */
+};
+
+typedef struct ws_counts {
+    uint64_t delivered;      /* intact messages, first arrival, to subscribers     */
+    uint64_t lost;           /* sequence gaps: a later message arrived, this one
+                                not (late arrivals within the window are moved to
+                                out_of_order)                                       */
+    uint64_t undelivered;    /* ws_finish: messages a live subscriber never got,
+                                after the last one it did get (the run ended first) */
+    uint64_t duplicated;     /* a sequence number already received                  */
+    uint64_t out_of_order;   /* arrived after a later one of the same publisher     */
+    uint64_t corrupted;      /* wrong length, bad header or a pattern mismatch      */
+    uint64_t bad_opcode;     /* data message with the wrong opcode (text/binary)    */
+    uint64_t protocol_errors;/* WS_NOTE_PROTOCOL notes                              */
+    uint64_t frames;         /* every frame parsed                                  */
+    uint64_t bytes;          /* bytes fed                                           */
+    uint64_t fragmented;     /* messages that came in more than one frame           */
+    uint64_t ignored;        /* data messages on publisher connections              */
+    uint64_t pings;
+    uint64_t pongs;          /* unsolicited pongs received                          */
+    uint64_t closes;
+    uint64_t completed;      /* messages every expected subscriber has resolved
+                                (received, or skipped past)                         */
+    uint64_t completed_all;  /* of those, received by every expected subscriber     */
+    uint64_t expired;        /* messages given up on by ws_expire or a ring wrap    */
+} ws_counts;
+
+typedef struct ws_note {
+    uint32_t conn;
+    uint32_t kind;
+    uint32_t aux;
+    uint32_t len;
+    uint8_t payload[128];
+} ws_note;
+
+/* max_conns: ids are < max_conns. npub: publishers 0..npub-1. size: message
+ * bytes (>= 20). opcode: expected data opcode (1 text, 2 binary). ring_bits:
+ * log2 of messages tracked in flight per publisher. NULL on bad arguments or
+ * no memory. */
+ws_scan *ws_new(uint32_t max_conns, uint32_t npub, uint32_t size, uint32_t opcode,
+                uint32_t ring_bits);
+void ws_free(ws_scan *s);
+
+/* Start parsing a connection afresh with a role (WS_ROLE_NONE stops it). A
+ * subscriber's expected sequence numbers start at what each publisher has
+ * published so far. */
+int ws_conn_set(ws_scan *s, uint32_t conn, int role);
+/* A subscriber went away: messages in flight stop waiting for it. */
+void ws_conn_gone(ws_scan *s, uint32_t conn);
+
+/* Parse received bytes. now_ns = 0: read CLOCK_MONOTONIC once per call.
+ * Return the number of notes waiting (see ws_notes), or -1 if a connection id
+ * is out of range. */
+int ws_feed(ws_scan *s, uint32_t conn, const uint8_t *data, size_t len, uint64_t now_ns);
+/* n chunks of one blob: chunk i is lens[i] bytes at blob + offs[i], for conns[i]. */
+int ws_feed_batch(ws_scan *s, const uint32_t *conns, const uint64_t *offs,
+                  const uint32_t *lens, size_t n, const uint8_t *blob, uint64_t now_ns);
+/* Notes since the last call to ws_take_notes; the array stays valid until
+ * the next feed. */
+ws_note *ws_take_notes(ws_scan *s, uint32_t *count);
+
+/* A message is about to be sent: expect it at `expected` subscribers. seq
+ * must be the publisher's next sequence number. Returns 0, or -1 if seq is
+ * not the next one. */
+int ws_publish(ws_scan *s, uint32_t pub, uint64_t seq, uint64_t ts_ns, uint32_t expected);
+/* Give up on messages in flight sent before cutoff_ns. Returns how many. */
+uint64_t ws_expire(ws_scan *s, uint64_t cutoff_ns);
+/* End of run: count as undelivered what each live subscriber has not received
+ * past the last message it did receive. */
+void ws_finish(ws_scan *s);
+
+const ws_counts *ws_get_counts(ws_scan *s);
+uint64_t ws_published(ws_scan *s, uint32_t pub);
+
+/* Latency histograms, ns, log-linear buckets: 0 per delivery, 1 to the last
+ * subscriber (cumulative); 2 and 3 the same since the last ws_hist_reset_interval. */
+uint32_t ws_hist_buckets(void);
+const uint64_t *ws_hist(ws_scan *s, int which);
+void ws_hist_reset_interval(ws_scan *s);
+/* Smallest and largest value of bucket i. */
+uint64_t ws_bucket_low(uint32_t i);
+uint64_t ws_bucket_high(uint32_t i);
+uint32_t ws_bucket_of(uint64_t v);
+
+/* Write one message. ws_frame: a single-frame WebSocket message of `opcode`,
+ * masked with mask_key when masked != 0, into out (cap bytes); returns its
+ * length or 0 if cap is too small. ws_payload: the bare payload (size bytes). */
+size_t ws_frame(uint8_t *out, size_t cap, uint32_t pub, uint64_t seq, uint64_t ts_ns,
+                uint32_t size, int opcode, int masked, uint32_t mask_key);
+void ws_payload(uint8_t *out, uint32_t pub, uint64_t seq, uint64_t ts_ns, uint32_t size);
+/* Check a whole payload; 1 if it is intact for (size, npub). */
+int ws_check(const uint8_t *payload, size_t len, uint32_t size);

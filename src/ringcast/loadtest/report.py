@@ -1,0 +1,231 @@
+"""The result of a run: a JSON-able dict, and the text a person reads.
+
+Latencies are kept in C buckets during the run and turned into HDR histograms
+(``hdrhistogram``) here, one ``record_value(value, count)`` per bucket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hdrh.histogram import HdrHistogram
+
+from ringcast import __version__
+from ringcast.loadtest.procstat import ProcSample
+from ringcast.loadtest.scanner import HIST_DELIVERY, HIST_LAST
+
+if TYPE_CHECKING:
+    from ringcast.loadtest.client import LoadTest, _Tally
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+FAULT_KEYS = ("lost", "undelivered", "duplicated", "out_of_order", "corrupted", "bad_opcode",
+              "protocol_errors")
+CLIENT_BUSY = 85.0
+"""Client CPU (% of one core) above which the report warns the client may be the limit."""
+
+
+def _latency(h: HdrHistogram) -> dict[str, float]:
+    n = h.get_total_count()
+    if not n:
+        return {"count": 0}
+    out: dict[str, float] = {"count": n}
+    for p in PERCENTILES:
+        out[f"p{p:g}"] = round(h.get_value_at_percentile(p) / 1e6, 4)
+    out["max"] = round(h.get_max_value() / 1e6, 4)
+    out["mean"] = round(h.get_mean_value() / 1e6, 4)
+    return out
+
+
+def _curve(h: HdrHistogram) -> list[list[float]]:
+    """(percentile, ms) points, dense towards the tail, for the plot."""
+    if not h.get_total_count():
+        return []
+    points = []
+    for i in range(0, 61):
+        pct = 100.0 * (1 - 10 ** (-i / 10))
+        points.append([round(pct, 5), round(h.get_value_at_percentile(pct) / 1e6, 4)])
+    points.append([100.0, round(h.get_max_value() / 1e6, 4)])
+    return points
+
+
+def _server(pids: list[int], samples: tuple[list[ProcSample], ...], *, deliveries: int,
+            conns: int) -> list[dict[str, Any]]:
+    s0, s1, s2 = samples
+    out = []
+    for pid, a, b, c in zip(pids, s0, s1, s2, strict=True):
+        cpu = (c.cpu_ns - b.cpu_ns) / 1e9
+        entry: dict[str, Any] = {
+            "pid": pid,
+            "alive": c.alive,
+            "cpu_seconds": round(cpu, 4),
+            "cpu_us_per_1000_deliveries": (round(cpu * 1e6 / (deliveries / 1000), 2)
+                                           if deliveries else None),
+            "rss_mb_before": round(a.rss_bytes / 2**20, 2),
+            "rss_mb_connected": round(b.rss_bytes / 2**20, 2),
+            "rss_mb_end": round(c.rss_bytes / 2**20, 2),
+            "rss_peak_mb": round(c.hwm_bytes / 2**20, 2),
+            "rss_bytes_per_connection": (round((b.rss_bytes - a.rss_bytes) / conns)
+                                         if conns else None),
+        }
+        out.append(entry)
+    return out
+
+
+def build_result(lt: LoadTest, *, subs: _Tally, pubs: _Tally,
+                 server: tuple[list[ProcSample], ...], client_cpu_ns: int) -> dict[str, Any]:
+    """The result of a finished run; ``server`` holds the samples taken before
+    connecting, once connected and at the end."""
+    o = lt.opts
+    sc = lt.scanner
+    c = sc.counts()
+    connect_s = lt.t_connected - lt.t_start
+    run_s = max(1e-9, lt.t_end - lt.t_run0)
+    send_s = max(1e-9, lt.t_end_send - lt.t_run0)
+    delivered = c["delivered"]
+    handshakes = HdrHistogram(1, 3_600_000_000_000, 3)
+    for ns in subs.handshake_ns:
+        handshakes.record_value(max(1, ns))
+    conn_failures = dict(subs.failed) | {f"publisher: {k}": v for k, v in pubs.failed.items()}
+    closed = sum(lt.closed_by_server.values())
+    faults = {k: c[k] for k in FAULT_KEYS}
+    faults["connections_refused"] = subs.refused + pubs.refused
+    faults["connections_failed"] = sum(conn_failures.values())
+    faults["closed_by_server"] = closed
+    faults["publish_errors"] = sum(lt.http_errors.values())
+    total_faults = sum(faults.values())
+    passed = total_faults == 0 and (lt.idle or delivered > 0)
+    client_pct = client_cpu_ns / 1e9 / run_s * 100
+    if lt.idle:
+        mode = "idle connections"
+    elif o.rate is None:
+        mode = f"closed loop, window {o.window}"
+    else:
+        mode = f"open loop, {o.rate:g} messages/s"
+    h_del = sc.histogram(HIST_DELIVERY)
+    h_last = sc.histogram(HIST_LAST)
+    return {
+        "tool": f"ringcast loadtest {__version__}",
+        "target": o.url,
+        "engine": lt.engine_note,
+        "started_at": dt.datetime.fromtimestamp(lt.started_at, dt.UTC).isoformat(
+            timespec="seconds"),
+        "host": {"machine": platform.machine(), "kernel": platform.release(),
+                 "cpus": os.cpu_count(), "python": platform.python_version()},
+        "mode": mode,
+        "options": asdict(o),
+        "connect": {
+            "subscribers_requested": subs.requested,
+            "subscribers_opened": subs.opened,
+            "publishers_opened": pubs.opened,
+            "refused": subs.refused + pubs.refused,
+            "failures": conn_failures,
+            "seconds": round(connect_s, 3),
+            "per_second": round(subs.opened / connect_s, 1) if connect_s > 0 else None,
+            "handshake_ms": _latency(handshakes),
+            "source_addresses": len(lt.sources) or 1,
+        },
+        "run": {
+            "seconds": round(run_s, 3),
+            "sending_seconds": round(send_s, 3),
+            "messages_sent": lt.sent,
+            "messages_completed": c["completed"],
+            "messages_fully_delivered": c["completed_all"],
+            "messages_given_up": c["expired"],
+            "deliveries": delivered,
+            "expected_deliveries": _expected(lt),
+            "deliveries_per_s": round(delivered / run_s, 1),
+            "messages_fully_delivered_per_s": round(c["completed_all"] / run_s, 1),
+            "bytes_received": c["bytes"],
+            "frames": c["frames"],
+            "reads": lt.reads,
+            "frames_per_read": round(c["frames"] / lt.reads, 2) if lt.reads else None,
+            "fragmented_messages": c["fragmented"],
+            "pings_answered": c["pings"],
+            "publisher_echoes_ignored": c["ignored"],
+        },
+        "latency_ms": {"delivery": _latency(h_del), "to_last_subscriber": _latency(h_last)},
+        "faults": faults,
+        "pass": passed,
+        "closed_by_server": dict(lt.closed_by_server),
+        "publish_errors": dict(lt.http_errors),
+        "server": _server(list(o.server_pids), server, deliveries=delivered,
+                          conns=subs.opened + pubs.opened),
+        "client": {
+            "cpu_seconds": round(client_cpu_ns / 1e9, 4),
+            "cpu_percent_of_one_core": round(client_pct, 1),
+            "cpu_us_per_1000_deliveries": (round(client_cpu_ns / 1e3 / (delivered / 1000), 2)
+                                           if delivered else None),
+            "client_may_be_the_limit": client_pct >= CLIENT_BUSY,
+        },
+        "timeline": lt.timeline,
+        "percentile_curves": {"delivery": _curve(h_del), "to_last_subscriber": _curve(h_last)},
+    }
+
+
+def _expected(lt: LoadTest) -> int:
+    c = lt.scanner.counts()
+    return sum(c[k] for k in ("delivered", "lost", "undelivered", "corrupted", "bad_opcode"))
+
+
+def _fmt_lat(d: dict[str, float]) -> str:
+    if not d.get("count"):
+        return "no samples"
+    keys = [f"p{p:g}" for p in PERCENTILES] + ["max"]
+    return "  ".join(f"{k} {_ms(d[k])}" for k in keys)
+
+
+def _ms(v: float) -> str:
+    return f"{v * 1000:.0f}µs" if v < 1 else f"{v:.2f}ms"
+
+
+def format_text(r: dict[str, Any]) -> str:
+    cn, run, f = r["connect"], r["run"], r["faults"]
+    lines = [
+        f"ringcast loadtest: {r['target']}  ({r['mode']}, {r['options']['size']}-byte messages,"
+        f" {r['options']['publisher']} publisher, client engine {r['engine']})",
+        f"connect    {cn['subscribers_opened']}/{cn['subscribers_requested']} subscribers in "
+        f"{cn['seconds']:.2f}s ({cn['per_second'] or 0:,.0f}/s), handshake "
+        + _fmt_lat(cn["handshake_ms"]),
+    ]
+    if r["mode"] != "idle connections":
+        lines += [
+            f"messages   {run['messages_sent']:,} sent, {run['messages_fully_delivered']:,} "
+            f"delivered to every subscriber ({run['messages_fully_delivered_per_s']:,.0f}/s) "
+            f"in {run['seconds']:.2f}s",
+            f"deliveries {run['deliveries']:,} ({run['deliveries_per_s']:,.0f}/s, "
+            f"{run['frames_per_read'] or 0:.1f} frames per read)",
+            "latency    per delivery:        " + _fmt_lat(r["latency_ms"]["delivery"]),
+            "           to last subscriber:  " + _fmt_lat(r["latency_ms"]["to_last_subscriber"]),
+        ]
+    fault_text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.items())
+    lines.append(f"faults     {fault_text}")
+    for title, d in (("connection failures", r["connect"]["failures"]),
+                     ("closed by server", r["closed_by_server"]),
+                     ("publish errors", r["publish_errors"])):
+        if d:
+            lines.append(f"           {title}: " + ", ".join(f"{k} x{v}" for k, v in d.items()))
+    for s in r["server"]:
+        per = s["cpu_us_per_1000_deliveries"]
+        lines.append(
+            f"server     pid {s['pid']}: cpu {s['cpu_seconds']:.2f}s"
+            + (f" ({per:,.0f}µs per 1000 deliveries)" if per is not None else "")
+            + f", rss {s['rss_mb_end']:.1f} MiB (peak {s['rss_peak_mb']:.1f})"
+            + (f", {s['rss_bytes_per_connection']:,} bytes/connection"
+               if s["rss_bytes_per_connection"] is not None else "")
+        )
+    cl = r["client"]
+    lines.append(f"client     cpu {cl['cpu_seconds']:.2f}s = {cl['cpu_percent_of_one_core']:.0f}% "
+                 "of one core" + ("  <- the client may be the limit, not the server"
+                                  if cl["client_may_be_the_limit"] else ""))
+    lines.append("result     " + ("PASS" if r["pass"] else "FAIL"))
+    return "\n".join(lines)
+
+
+def write_json(r: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    Path(path).write_text(json.dumps(r, indent=2) + "\n")

@@ -1,0 +1,232 @@
+"""The Python face of the C frame scanner (``csrc/wsscan.c``).
+
+Python crosses into C once per reap: `Scanner.feed_batch` takes every chunk of
+bytes one ``Loop.reap`` returned, for every connection, and C parses the
+frames, checks each message and counts it. What Python must act on (a ping
+owed a pong, a close, a protocol error) comes back as `Note`s.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from hdrh.histogram import HdrHistogram
+
+try:
+    from ringcast.loadtest._wsscan import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "ringcast.loadtest._wsscan is not built: reinstall ringcast (pip install -e .) "
+        "or run `python -m ringcast.loadtest._build` (needs a C compiler)"
+    ) from exc
+
+HEADER_SIZE = 20
+"""Bytes of a message before its pattern: sequence, timestamp, publisher id."""
+MIN_SIZE = 24
+"""Smallest message the loadtest sends: the header and 4 bytes of pattern."""
+
+OP_TEXT, OP_BINARY = 1, 2
+ROLE_NONE, ROLE_SUB, ROLE_PUB = lib.WS_ROLE_NONE, lib.WS_ROLE_SUB, lib.WS_ROLE_PUB
+NOTE_PING, NOTE_CLOSE, NOTE_PROTOCOL = lib.WS_NOTE_PING, lib.WS_NOTE_CLOSE, lib.WS_NOTE_PROTOCOL
+
+PROTOCOL_ERRORS = {
+    lib.WS_ERR_RSV: "reserved bits set",
+    lib.WS_ERR_MASKED: "masked server frame",
+    lib.WS_ERR_OPCODE: "reserved opcode",
+    lib.WS_ERR_CONTROL: "fragmented or oversized control frame",
+    lib.WS_ERR_CONTINUATION: "continuation frame without a message",
+    lib.WS_ERR_INTERLEAVED: "data frame inside a fragmented message",
+    lib.WS_ERR_LENGTH: "64-bit length with its top bit set",
+    lib.WS_ERR_AFTER_CLOSE: "bytes after a close frame",
+}
+
+HIST_DELIVERY, HIST_LAST, HIST_DELIVERY_INTERVAL, HIST_LAST_INTERVAL = range(4)
+COUNT_NAMES: tuple[str, ...] = tuple(f[0] for f in ffi.typeof("ws_counts").fields)
+
+N_BUCKETS = lib.ws_hist_buckets()
+# A bucket stands for the middle of its range when it is turned into an HDR histogram.
+BUCKET_VALUE: tuple[int, ...] = tuple(
+    (lib.ws_bucket_low(i) + lib.ws_bucket_high(i)) // 2 for i in range(N_BUCKETS)
+)
+HDR_HIGHEST = 1 << 43
+"""Largest latency the histograms hold, ns (about 2.4 hours)."""
+
+
+class Note(NamedTuple):
+    conn: int
+    kind: int
+    aux: int
+    payload: bytes
+
+
+class Scanner:
+    """Frame parsing and delivery accounting for up to ``max_conns`` connection ids."""
+
+    def __init__(self, max_conns: int, publishers: int, size: int, *,
+                 opcode: int = OP_BINARY, ring_bits: int = 16) -> None:
+        if size < HEADER_SIZE:
+            raise ValueError(f"message size must be at least {HEADER_SIZE} bytes")
+        s = lib.ws_new(max_conns, publishers, size, opcode, ring_bits)
+        if s == ffi.NULL:
+            raise MemoryError("cannot allocate the frame scanner")
+        self._s = ffi.gc(s, lib.ws_free)
+        self._counts = lib.ws_get_counts(self._s)
+        self._nnotes = ffi.new("uint32_t *")
+        self.max_conns = max_conns
+        self.publishers = publishers
+        self.size = size
+
+    # -- connections ------------------------------------------------------
+
+    def set_role(self, conn: int, role: int) -> None:
+        if lib.ws_conn_set(self._s, conn, role) < 0:
+            raise ValueError(f"connection id {conn} out of range")
+
+    def gone(self, conn: int) -> None:
+        lib.ws_conn_gone(self._s, conn)
+
+    # -- bytes in ---------------------------------------------------------
+
+    def feed(self, conn: int, data: bytes, now_ns: int = 0) -> int:
+        """Parse bytes received on one connection; returns the notes waiting."""
+        rc = lib.ws_feed(self._s, conn, data, len(data), now_ns)
+        if rc < 0:
+            raise ValueError(f"connection id {conn} out of range")
+        return int(rc)
+
+    def feed_batch(self, conns: Sequence[int], chunks: Sequence[bytes], now_ns: int = 0) -> int:
+        """Parse ``chunks[i]`` received on ``conns[i]``, all in one call into C."""
+        n = len(chunks)
+        if n == 0:
+            return 0
+        if n == 1:
+            return self.feed(conns[0], chunks[0], now_ns)
+        lens = array.array("I", map(len, chunks))
+        offs = array.array("Q", itertools.accumulate(lens, initial=0))
+        ids = array.array("I", conns)
+        blob = b"".join(chunks)
+        rc = lib.ws_feed_batch(self._s, ffi.from_buffer("uint32_t[]", ids),
+                               ffi.from_buffer("uint64_t[]", offs),
+                               ffi.from_buffer("uint32_t[]", lens), n, blob, now_ns)
+        if rc < 0:
+            raise ValueError("connection id out of range")
+        return int(rc)
+
+    def notes(self) -> list[Note]:
+        raw = lib.ws_take_notes(self._s, self._nnotes)
+        out = []
+        for i in range(self._nnotes[0]):
+            n = raw[i]
+            out.append(Note(int(n.conn), int(n.kind), int(n.aux),
+                            bytes(ffi.buffer(n.payload, n.len))))
+        return out
+
+    # -- messages ---------------------------------------------------------
+
+    def publish(self, pub: int, seq: int, ts_ns: int, expected: int) -> None:
+        if lib.ws_publish(self._s, pub, seq, ts_ns, expected) < 0:
+            raise ValueError(f"publisher {pub}: {seq} is not its next sequence number")
+
+    def published(self, pub: int) -> int:
+        return int(lib.ws_published(self._s, pub))
+
+    def expire(self, cutoff_ns: int) -> int:
+        return int(lib.ws_expire(self._s, cutoff_ns))
+
+    def finish(self) -> None:
+        """Count as undelivered what each live subscriber has not received by now."""
+        lib.ws_finish(self._s)
+
+    # -- results ----------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        c = self._counts
+        return {name: int(getattr(c, name)) for name in COUNT_NAMES}
+
+    def count(self, name: str) -> int:
+        return int(getattr(self._counts, name))
+
+    @property
+    def resolved(self) -> int:
+        """Messages that left flight: completed or given up on."""
+        c = self._counts
+        return int(c.completed + c.expired)
+
+    @property
+    def delivered(self) -> int:
+        return int(self._counts.delivered)
+
+    def buckets(self, which: int) -> array.array[int]:
+        raw = lib.ws_hist(self._s, which)
+        return array.array("Q", bytes(ffi.buffer(raw, N_BUCKETS * 8)))
+
+    def reset_interval(self) -> None:
+        lib.ws_hist_reset_interval(self._s)
+
+    def histogram(self, which: int) -> HdrHistogram:
+        return to_hdr(self.buckets(which))
+
+
+def to_hdr(buckets: Sequence[int]) -> HdrHistogram:
+    """The C buckets as an HDR histogram (ns), one ``record_value`` per non-empty bucket."""
+    h = HdrHistogram(1, HDR_HIGHEST, 3)
+    for i, count in enumerate(buckets):
+        if count:
+            h.record_value(max(1, min(BUCKET_VALUE[i], HDR_HIGHEST)), count)
+    return h
+
+
+def bucket_percentile(buckets: Sequence[int], pct: float) -> int | None:
+    """A percentile straight from the C buckets (ns), for the live progress line."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = max(1, int(total * pct / 100.0 + 0.5))
+    seen = 0
+    for i, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return BUCKET_VALUE[i]
+    return BUCKET_VALUE[-1]
+
+
+def build_frames(buf: bytearray, offset: int, *, pub: int, seq: int, ts_ns: int, size: int,
+                 opcode: int = OP_BINARY, mask_key: int | None = None) -> int:
+    """Write one message as a frame into ``buf`` at ``offset``; returns its length.
+
+    ``mask_key`` given: a masked client frame with that key.
+    """
+    view: Any = ffi.from_buffer(buf)
+    n = lib.ws_frame(view + offset, len(buf) - offset, pub, seq, ts_ns, size, opcode,
+                     int(mask_key is not None), mask_key or 0)
+    if n == 0:
+        raise ValueError("buffer too small for the frame")
+    return int(n)
+
+
+def frame(pub: int, seq: int, ts_ns: int, size: int, *, opcode: int = OP_BINARY,
+          mask_key: int | None = None) -> bytes:
+    buf = bytearray(size + 14)
+    n = build_frames(buf, 0, pub=pub, seq=seq, ts_ns=ts_ns, size=size, opcode=opcode,
+                     mask_key=mask_key)
+    return bytes(buf[:n])
+
+
+def payload(pub: int, seq: int, ts_ns: int, size: int) -> bytes:
+    buf = bytearray(size)
+    lib.ws_payload(ffi.from_buffer(buf), pub, seq, ts_ns, size)
+    return bytes(buf)
+
+
+def check(data: bytes, size: int) -> bool:
+    """Is ``data`` an intact message of ``size`` bytes?"""
+    return bool(lib.ws_check(data, len(data), size))
+
+
+def frame_size(size: int, masked: bool) -> int:
+    """Bytes of a single-frame message carrying ``size`` bytes of payload."""
+    head = 2 + (8 if size > 65535 else 2 if size > 125 else 0) + (4 if masked else 0)
+    return head + size

@@ -1,0 +1,256 @@
+"""A deliberately faulty WebSocket broadcast server, for testing the loadtest.
+
+It speaks the same protocol as ringcast: ``GET /<channel>`` with an upgrade
+subscribes; a data message from a WebSocket connection, or ``POST
+/publish/<channel>``, is relayed to every other subscriber of the channel. The
+relay applies faults chosen on the command line, by message index (0-based,
+per channel, in the order the server received them), to the subscribers whose
+subscription index is a multiple of ``--affect-every``:
+
+  --drop I,J        those messages never reach them
+  --duplicate I     sent twice
+  --reorder I       I and I+1 swapped
+  --corrupt I       the last payload byte flipped
+  --close-after N   after N messages, close them with code 1011
+
+and to everybody (valid, must not count as faults):
+
+  --fragment N      every message split into N frames, a ping after the first
+  --split-bytes     every byte of every frame written on its own
+  --echo            a publisher gets its own messages back too
+
+and, to everybody, one invalid handshake: ``--bad-accept`` answers with a
+wrong Sec-WebSocket-Accept.
+
+Run: ``python faulty_server.py --port 0 [faults]``; it prints ``PORT <n>`` and
+serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass, field
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _ints(text: str) -> set[int]:
+    return {int(x) for x in text.split(",") if x.strip()}
+
+
+@dataclass
+class Faults:
+    drop: set[int] = field(default_factory=set)
+    duplicate: set[int] = field(default_factory=set)
+    reorder: set[int] = field(default_factory=set)
+    corrupt: set[int] = field(default_factory=set)
+    close_after: int = 0
+    affect_every: int = 1
+    fragment: int = 1
+    split_bytes: bool = False
+    bad_accept: bool = False
+    echo: bool = False
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, n])
+    elif n < 65536:
+        head = bytes([b0, 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([b0, 127]) + struct.pack("!Q", n)
+    return head + payload
+
+
+@dataclass(eq=False)
+class Sub:
+    index: int
+    writer: asyncio.StreamWriter
+    held: bytes | None = None          # a message held back for a swap
+    received: int = 0
+    closed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class FaultyServer:
+    def __init__(self, faults: Faults) -> None:
+        self.f = faults
+        self.channels: dict[str, list[Sub]] = {}
+        self.counts: dict[str, int] = {}
+        self.next_index: dict[str, int] = {}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            if method == "POST" and path.startswith("/publish/"):
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                await self.relay(path[len("/publish/"):], body, None)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                continue
+            if headers.get("upgrade", "").lower() != "websocket":
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                await writer.drain()
+                return
+            key = headers["sec-websocket-key"].encode()
+            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            if self.f.bad_accept:
+                accept = base64.b64encode(hashlib.sha1(key + b"wrong").digest())
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            await writer.drain()
+            await self._websocket(path.lstrip("/"), reader, writer)
+            return
+
+    async def _websocket(self, channel: str, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        index = self.next_index.get(channel, 0)
+        self.next_index[channel] = index + 1
+        sub = Sub(index, writer)
+        self.channels.setdefault(channel, []).append(sub)
+        try:
+            parts: list[bytes] = []
+            while True:
+                b0, b1 = await reader.readexactly(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", await reader.readexactly(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", await reader.readexactly(8))[0]
+                mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+                data = bytes(b ^ mask[i & 3] for i, b in enumerate(await reader.readexactly(n)))
+                op = b0 & 0x0F
+                if op == 0x8:
+                    async with sub.lock:
+                        if not sub.closed:
+                            sub.closed = True
+                            writer.write(frame(0x8, data[:2]))
+                            await writer.drain()
+                    return
+                if op == 0x9:
+                    async with sub.lock:
+                        writer.write(frame(0xA, data))
+                    continue
+                if op in (0x0, 0x1, 0x2):
+                    parts.append(data)
+                    if b0 & 0x80:
+                        await self.relay(channel, b"".join(parts), sub)
+                        parts = []
+        finally:
+            self.channels[channel].remove(sub)
+
+    async def relay(self, channel: str, message: bytes, sender: Sub | None) -> None:
+        f = self.f
+        n = self.counts.get(channel, 0)
+        self.counts[channel] = n + 1
+        for sub in list(self.channels.get(channel, [])):
+            if sub.closed or (sub is sender and not f.echo):
+                continue
+            affected = sub.index % f.affect_every == 0
+            if affected and f.close_after and sub.received >= f.close_after:
+                sub.closed = True
+                async with sub.lock:
+                    sub.writer.write(frame(0x8, struct.pack("!H", 1011) + b"fault"))
+                continue
+            out: list[bytes] = []
+            if not (affected and n in f.drop):
+                msg = message
+                if affected and n in f.corrupt:
+                    msg = message[:-1] + bytes([message[-1] ^ 0xFF])
+                if affected and n in f.reorder:
+                    sub.held = msg
+                else:
+                    out.append(msg)
+                    if affected and n in f.duplicate:
+                        out.append(msg)
+            if sub.held is not None and (n - 1) in f.reorder and affected:
+                out.append(sub.held)
+                sub.held = None
+            sub.received += 1
+            for m in out:
+                await self._send(sub, m)
+
+    async def _send(self, sub: Sub, message: bytes) -> None:
+        f = self.f
+        if f.fragment > 1 and len(message) >= f.fragment:
+            step = -(-len(message) // f.fragment)
+            pieces = [message[i:i + step] for i in range(0, len(message), step)]
+            data = frame(0x2, pieces[0], fin=False) + frame(0x9, b"are you there?")
+            for i, piece in enumerate(pieces[1:], 1):
+                data += frame(0x0, piece, fin=i == len(pieces) - 1)
+        else:
+            data = frame(0x2, message)
+        async with sub.lock:
+            if f.split_bytes:
+                for i in range(len(data)):
+                    sub.writer.write(data[i:i + 1])
+                    await asyncio.sleep(0)
+            else:
+                sub.writer.write(data)
+            await sub.writer.drain()
+
+
+async def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--drop", type=_ints, default=set())
+    p.add_argument("--duplicate", type=_ints, default=set())
+    p.add_argument("--reorder", type=_ints, default=set())
+    p.add_argument("--corrupt", type=_ints, default=set())
+    p.add_argument("--close-after", type=int, default=0)
+    p.add_argument("--affect-every", type=int, default=1)
+    p.add_argument("--fragment", type=int, default=1)
+    p.add_argument("--split-bytes", action="store_true")
+    p.add_argument("--bad-accept", action="store_true")
+    p.add_argument("--echo", action="store_true")
+    a = p.parse_args(argv)
+    faults = Faults(drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, corrupt=a.corrupt,
+                    close_after=a.close_after, affect_every=a.affect_every,
+                    fragment=a.fragment, split_bytes=a.split_bytes, bad_accept=a.bad_accept,
+                    echo=a.echo)
+    server = FaultyServer(faults)
+    srv = await asyncio.start_server(server.handle, a.host, a.port, backlog=1024)
+    port = srv.sockets[0].getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with srv:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
