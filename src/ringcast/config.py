@@ -183,7 +183,12 @@ class ServerConfig:
         ),
     )
     port: int = field(
-        default=8080, metadata=_spec("TCP port to listen on.", minimum=1, maximum=65535)
+        default=8080,
+        metadata=_spec(
+            "TCP port to listen on; 0 picks a free port, which the start-up line shows.",
+            minimum=0,
+            maximum=65535,
+        ),
     )
     backlog: int = field(
         default=4096,

@@ -313,8 +313,8 @@ def test_integer_is_accepted_for_a_float(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[server]\nport = 0", "server.port: 0 is out of range (allowed: 1..65535)"),
-        ("[server]\nport = 65536", "server.port: 65536 is out of range (allowed: 1..65535)"),
+        ("[server]\nport = -1", "server.port: -1 is out of range (allowed: 0..65535)"),
+        ("[server]\nport = 65536", "server.port: 65536 is out of range (allowed: 0..65535)"),
         ("[server]\nworkers = 0", "server.workers: 0 is out of range (allowed: 1..256)"),
         (
             "[limits]\nhandshake_timeout = 0",
@@ -482,7 +482,7 @@ def test_directory_and_bad_encoding(tmp_path: Path) -> None:
 
 def test_all_errors_are_reported_together(tmp_path: Path) -> None:
     text = (
-        '[server]\nport = 0\nwokers = 4\nbackend = "uring"\n'
+        '[server]\nport = -1\nwokers = 4\nbackend = "uring"\n'
         "[limits]\nmax_connections = true\n"
         '[logging]\nlevel = "loud"\n'
         "[metric]\nenabled = true\n"
@@ -494,7 +494,7 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
     for fragment in (
         "unknown section 'metric' — did you mean 'metrics'?",
         "unknown key 'server.wokers' — did you mean 'server.workers'?",
-        "server.port: 0 is out of range",
+        "server.port: -1 is out of range",
         'server.backend: "uring" is not one of',
         "limits.max_connections: expected an integer, got boolean true",
         'logging.level: "loud" is not one of',
@@ -505,7 +505,7 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
 def test_config_from_mapping_names_its_source() -> None:
     with pytest.raises(ConfigError) as info:
         config_from_mapping({"server": {"port": -1}})
-    assert str(info.value) == "<mapping>: server.port: -1 is out of range (allowed: 1..65535)"
+    assert str(info.value) == "<mapping>: server.port: -1 is out of range (allowed: 0..65535)"
     with pytest.raises(ConfigError, match=r"^inline: "):
         config_from_mapping({"serve": {}}, source="inline")
     config = config_from_mapping({"server": {"port": 1234}}, source="inline")
@@ -643,7 +643,7 @@ def test_unrelated_variables_are_ignored() -> None:
 def test_file_and_env_errors_are_reported_together(tmp_path: Path) -> None:
     errors = load_errors(
         tmp_path,
-        "[server]\nport = 0\n",
+        "[server]\nport = -1\n",
         env={"RINGCAST_SERVER_BACKLOG": "x", "RINGCAST_SERVER_PROT": "1"},
     )
     assert len(errors) == 3
