@@ -133,6 +133,7 @@ class Server:
         self.draining = False
         self._drain_deadline = 0.0
         self._timers: list[_Timer] = []
+        self._session_timers: list[tuple[float, int]] = []
         self._seq = 0
         # Sessions waiting for their deadline: conn -> the deadline queued for it.
         self._deadlines: dict[int, float] = {}
@@ -274,6 +275,8 @@ class Server:
         t = 1.0
         if self._timers:
             t = min(t, self._timers[0].when - now)
+        if self._session_timers:
+            t = min(t, self._session_timers[0][0] - now)
         for helper in (self.peers, self.bridge):
             when = helper.next_attempt() if helper is not None else None
             if when is not None:
@@ -544,23 +547,31 @@ class Server:
         self._seq += 1
         heapq.heappush(self._timers, _Timer(when, self._seq, fn))
 
+    # Session deadlines live in their own heap of plain (deadline, conn) tuples:
+    # one small tuple per connection rather than a closure and a timer object.
+    # An entry is stale when the session has a different deadline by then
+    # (it moved, or the connection closed); stale entries are skipped.
+
     def _schedule(self, conn: int, sess: Session) -> None:
         deadline = sess.next_deadline()
         if deadline is None or self._deadlines.get(conn) == deadline:
             return
         self._deadlines[conn] = deadline
-        self._call_later(deadline, lambda: self._tick(conn, sess, deadline))
-
-    def _tick(self, conn: int, sess: Session, deadline: float) -> None:
-        if self.sessions.get(conn) is not sess or self._deadlines.get(conn) != deadline:
-            return  # closed, or a later deadline replaced this one
-        del self._deadlines[conn]
-        self._execute(conn, sess.tick(time.monotonic()))
+        heapq.heappush(self._session_timers, (deadline, conn))
 
     def _run_timers(self, now: float) -> None:
         timers = self._timers
         while timers and timers[0].when <= now:
             heapq.heappop(timers).fn()
+        heap = self._session_timers
+        while heap and heap[0][0] <= now:
+            deadline, conn = heapq.heappop(heap)
+            if self._deadlines.get(conn) != deadline:
+                continue
+            del self._deadlines[conn]
+            sess = self.sessions.get(conn)
+            if sess is not None:
+                self._execute(conn, sess.tick(now))
         self._flush_channels()
 
 
