@@ -25,7 +25,8 @@ SIZES = [1024, 4096, 16384, 65536, 262144]
 
 def run(size: int, zero_copy: bool, total: int, clients: int) -> tuple[float, float, int]:
     params = LoopParams(engine=Engine.IO_URING, max_conns=64, arena_size=64 << 20,
-                        zc_threshold=1 if zero_copy else 0, zc_keep=True)
+                        zc_threshold=1 if zero_copy else 0, zc_keep=True,
+                        zc_loopback=True)
     server = Loop(params)
     reader = Loop(LoopParams(engine=Engine.EPOLL, max_conns=64, data_capacity=16 << 20,
                              buf_size=65536))

@@ -29,10 +29,15 @@ log = logging.getLogger("ringcast")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": round(record.created, 3),
             "pid": record.process,
+            "worker": self.worker,
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -45,7 +50,7 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
     else:
         tag = "" if worker is None else f"[worker {worker}] "
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(message)s"))
@@ -146,11 +151,13 @@ def run_worker(config: Config, path: str | None, *, index: int, count: int, toke
         hub = server.hub
         server.bridge = RedisBridge(
             config.cluster.redis_url, backend.loop, server.deliver,
-            lambda: [name for name, ch in hub.channels.items() if ch.ids])
+            lambda: [name for name, ch in hub.channels.items() if ch.ids],
+            on_confirmed=server.channel_confirmed, on_down=server.bridge_down)
     server.install_signal_handlers()
     log.info("ringcast %s listening on %s:%d, backend %s (%s)",
              __version__, host, port, backend.name, backend.reason)
     if count == 1:
+        server.accept_clients()
         sdnotify.ready(f"listening on {host}:{port}, backend {backend.name}")
     else:
         server.on_linked = ready

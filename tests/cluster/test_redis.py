@@ -331,10 +331,6 @@ def test_workers_and_redis_exactly_once(start_node: StartNode, redis: RedisServe
     run(main())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: with Redis, a subscriber gets its 101 before Redis has the worker's SUBSCRIBE for "
-    "a new channel, so a message published through another worker or node right after "
-    "it joined can miss it (RedisBridge.subscribe does not wait for the reply)"))
 @pytest.mark.timeout(60)
 def test_subscriber_gets_what_is_published_right_after_it_joined(
         start_node: StartNode, redis: RedisServer) -> None:
@@ -360,10 +356,6 @@ def test_subscriber_gets_what_is_published_right_after_it_joined(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: RedisBridge._connect uses a blocking socket.create_connection(timeout=0.5) on "
-    "the worker's loop; while Redis does not answer (firewalled, host down) every "
-    "reconnect attempt freezes local fan-out for 0.5 s"))
 @pytest.mark.timeout(60)
 def test_unreachable_redis_does_not_stall_local_delivery(start_node: StartNode) -> None:
     # A "Redis" whose accept queue is full: the kernel drops further SYNs, as a
@@ -400,11 +392,6 @@ def test_unreachable_redis_does_not_stall_local_delivery(start_node: StartNode) 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: RedisBridge.maintain marks the bridge connected before Redis answered AUTH, and "
-    "data_received only logs error replies; when Redis refuses the bridge (wrong or missing "
-    "password) every publish goes to a Redis that rejects it: nothing is delivered, not "
-    "even locally, while /metrics and /healthz say connected"))
 @pytest.mark.timeout(60)
 def test_redis_refusing_the_bridge_counts_as_down(start_node: StartNode,
                                                   make_redis: MakeRedis) -> None:
@@ -425,10 +412,6 @@ def test_redis_refusing_the_bridge_counts_as_down(start_node: StartNode,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: RedisBridge sends AUTH <password> only and drops the user of "
-    "redis://user:password@host (docs/config.md documents user:password@), so a Redis 6+ "
-    "ACL user cannot log in; see also the test above for what follows"))
 @pytest.mark.timeout(60)
 def test_redis_acl_user_from_the_url(start_node: StartNode, make_redis: MakeRedis) -> None:
     redis = make_redis("--user", "ringcast", "on", ">s3cret", "~*", "&*", "+@all",
@@ -449,10 +432,6 @@ def test_redis_acl_user_from_the_url(start_node: StartNode, make_redis: MakeRedi
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: the bridge has no liveness check (no PING/timeout): a Redis that stops answering "
-    "(SIGSTOP, overload, a half-open TCP connection) keeps it 'connected', so publishes wait "
-    "on Redis and nothing is delivered, not even locally; the outage rule never applies"))
 @pytest.mark.timeout(60)
 def test_hung_redis_counts_as_down(start_node: StartNode, redis: RedisServer) -> None:
     node = start_node(CLUSTER_REDIS_URL=redis.url)
@@ -478,11 +457,6 @@ def test_hung_redis_counts_as_down(start_node: StartNode, redis: RedisServer) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: runtime.Server keeps a client's flush deadline (_flushing) after the connection "
-    "is gone; the Redis sockets the bridge adopts on reconnecting get recycled ids and "
-    "_force_close() closes them close_timeout later: no HUP, the bridge still says "
-    "connected, and this node stops hearing from the others"))
 @pytest.mark.timeout(60)
 def test_redis_connection_made_after_an_outage_survives_close_timeout(
         start_node: StartNode, redis: RedisServer) -> None:

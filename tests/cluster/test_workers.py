@@ -228,11 +228,6 @@ def test_sighup_reaches_every_worker_and_sigterm_drains_them(
     assert not log_lines(node, r"ERROR|WARNING")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a (re)started worker accepts and subscribes clients before the other workers "
-    "have linked to it (they retry every LINK_RETRY=0.2 s), so what they publish in that "
-    "window never reaches its subscribers although those already had their 101 "
-    "(the same window exists at startup)"))
 @pytest.mark.timeout(60)
 def test_restarted_worker_gets_messages_published_after_its_clients_joined(
         start_node: StartNode) -> None:
@@ -271,10 +266,6 @@ def test_restarted_worker_gets_messages_published_after_its_clients_joined(
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None,
                     reason="needs 2 CPUs and taskset")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: workers = \"auto\" is os.cpu_count() (workers.worker_count), not the CPUs the "
-    "process may run on (len(os.sched_getaffinity(0))) as docs/config.md says; under "
-    "taskset or a cgroup cpuset it starts more workers than CPUs"))
 @pytest.mark.timeout(30)
 def test_auto_workers_follow_cpu_affinity(start_node: StartNode) -> None:
     node = start_node(workers=1, cpus={0}, SERVER_WORKERS="auto")
@@ -282,11 +273,6 @@ def test_auto_workers_follow_cpu_affinity(start_node: StartNode) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: runtime.Server keeps a client's flush deadline (_flushing, set by _drop(flush=True)) "
-    "after the connection is gone; a peer link adopted later gets the recycled id and "
-    "_force_close() closes it close_timeout later: no HUP, PeerLinks keeps the dead id, "
-    "ringcast_workers_linked stays 1, and every hand-off to that worker is dropped"))
 @pytest.mark.timeout(60)
 def test_link_made_after_a_restart_survives_close_timeout(start_node: StartNode) -> None:
     node = start_node(workers=2, LIMITS_CLOSE_TIMEOUT=3)

@@ -27,7 +27,7 @@ def _zc_server(make_loop: Callable[..., Loop], peers: Peers, **params: Any) -> S
     for size in (ZC_ARENA, 1 << 20):
         deadline = time.monotonic() + 2
         while True:
-            loop = make_loop(zc_threshold=4096, arena_size=size, **params)
+            loop = make_loop(zc_threshold=4096, arena_size=size, zc_loopback=True, **params)
             p = loop.probe()
             if p.arena_registered or time.monotonic() > deadline:
                 break

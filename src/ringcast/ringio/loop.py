@@ -76,6 +76,7 @@ class LoopParams:
     arena_size: int = 4 << 20
     zc_threshold: int = 16384
     zc_keep: bool = False
+    zc_loopback: bool = False
     data_capacity: int = 4 << 20
     setup_flags: int = DEFAULT_SETUP_FLAGS
 
@@ -218,6 +219,10 @@ class Loop:
     def close(self, conn: int, flush: bool = False) -> None:
         """Close a connection; with ``flush`` its queued bytes go out first."""
         lib.rio_close(self._loop, conn, int(flush))
+
+    def generation(self, conn: int) -> int:
+        """The id's current generation, -1 if the id is free."""
+        return max(-1, int(lib.rio_generation(self._loop, conn)))
 
     def queued(self, conn: int) -> int:
         return max(0, int(lib.rio_queued(self._loop, conn)))

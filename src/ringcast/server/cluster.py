@@ -4,26 +4,35 @@ The rule that gives every node one order per channel without double delivery:
 while the bridge is up, a publish is *not* delivered locally; it goes to the
 broker, and every node (the origin included) delivers what the broker sends
 back, in the broker's order. The origin's publisher is excluded on the way
-back by an origin tag (node nonce + connection id) prefixed to the frame.
+back by an origin tag (node nonce, connection id, sequence) prefixed to the
+frame.
 
-While the broker is unreachable, publishes are delivered locally only (this
-process and the other workers of this host); messages that were on their way
-to the broker when it went away may be lost. The bridge reconnects with
-backoff and resubscribes every channel that has local subscribers.
+"Up" means proven, not assumed: both connections made, AUTH accepted, every
+SUBSCRIBE confirmed and a PING answered; afterwards a PING every few seconds
+must be answered in time. While the bridge is down, publishes are delivered on
+this host only. Messages this node published that the broker had not yet
+echoed when it went down are delivered locally then, once: local subscribers
+lose nothing to an outage. A new subscriber's handshake completes only once
+the broker confirmed its channel (`confirmed`), so nothing published
+elsewhere after its 101 can miss it.
 
 A bridge speaks over sockets on the worker's own loop: no thread, no second
-event loop. `Bridge` is the interface a NATS bridge would implement too.
+event loop, and no blocking connect (connects are polled from `maintain`).
+`Bridge` is the interface a NATS bridge would implement too.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import select
 import socket
 import struct
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import hiredis
 
@@ -32,10 +41,13 @@ from ringcast.ringio import Loop
 log = logging.getLogger("ringcast")
 
 CHANNEL_PREFIX = "ringcast:"
-_ORIGIN = struct.Struct("!8sI")
+_ORIGIN = struct.Struct("!8sIQ")     # node nonce, publishing conn, node sequence
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
-CONNECT_TIMEOUT = 0.5
+CONNECT_TIMEOUT = 2.0
+PING_INTERVAL, PING_TIMEOUT = 2.0, 3.0
 OUTBOUND_CAP = 64 << 20
+INFLIGHT_MAX = 100_000              # own messages awaiting their echo
+NO_CONN = 0xFFFFFFFF
 
 Deliver = Callable[[str, bytes, int], None]  # channel, frame, excluded local conn
 
@@ -50,10 +62,12 @@ class Bridge(Protocol):
     def connection_lost(self, conn: int) -> None: ...
     def subscribe(self, channel: str) -> None: ...
     def unsubscribe(self, channel: str) -> None: ...
+    def confirmed(self, channel: str) -> bool: ...
     def publish(self, channel: str, frame: bytes, origin_conn: int) -> bool: ...
     def next_attempt(self) -> float | None: ...
     def maintain(self, now: float) -> None: ...
     def status(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 def resp(*args: bytes) -> bytes:
@@ -64,134 +78,247 @@ def resp(*args: bytes) -> bytes:
     return b"".join(out)
 
 
+def _rname(channel: str) -> bytes:
+    return (CHANNEL_PREFIX + channel).encode()
+
+
 class RedisBridge:
     """Redis pub/sub over two connections on the worker's loop.
 
     ``sub`` is in subscriber mode (SUBSCRIBE/UNSUBSCRIBE, receives messages);
-    ``pub`` sends PUBLISH. Both must be up for the bridge to be connected.
+    ``pub`` sends AUTH, PUBLISH and PING and gets their replies in order.
     """
 
     def __init__(self, url: str, loop: Loop, deliver: Deliver,
-                 channels: Callable[[], list[str]]) -> None:
+                 channels: Callable[[], list[str]], *,
+                 on_confirmed: Callable[[str], None] = lambda _ch: None,
+                 on_down: Callable[[], None] = lambda: None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError(f"cluster.redis_url {url!r} is not redis://host[:port][/db]")
         self.url = url
         self.addr = (parts.hostname, parts.port or 6379)
-        self.password = parts.password
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
         self.loop = loop
         self.deliver = deliver
         self.local_channels = channels
+        self.on_confirmed = on_confirmed
+        self.on_down = on_down
         self.nonce = os.urandom(8)
         self.connected = False
         self.sub = -1
         self.pub = -1
         self._readers: dict[int, Any] = {}
-        self._subscribed: set[str] = set()
+        self._pub_expect: deque[bytes] = deque()    # replies owed on pub, oldest first
+        self._sub_auth_pending = False
+        self._wanted: set[str] = set()          # channels with local interest
+        self._confirmed: set[str] = set()       # SUBSCRIBE acknowledged by Redis
+        self._connecting: list[socket.socket] = []
+        self._connect_deadline = 0.0
+        self._handshaking = False
+        self._ping_due = 0.0
+        self._ping_sent: float | None = None
+        self._seq = 0
+        self._inflight: OrderedDict[int, tuple[str, bytes, int]] = OrderedDict()
         self._backoff = BACKOFF_MIN
         self._next_try: float | None = 0.0
         self._down_logged = False
+        self._now = 0.0
         self.published = 0
         self.received = 0
         self.reconnects = 0
         self.local_only = 0
 
-    # -- connection management -------------------------------------------
+    # -- the connection's life ----------------------------------------------
 
     def owns(self, conn: int) -> bool:
         return conn in self._readers
 
     def next_attempt(self) -> float | None:
+        if self._connecting:
+            return self._now + 0.02     # poll the connects in progress
+        if self.connected or self._handshaking:
+            return self._ping_due
         return self._next_try
 
     def maintain(self, now: float) -> None:
-        if self.connected or self._next_try is None or now < self._next_try:
-            return
+        self._now = now
+        if self._connecting:
+            self._poll_connect(now)
+        elif self.connected or self._handshaking:
+            self._keepalive(now)
+        elif self._next_try is not None and now >= self._next_try:
+            self._start_connect(now)
+
+    def _start_connect(self, now: float) -> None:
+        socks = []
         try:
-            sub = self._connect()
-            pub = self._connect()
+            for _ in range(2):
+                s = socket.socket(socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET)
+                socks.append(s)
+                s.setblocking(False)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                rc = s.connect_ex(self.addr)
+                if rc not in (0, errno.EINPROGRESS):
+                    raise OSError(rc, os.strerror(rc))
         except OSError as exc:
-            self._next_try = now + self._backoff
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-            if not self._down_logged:
-                log.warning("cluster: redis at %s:%d unreachable (%s); delivering locally only "
-                            "and retrying with backoff", *self.addr, exc.strerror or exc)
-                self._down_logged = True
+            for s in socks:
+                s.close()
+            self._failed(now, exc.strerror or str(exc))
             return
-        self.sub, self.pub = sub, pub
-        for conn in (sub, pub):
-            self._readers[conn] = hiredis.Reader()
-            if self.password:
-                self.loop.send(conn, resp(b"AUTH", self.password.encode()), force=True)
-        self._subscribed = set(self.local_channels())
-        if self._subscribed:
-            self.loop.send(sub, resp(b"SUBSCRIBE", *(CHANNEL_PREFIX.encode() + c.encode()
-                                                     for c in sorted(self._subscribed))),
+        self._connecting = socks
+        self._connect_deadline = now + CONNECT_TIMEOUT
+
+    def _poll_connect(self, now: float) -> None:
+        _, writable, _ = select.select([], self._connecting, [], 0)
+        if len(writable) < len(self._connecting):
+            if now >= self._connect_deadline:
+                self._abandon_connect()
+                self._failed(now, f"no answer within {CONNECT_TIMEOUT:.0f}s")
+            return
+        for s in self._connecting:
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._abandon_connect()
+                self._failed(now, os.strerror(err))
+                return
+        sub_sock, pub_sock = self._connecting
+        self._connecting = []
+        self.sub, self.pub = self.loop.adopt(sub_sock), self.loop.adopt(pub_sock)
+        self._readers = {self.sub: hiredis.Reader(), self.pub: hiredis.Reader()}
+        self._pub_expect.clear()
+        auth = self._auth_command()
+        if auth is not None:
+            self.loop.send(self.sub, auth, force=True)
+            self.loop.send(self.pub, auth, force=True)
+            self._sub_auth_pending = True
+            self._pub_expect.append(b"auth")
+        else:
+            self._sub_auth_pending = False
+        self._confirmed.clear()
+        self._wanted = set(self.local_channels()) | self._wanted
+        if self._wanted:
+            self.loop.send(self.sub, resp(b"SUBSCRIBE", *map(_rname, sorted(self._wanted))),
                            force=True)
+        self._handshaking = True
+        self._send_ping(now)
+
+    def _abandon_connect(self) -> None:
+        for s in self._connecting:
+            s.close()
+        self._connecting = []
+
+    def _auth_command(self) -> bytes | None:
+        if self.password is None:
+            return None
+        if self.username:
+            return resp(b"AUTH", self.username.encode(), self.password.encode())
+        return resp(b"AUTH", self.password.encode())
+
+    def _maybe_up(self) -> None:
+        if not self._handshaking or self._ping_sent is not None or self._sub_auth_pending:
+            return
+        if self._wanted - self._confirmed or b"auth" in self._pub_expect:
+            return
+        self._handshaking = False
         self.connected = True
         self._next_try = None
         self._backoff = BACKOFF_MIN
         self.reconnects += 1
         if self._down_logged or self.reconnects > 1:
             log.info("cluster: connected to redis at %s:%d, %d channels subscribed",
-                     *self.addr, len(self._subscribed))
+                     *self.addr, len(self._confirmed))
         self._down_logged = False
 
-    def _connect(self) -> int:
-        sock = socket.create_connection(self.addr, timeout=CONNECT_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.loop.adopt(sock)
+    def _keepalive(self, now: float) -> None:
+        if self._ping_sent is not None and now - self._ping_sent > PING_TIMEOUT:
+            self._down(f"no answer to PING within {PING_TIMEOUT:.0f}s")
+        elif self._ping_sent is None and now >= self._ping_due:
+            self._send_ping(now)
 
-    def connection_lost(self, conn: int) -> None:
-        if conn not in self._readers:
-            return
+    def _send_ping(self, now: float) -> None:
+        self.loop.send(self.pub, resp(b"PING"), force=True)
+        self._pub_expect.append(b"ping")
+        self._ping_sent = now
+        self._ping_due = now + PING_INTERVAL
+
+    def _failed(self, now: float, why: str) -> None:
+        self._next_try = now + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        if not self._down_logged:
+            log.warning("cluster: redis at %s:%d unreachable (%s); delivering locally only "
+                        "and retrying with backoff", *self.addr, why)
+            self._down_logged = True
+
+    def _down(self, why: str) -> None:
+        """Drop both connections, deliver what Redis never echoed, retry later."""
+        was_up = self.connected
         for c in (self.sub, self.pub):
             if c in self._readers:
                 self.loop.close(c)
         self._readers.clear()
         self.sub = self.pub = -1
-        if self.connected:
-            log.warning("cluster: lost the connection to redis at %s:%d; delivering locally "
-                        "only until it is back", *self.addr)
-            self._down_logged = True
         self.connected = False
-        self._next_try = 0.0
+        self._handshaking = False
+        self._ping_sent = None
+        self._confirmed.clear()
+        pending, self._inflight = self._inflight, OrderedDict()
+        for channel, frame, exclude in pending.values():
+            self.deliver(channel, frame, exclude)
+        self._failed(self._now, why)
+        if was_up and not self._down_logged:
+            log.warning("cluster: lost redis at %s:%d (%s); delivering locally only until it "
+                        "is back", *self.addr, why)
+        self._down_logged = True
+        self.on_down()
+
+    def connection_lost(self, conn: int) -> None:
+        if conn in self._readers:
+            self._down("connection closed")
 
     def close(self) -> None:
+        self._abandon_connect()
         for c in list(self._readers):
             self.loop.close(c)
         self._readers.clear()
         self.connected = False
         self._next_try = None
 
-    # -- subscriptions and messages ----------------------------------------
+    # -- subscriptions and messages ------------------------------------------
+
+    def confirmed(self, channel: str) -> bool:
+        return channel in self._confirmed
 
     def subscribe(self, channel: str) -> None:
-        if channel in self._subscribed:
+        if channel in self._wanted:
             return
-        self._subscribed.add(channel)
-        if self.connected:
-            self.loop.send(self.sub, resp(b"SUBSCRIBE", (CHANNEL_PREFIX + channel).encode()),
-                           force=True)
+        self._wanted.add(channel)
+        if self.connected or self._handshaking:
+            self.loop.send(self.sub, resp(b"SUBSCRIBE", _rname(channel)), force=True)
 
     def unsubscribe(self, channel: str) -> None:
-        if channel not in self._subscribed:
+        if channel not in self._wanted:
             return
-        self._subscribed.discard(channel)
-        if self.connected:
-            self.loop.send(self.sub, resp(b"UNSUBSCRIBE", (CHANNEL_PREFIX + channel).encode()),
-                           force=True)
+        self._wanted.discard(channel)
+        self._confirmed.discard(channel)
+        if self.connected or self._handshaking:
+            self.loop.send(self.sub, resp(b"UNSUBSCRIBE", _rname(channel)), force=True)
 
     def publish(self, channel: str, frame: bytes, origin_conn: int) -> bool:
         """Send to the broker; False when the bridge is down (deliver locally)."""
-        if not self.connected:
+        if not self.connected or len(self._inflight) >= INFLIGHT_MAX:
             self.local_only += 1
             return False
-        body = _ORIGIN.pack(self.nonce, origin_conn) + frame
-        if not self.loop.send(self.pub, resp(b"PUBLISH", (CHANNEL_PREFIX + channel).encode(),
-                                             body), cap=OUTBOUND_CAP):
+        self._seq += 1
+        body = _ORIGIN.pack(self.nonce, origin_conn, self._seq) + frame
+        if not self.loop.send(self.pub, resp(b"PUBLISH", _rname(channel), body),
+                              cap=OUTBOUND_CAP):
             self.local_only += 1
             return False
+        self._pub_expect.append(b"publish")
+        if channel in self._confirmed:   # its echo will come back to us
+            self._inflight[self._seq] = (channel, frame, origin_conn)
         self.published += 1
         return True
 
@@ -201,21 +328,56 @@ class RedisBridge:
             return
         reader.feed(data)
         while (reply := reader.gets()) is not False:
-            if conn == self.sub and isinstance(reply, list) and len(reply) == 3 \
-                    and reply[0] == b"message":
-                self._message(reply[1], reply[2])
-            elif isinstance(reply, hiredis.ReplyError):
-                log.error("cluster: redis answered an error: %s", reply)
+            if conn not in self._readers:
+                return      # went down while handling an earlier reply
+            if conn == self.sub:
+                self._sub_reply(reply)
+            else:
+                self._pub_reply(reply)
+
+    def _pub_reply(self, reply: Any) -> None:
+        what = self._pub_expect.popleft() if self._pub_expect else b"?"
+        if isinstance(reply, hiredis.ReplyError):
+            self._refused(what, reply)
+        elif what == b"ping":
+            self._ping_sent = None
+            self._maybe_up()
+        elif what == b"auth":
+            self._maybe_up()
+
+    def _sub_reply(self, reply: Any) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            self._refused(b"auth" if self._sub_auth_pending else b"subscribe", reply)
+        elif not isinstance(reply, list):
+            if self._sub_auth_pending:      # +OK to AUTH
+                self._sub_auth_pending = False
+                self._maybe_up()
+        elif len(reply) == 3 and reply[0] == b"message":
+            self._message(reply[1], reply[2])
+        elif len(reply) == 3 and reply[0] == b"subscribe":
+            name = reply[1].decode(errors="replace").removeprefix(CHANNEL_PREFIX)
+            if name in self._wanted:
+                self._confirmed.add(name)
+                self._maybe_up()
+                self.on_confirmed(name)
+
+    def _refused(self, what: bytes, reply: Any) -> None:
+        log.error("cluster: redis refused %s: %s (check the credentials in "
+                  "cluster.redis_url)", what.decode(), reply)
+        self._down(f"redis refused {what.decode()}")
 
     def _message(self, rchannel: bytes, body: bytes) -> None:
         name = rchannel.decode(errors="replace").removeprefix(CHANNEL_PREFIX)
         if len(body) < _ORIGIN.size:
             return
-        nonce, conn = _ORIGIN.unpack_from(body)
+        nonce, conn, seq = _ORIGIN.unpack_from(body)
         self.received += 1
-        exclude = conn if nonce == self.nonce else 0xFFFFFFFF
+        exclude = NO_CONN
+        if nonce == self.nonce:
+            self._inflight.pop(seq, None)
+            exclude = conn
         self.deliver(name, body[_ORIGIN.size:], exclude)
 
     def status(self) -> dict[str, Any]:
         return {"redis": "connected" if self.connected else "disconnected",
-                "channels": len(self._subscribed)}
+                "channels": len(self._confirmed)}

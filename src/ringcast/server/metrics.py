@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 # ringio stat -> (metric name, help, is_counter)
 _RING_STATS = {
-    "deliveries": ("ringcast_deliveries_total", "Frames queued to subscribers", True),
+    "deliveries": ("ringcast_deliveries_total",
+                   "Frames and HTTP responses queued to connections", True),
     "send_bytes": ("ringcast_bytes_out_total", "Bytes the kernel accepted for sending", True),
     "drops": ("ringcast_dropped_deliveries_total",
               "Deliveries skipped because a connection's queue was over its cap", True),

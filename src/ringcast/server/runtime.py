@@ -60,6 +60,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 3008
 ACCEPT_RETRY_DELAY = 0.1
 STATS_INTERVAL = 1.0
+LINK_WAIT = 2.0     # how long a new worker waits for its links before accepting
 
 
 def protocol_settings(config: Config) -> ProtocolSettings:
@@ -128,6 +129,8 @@ class Server:
         self.metrics = Metrics(self, worker)
         self.sessions: dict[int, Session] = {}
         self.listeners: dict[int, socket.socket | None] = {}
+        self._unarmed: list[socket.socket] = []
+        self._link_deadline = time.monotonic() + LINK_WAIT
         self.address: tuple[str, int] = ("", 0)
         self.stopping = False
         self.draining = False
@@ -137,12 +140,15 @@ class Server:
         self._seq = 0
         # Sessions waiting for their deadline: conn -> the deadline queued for it.
         self._deadlines: dict[int, float] = {}
-        # Connections closed with a flush; hard-closed if still there by the deadline.
-        self._flushing: dict[int, float] = {}
+        # Connections closed with a flush (id -> generation); closed hard if
+        # still there after close_timeout.
+        self._flushing: dict[int, int] = {}
         # HTTP publishes waiting for the end-of-iteration fan-out: (conn, channel).
         self._http_waiting: list[tuple[int, Channel | None]] = []
         self._run_counts: dict[int, int] = {}
         self._per_ip: Counter[str] = Counter()
+        # Handshakes waiting for the broker: conn -> (channel, bytes held back).
+        self._held: dict[int, tuple[str, list[bytes]]] = {}
         self._conn_ip: dict[int, str] = {}
         self._wake_id = -1
         self._wake_w: socket.socket | None = None
@@ -170,8 +176,19 @@ class Server:
         sock.bind((srv.host, srv.port))
         sock.listen(srv.backlog)
         self.address = sock.getsockname()[:2]
-        self.listeners[self.loop.listen(sock)] = None
+        self._unarmed.append(sock)
         return self.address
+
+    def accept_clients(self) -> None:
+        """Start accepting on the listeners `start` opened.
+
+        A worker of several calls this only once it is linked both ways to every
+        other worker (or after LINK_WAIT): until then the kernel holds new
+        connections in the backlog, so no client of this worker can miss a
+        message another worker publishes after the client's handshake.
+        """
+        while self._unarmed:
+            self.listeners[self.loop.listen(self._unarmed.pop())] = None
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT drain and stop; the loop wakes through a socketpair."""
@@ -183,6 +200,12 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def _linked(self) -> None:
+        self.accept_clients()
+        if self.on_linked is not None:
+            self.on_linked()
+            self.on_linked = None
 
     def request_reload(self) -> None:
         self._reload_requested = True
@@ -238,6 +261,8 @@ class Server:
         for lid in list(self.listeners):
             self.loop.close(lid)
         self.listeners.clear()
+        while self._unarmed:
+            self._unarmed.pop().close()
         log.info("draining: %d connections, up to %.1fs",
                  len(self.sessions), self.config.shutdown.drain_timeout)
         for conn, sess in list(self.sessions.items()):
@@ -292,9 +317,16 @@ class Server:
         self._run_timers(now)
         if self.peers is not None:
             self.peers.maintain(now)
-            if self.on_linked is not None and len(self.peers.out) == self.peers.count - 1:
-                self.on_linked()
-                self.on_linked = None
+            if self._unarmed:
+                others = self.peers.count - 1
+                if len(self.peers.out) == others and len(self.peers.inbound) >= others:
+                    self._linked()
+                elif now >= self._link_deadline:
+                    log.warning("not linked to every other worker after %.0fs (out %d, in %d "
+                                "of %d); accepting anyway: their messages reach this worker's "
+                                "clients once linked", LINK_WAIT, len(self.peers.out),
+                                len(self.peers.inbound), others)
+                    self._linked()
             if now >= self._next_stats:
                 self._next_stats = now + STATS_INTERVAL
                 self.peers.broadcast(encode_record(
@@ -314,7 +346,6 @@ class Server:
                 self.bridge.data_received(conn, ev.data)
             # else: the signal wake-up socket; its handler already ran
         elif kind == EventKind.ACCEPT:
-            self._flushing.pop(conn, None)  # that id was freed and reused
             if self.peers is not None and ev.aux == self.peers.listener:
                 self.peers.accepted(conn)
                 return
@@ -392,8 +423,14 @@ class Server:
 
     def _execute(self, conn: int, actions: list[Action]) -> None:
         loop = self.loop
+        if self.bridge is not None and self.bridge.connected:
+            self._hold_until_confirmed(conn, actions)
         for a in actions:
             if isinstance(a, SendBytes):
+                held = self._held.get(conn)
+                if held is not None:
+                    held[1].append(a.data)
+                    continue
                 sess = self.sessions.get(conn)
                 if sess is not None and sess.channel is not None:
                     # Frames already published to its channel this iteration go first.
@@ -407,9 +444,10 @@ class Server:
                 frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
                 self._publish(a.channel, frame, exclude)
             elif isinstance(a, Subscribe):
-                ch = self.hub.subscribe(conn, a.channel)
-                if len(ch) == 1 and self.bridge is not None:
+                if self.bridge is not None:
                     self.bridge.subscribe(a.channel)
+                if conn not in self._held:
+                    self.hub.subscribe(conn, a.channel)
             elif isinstance(a, HttpPublish):
                 self.metrics.published_http += 1
                 frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
@@ -447,13 +485,43 @@ class Server:
 
     def _unsubscribe(self, conn: int, sess: Session) -> None:
         name = sess.channel
+        self._held.pop(conn, None)
         if name is None:
             return
         self.hub.unsubscribe(conn, name)
         if self.bridge is not None:
             ch = self.hub.channels.get(name)
-            if ch is None or not ch.ids:
+            waiting = any(c == name for c, _ in self._held.values())
+            if (ch is None or not ch.ids) and not waiting:
                 self.bridge.unsubscribe(name)
+
+    # A subscriber's handshake completes only once the broker confirmed its
+    # channel: its 101 (and anything after) waits here, so a message published
+    # on another node after the client saw its 101 cannot miss it.
+
+    def _hold_until_confirmed(self, conn: int, actions: list[Action]) -> None:
+        assert self.bridge is not None
+        for a in actions:
+            if isinstance(a, Subscribe) and not self.bridge.confirmed(a.channel):
+                self._held[conn] = (a.channel, [])
+                return
+
+    def channel_confirmed(self, channel: str) -> None:
+        """The broker confirmed a subscription: complete the handshakes waiting on it."""
+        for conn, (name, data) in list(self._held.items()):
+            if name == channel:
+                self._release(conn, name, data)
+
+    def bridge_down(self) -> None:
+        """Local-only mode: nothing to wait for."""
+        for conn, (name, data) in list(self._held.items()):
+            self._release(conn, name, data)
+
+    def _release(self, conn: int, channel: str, data: list[bytes]) -> None:
+        del self._held[conn]
+        for chunk in data:
+            self.loop.send(conn, chunk, force=True)
+        self.hub.subscribe(conn, channel)
 
     def _publish(self, channel: str, frame: bytes, exclude: int) -> Channel | int | None:
         """Publish a framed message from a client of this worker.
@@ -500,15 +568,20 @@ class Server:
 
     def _linger_deadline(self, conn: int) -> None:
         # ringio flushes, shuts down writing and lingers for the peer's EOF;
-        # past close_timeout the connection is closed hard.
-        deadline = time.monotonic() + self.settings.close_timeout
-        self._flushing[conn] = deadline
-        self._call_later(deadline, lambda: self._force_close(conn, deadline))
+        # past close_timeout the connection is closed hard. The generation
+        # makes sure that is this connection, not a later one with its id.
+        gen = self.loop.generation(conn)
+        if gen < 0:
+            return
+        self._flushing[conn] = gen
+        self._call_later(time.monotonic() + self.settings.close_timeout,
+                         lambda: self._force_close(conn, gen))
 
-    def _force_close(self, conn: int, deadline: float) -> None:
-        if self._flushing.get(conn) == deadline:
-            del self._flushing[conn]
+    def _force_close(self, conn: int, gen: int) -> None:
+        if self.loop.generation(conn) == gen:
             self.loop.close(conn)
+        if self._flushing.get(conn) == gen:
+            del self._flushing[conn]
 
     # -- fan-out ----------------------------------------------------------
 
@@ -529,6 +602,12 @@ class Server:
             self.hub.channels.pop(ch.name, None)
 
     def _flush_channels(self) -> None:
+        # Answering a publish may release the next pipelined request, which
+        # publishes again: go on until nothing is waiting.
+        while self.hub.dirty or self._http_waiting:
+            self._flush_once()
+
+    def _flush_once(self) -> None:
         for ch in self.hub.take_dirty():
             self._flush_channel(ch)
         if self._http_waiting:

@@ -123,7 +123,8 @@ def _die_with_parent() -> None:
 
 
 def worker_count(setting: int | str) -> int:
-    return (os.cpu_count() or 1) if setting == "auto" else int(setting)
+    """``"auto"``: one per CPU this process may run on (taskset, cgroup cpusets)."""
+    return len(os.sched_getaffinity(0)) if setting == "auto" else int(setting)
 
 
 def _exit_text(status: int) -> str:

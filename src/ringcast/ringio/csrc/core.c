@@ -489,6 +489,12 @@ int rio_close(rio_loop *l, uint32_t id, int flush)
     return 0;
 }
 
+int64_t rio_generation(rio_loop *l, uint32_t id)
+{
+    conn *c = stream(l, id);
+    return c ? (int64_t)c->gen : -EBADF;
+}
+
 int64_t rio_queued(rio_loop *l, uint32_t id)
 {
     conn *c = stream(l, id);

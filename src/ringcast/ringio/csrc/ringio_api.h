@@ -50,6 +50,8 @@ typedef struct rio_params {
     uint32_t zc_threshold;    /* frames >= this use SEND_ZC when allowed; 0 = off  */
     uint32_t zc_keep;         /* keep zero-copy for a peer even after the kernel
                                  reports it copied (for measuring only)            */
+    uint32_t zc_loopback;     /* try zero-copy to loopback peers too (where the
+                                 kernel always copies: for tests and measuring)   */
     uint32_t data_capacity;   /* bytes of received data returned per reap          */
     int32_t engine;           /* 0 = io_uring, 1 = epoll                           */
     uint32_t setup_flags;     /* io_uring setup flags to try first (fallback drops
@@ -114,6 +116,9 @@ int rio_resume_accept(rio_loop *loop, uint32_t listener);
  * every operation on it has completed. */
 int rio_close(rio_loop *loop, uint32_t conn, int flush);
 int64_t rio_queued(rio_loop *loop, uint32_t conn);
+/* The id's generation (bumped each time it is freed), or -EBADF if it is free:
+ * lets a caller act later on "this connection" and not on a reuse of its id. */
+int64_t rio_generation(rio_loop *loop, uint32_t conn);
 
 /* Slots: refcounted frame memory. rio_slot_new copies len bytes and returns a
  * handle holding one reference (the caller's), or -errno. */

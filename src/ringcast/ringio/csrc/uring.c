@@ -43,10 +43,12 @@ static struct io_uring_sqe *get_sqe(rio_loop *l)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
     while (!sqe) {
-        /* SQ full: hand this chunk to the kernel; drain the CQ so it cannot
-         * overflow while a large fan-out is still being prepared. */
+        /* SQ full: hand this chunk to the kernel. Drain the CQ only when it is
+         * half full: draining earlier would complete the sends of this very
+         * fan-out, and the next frame of the burst would go out alone instead
+         * of queueing behind them and leaving coalesced. */
         submit(l);
-        if (!l->in_drain)
+        if (!l->in_drain && io_uring_cq_ready(&l->ring) > l->probe.cq_entries / 2)
             drain(l);
         sqe = io_uring_get_sqe(&l->ring);
     }
@@ -313,6 +315,24 @@ static void on_recv(rio_loop *l, struct io_uring_cqe *cqe)
     finish_op(l, id);
 }
 
+/* Zero-copy to a loopback peer always falls back to a copy (MSG_ZEROCOPY
+ * doc, "Loopback"), and only adds a notification per send. */
+static int peer_is_loopback(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 1;   /* AF_UNIX and the like: local */
+}
+
 static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
 {
     uint32_t lid = ud_idx(cqe->user_data);
@@ -327,6 +347,8 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
         } else {
             int one = 1;
             setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            if (l->probe.zc_enabled && !l->p.zc_loopback && peer_is_loopback(res))
+                l->conns[id].zc_off = 1;    /* the kernel would copy: don't try */
             arm_recv(l, (uint32_t)id);
             l->st.accepts++;
             rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, res, 0, lid);

@@ -12,8 +12,9 @@ Nothing here touches a socket, a clock or ``ringcast.ringio``; the runtime does.
 - :mod:`.head_limits`: request line and header limits; :mod:`.ratelimit`: the inbound
   message rate limit.
 - :mod:`.http_phase`: HTTP requests, the opening handshake and the HTTP API (h11, wsproto).
-- :mod:`.websocket_phase`: frames, messages, keepalive and closing (wsproto).
-- :mod:`.message_size`: the message size limit, enforced from frame headers.
+- :mod:`.websocket_phase`: messages, keepalive and closing, once the WebSocket is open.
+- :mod:`.frames`: reading client frames (RFC 6455 rules, UTF-8, the message size limit),
+  with no state kept between frames: wsproto's per-connection objects end with the 101.
 - :mod:`.channels`: channel name rules.
 - :mod:`.framing`: server frame encoding for the fan-out path.
 """

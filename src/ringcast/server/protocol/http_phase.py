@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -53,7 +54,6 @@ from http import HTTPStatus
 from typing import Final
 
 import h11
-from wsproto.connection import Connection as WebSocketConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection
 from wsproto.handshake import H11Handshake
@@ -105,11 +105,11 @@ class Upgrade:
     ``trailing`` holds bytes the client sent after its request (frames it did not wait
     to send); ``eof`` says the client closed its side after them. ``access`` is what the
     client's token (or the lack of one) allows; ``publish_until`` is when publishing with
-    it ends, on the session's clock (``None``: never).
+    it ends, on the session's clock (``None``: never). Nothing of wsproto is kept: the
+    WebSocket phase reads frames with its own :class:`~.frames.FrameReader`.
     """
 
     channel: str
-    connection: WebSocketConnection
     trailing: bytes
     eof: bool
     access: Access
@@ -144,6 +144,23 @@ class HttpPhase:
     one of these until :attr:`upgrade` is set or a :class:`CloseConnection` is emitted.
     """
 
+    __slots__ = (
+        "_answer_owed",
+        "_deadline",
+        "_eof",
+        "_guard",
+        "_h11",
+        "_head",
+        "_held",
+        "_now",
+        "_request",
+        "_served",
+        "_settings",
+        "_started",
+        "_unix_offset",
+        "upgrade",
+    )
+
     def __init__(
         self, settings: ProtocolSettings, now: float, unix_offset: float | None = None
     ) -> None:
@@ -157,8 +174,7 @@ class HttpPhase:
         self._deadline: float | None = now + settings.handshake_timeout
         self._request: _Request | None = None
         self._answer_owed: _Request | None = None
-        self._held = bytearray()  # bytes received while an answer is owed
-        self._max_held = held_limit(settings)
+        self._held: bytearray | None = None  # bytes received while an answer is owed
         self._eof = False
         self._head = False  # the current request is a HEAD: responses carry no body
         self._served = False  # an answer was sent: the connection was used
@@ -187,9 +203,12 @@ class HttpPhase:
         if not data:
             self._eof = True
         if self._answer_owed is not None:
+            if self._held is None:
+                self._held = bytearray()
             self._held += data
-            if len(self._held) > self._max_held:
-                detail = f"more than {self._max_held} bytes sent while an answer was owed"
+            max_held = held_limit(self._settings)
+            if len(self._held) > max_held:
+                detail = f"more than {max_held} bytes sent while an answer was owed"
                 out.append(Refused(Refusal.PIPELINE_OVERFLOW, 0, detail))
                 out.append(CloseConnection())
             return
@@ -264,9 +283,9 @@ class HttpPhase:
             except HeadLimitError as exc:
                 self._fail(exc.refusal, exc.status, str(exc), out)
                 return
-        held = bytes(self._held)
-        self._held.clear()
-        if held and not self._feed(held, out):
+        held = self._held
+        self._held = None
+        if held and not self._feed(bytes(held), out):
             return
         if self._eof:
             self._h11.receive_data(b"")
@@ -487,8 +506,8 @@ class HttpPhase:
         # frames are encoded once for every subscriber. The only subprotocol ever
         # selected is "ringcast", when offered (see .credentials).
         response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
-        connection = handshake.connection
-        assert connection is not None
+        # One copy of each channel name, however many subscribers it has.
+        channel = sys.intern(channel)
         trailing, eof = self._h11.trailing_data
         out.append(SendBytes(response))
         out.append(Subscribe(channel))
@@ -496,9 +515,7 @@ class HttpPhase:
         publish_until = None
         if access.publish_expires is not None:
             publish_until = access.publish_expires - (self._unix_offset or 0.0)
-        self.upgrade = Upgrade(
-            channel, connection, trailing, eof or self._eof, access, publish_until
-        )
+        self.upgrade = Upgrade(channel, trailing, eof or self._eof, access, publish_until)
 
     # -- checks ------------------------------------------------------------------------
 

@@ -259,7 +259,6 @@ class Session:
         ws = self._phase = WebSocketPhase(
             self.settings,
             upgrade.channel,
-            upgrade.connection,
             now,
             access=upgrade.access,
             publish_until=upgrade.publish_until,
