@@ -515,3 +515,37 @@ class TestInternalErrors:
 
         monkeypatch.setattr(WebSocketPhase, "receive_data", close_then_explode)
         assert without_bytes(client.send(WsClose(1000))) == [CloseConnection()]
+
+
+class TestWhichRuleComesFirst:
+    """When one frame breaks several rules: the frame rules (1002), then the size limit
+    (1009, on the header), then UTF-8 (1007), then the server's own policy (1008, at the
+    first payload byte, where wsproto reported the start of a message)."""
+
+    def test_invalid_utf8_before_publishing_disabled(self) -> None:
+        client = open_client(settings(client_publish=False))
+        client.feed(client_frame(TEXT, b"\xff"))
+        assert_failed(client, 1007)
+
+    def test_too_big_before_publishing_disabled(self) -> None:
+        client = open_client(settings(client_publish=False, max_message_size=10))
+        client.feed(client_frame(BINARY, length=11))
+        assert_failed(client, 1009)
+
+    def test_a_protocol_error_before_too_big(self) -> None:
+        client = open_client(settings(max_message_size=10))
+        client.feed(client_frame(BINARY, b"x" * 11, rsv=4))
+        assert_failed(client, 1002)
+
+    def test_the_policy_is_checked_at_the_first_payload_byte(self) -> None:
+        client = open_client(settings(client_publish=False))
+        frame = client_frame(BINARY, b"hello")
+        assert client.feed(frame[:6]) == []  # the header alone
+        assert client.session.state is SessionState.OPEN
+        client.feed(frame[6:7])
+        assert_failed(client, 1008)
+
+    def test_an_empty_first_frame_is_checked_at_its_header(self) -> None:
+        client = open_client(settings(client_publish=False))
+        client.feed(client_frame(TEXT, b"", fin=False))
+        assert_failed(client, 1008)

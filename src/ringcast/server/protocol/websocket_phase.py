@@ -80,7 +80,7 @@ class _Gate:
 
     __slots__ = ("bucket", "may_publish", "until")
 
-    def __init__(self, may_publish: bool, until: float | None, bucket: TokenBucket | None):
+    def __init__(self, may_publish: bool, until: float | None, bucket: TokenBucket | None) -> None:
         self.may_publish = may_publish
         self.until = until  # when publishing ends, on the session's clock; None: never
         self.bucket = bucket
@@ -119,7 +119,7 @@ class WebSocketPhase:
         self.channel = channel
         self.closing = False
         self._settings = settings
-        # The frame in progress, if any; None between frames (see _receive).
+        # The frame or fragmented message in progress, if any; None between them.
         self._reader: FrameReader | None = None
         may_publish = access is None or access.may_publish
         rate = settings.max_messages_per_second
