@@ -240,7 +240,7 @@ class RingConfig:
         ),
     )
     buffer_count: int = field(
-        default=4096,
+        default=2048,
         metadata=_spec(
             "Provided receive buffers, shared by all connections of a worker.",
             minimum=8,
@@ -249,7 +249,7 @@ class RingConfig:
         ),
     )
     buffer_size: int = field(
-        default=4096,
+        default=2048,
         metadata=_spec(
             "Size of each provided receive buffer.", minimum=256, maximum=_MIB, unit="bytes"
         ),
