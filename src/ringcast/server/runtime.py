@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,6 +60,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 3008
 ACCEPT_RETRY_DELAY = 0.1
 STATS_INTERVAL = 1.0
+ACCEPT_WARN_EVERY = 10.0
 LINK_WAIT = 2.0     # how long a new worker waits for its links before accepting
 
 
@@ -149,6 +150,7 @@ class Server:
         self._per_ip: Counter[str] = Counter()
         # Handshakes waiting for the broker: conn -> (channel, bytes held back).
         self._held: dict[int, tuple[str, list[bytes]]] = {}
+        self._accept_warned = -ACCEPT_WARN_EVERY
         self._conn_ip: dict[int, str] = {}
         self._wake_id = -1
         self._wake_w: socket.socket | None = None
@@ -339,6 +341,13 @@ class Server:
         if kind == EventKind.DATA:
             sess = self.sessions.get(conn)
             if sess is not None:
+                if self.loop.queued(conn) > self.config.limits.queue_max_bytes:
+                    # Its own answers (pongs, HTTP responses) are backing up: it sends
+                    # and does not read. Reading on would grow memory without bound.
+                    self.metrics.slow_closes += 1
+                    self.metrics.count_close("not_reading")
+                    self._drop(conn, flush=False)
+                    return
                 self._execute(conn, sess.receive_data(ev.data, now))
             elif self.peers is not None and conn in self.peers.inbound:
                 self._from_peer(conn, ev.data)
@@ -353,6 +362,12 @@ class Server:
                 self.loop.close(conn)
                 return
             self.metrics.accepted += 1
+            if len(self.sessions) >= self.config.limits.max_connections:
+                # The id table has spare ids for listeners and links: the limit on
+                # clients is enforced here, with an answer.
+                self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS,
+                             "the server is at its connection limit, retry later")
+                return
             if self.config.limits.max_connections_per_ip and not self._admit(conn, ev.res):
                 return
             sess = Session(self.settings, now, unix_offset=time.time() - now)
@@ -374,10 +389,14 @@ class Server:
         elif kind == EventKind.OVERFLOW:
             self._overflow(conn, now)
         elif kind == EventKind.ACCEPT_ERROR:
-            log.warning("accept failed: %s; pausing accepts for %.1fs "
-                        "(raise the open-files limit or lower limits.max_connections)",
-                        _errno_text(ev.res), ACCEPT_RETRY_DELAY)
             self.metrics.accept_errors += 1
+            if now >= self._accept_warned + ACCEPT_WARN_EVERY:
+                # Once per episode-ish: the count says how long it lasted.
+                log.warning("accept failed: %s (%d failures so far); pausing accepts for "
+                            "%.1fs at a time (raise the open-files limit, e.g. LimitNOFILE=, "
+                            "or lower limits.max_connections)", _errno_text(ev.res),
+                            self.metrics.accept_errors, ACCEPT_RETRY_DELAY)
+                self._accept_warned = now
             self._call_later(now + ACCEPT_RETRY_DELAY, lambda: self._resume(conn))
         elif kind == EventKind.REFUSED:
             self.metrics.refused += 1
@@ -392,15 +411,18 @@ class Server:
             return True  # not an IP socket (or already gone): nothing to count
         ip = ip.removeprefix("::ffff:")
         if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
-            self.metrics.refusals[Refusal.TOO_MANY_CONNECTIONS_PER_IP] += 1
-            self.loop.send(conn, error_response(503, "too many connections from your address"),
-                           force=True)
-            self.loop.close(conn, flush=True)
-            self._linger_deadline(conn)
+            self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS_PER_IP,
+                         "too many connections from your address")
             return False
         self._per_ip[ip] += 1
         self._conn_ip[conn] = ip
         return True
+
+    def _refuse(self, conn: int, reason: Refusal, message: str) -> None:
+        self.metrics.refusals[reason] += 1
+        self.loop.send(conn, error_response(503, message), force=True)
+        self.loop.close(conn, flush=True)
+        self._linger_deadline(conn)
 
     def _resume(self, listener: int) -> None:
         if listener in self.listeners:
@@ -425,7 +447,11 @@ class Server:
         loop = self.loop
         if self.bridge is not None and self.bridge.connected:
             self._hold_until_confirmed(conn, actions)
-        for a in actions:
+        # A work list, not recursion: an answer may release the next pipelined
+        # request, whose actions are appended here (thousands in one receive).
+        work = deque(actions)
+        while work:
+            a = work.popleft()
             if isinstance(a, SendBytes):
                 held = self._held.get(conn)
                 if held is not None:
@@ -453,14 +479,13 @@ class Server:
                 frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
                 target = self._publish(a.channel, frame, NO_CONN)
                 if isinstance(target, int):     # via the broker: local count now
-                    self._execute(conn, self.sessions[conn].publish_done(target))
-                    return
+                    work.extend(self.sessions[conn].publish_done(target))
+                    continue
                 self._http_waiting.append((conn, target))
             elif isinstance(a, HttpQuery):
                 sess = self.sessions[conn]
                 status, ctype, body = self._query(a.path)
-                self._execute(conn, sess.respond(status, ctype, body))
-                return  # respond() returned what follows
+                work.extend(sess.respond(status, ctype, body))
             elif isinstance(a, Refused):
                 self.metrics.refusals[a.reason] += 1
                 log.debug("refused conn %d: %s (%d) %s", conn, a.reason.value, a.code, a.detail)

@@ -45,6 +45,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+
+# wsproto decodes Host as IDNA, which imports these on first use: import them
+# now, so the first handshake cannot fail for want of a file descriptor.
+import encodings.idna  # noqa: F401
 import json
 import sys
 from collections.abc import Iterable
