@@ -365,6 +365,7 @@ class Server:
             if len(self.sessions) >= self.config.limits.max_connections:
                 # The id table has spare ids for listeners and links: the limit on
                 # clients is enforced here, with an answer.
+                self.metrics.refused += 1
                 self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS,
                              "the server is at its connection limit, retry later")
                 return
