@@ -96,6 +96,20 @@ class Hub:
         self.dirty[name] = ch
         return ch
 
+    def take_runs(self, ch: Channel) -> list[tuple[bytes, int, int]]:
+        """Take ``ch``'s pending frames as runs (see `Channel.runs`) for fan-out.
+
+        A channel nobody listens to any more yields nothing and is forgotten here,
+        the one place besides `unsubscribe` that removes channels.
+        """
+        self.dirty.pop(ch.name, None)
+        if ch.ids:
+            return ch.runs()
+        ch.pending.clear()
+        if self.channels.get(ch.name) is ch:
+            del self.channels[ch.name]
+        return []
+
     def take_dirty(self) -> list[Channel]:
         if not self.dirty:
             return []

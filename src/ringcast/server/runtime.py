@@ -152,7 +152,6 @@ class Server:
         self._held: dict[int, tuple[str, list[bytes]]] = {}
         self._accept_warned = -ACCEPT_WARN_EVERY
         self._conn_ip: dict[int, str] = {}
-        self._wake_id = -1
         self._wake_w: socket.socket | None = None
         # Other workers of this host, and the broker bridge (issue: scale out).
         self.peers: PeerLinks | None = None
@@ -197,7 +196,7 @@ class Server:
         r, w = socket.socketpair()
         w.setblocking(False)
         self._wake_w = w
-        self._wake_id = self.loop.adopt(r)
+        self.loop.adopt(r)     # the loop owns it: its DATA only wakes reap()
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
@@ -613,9 +612,7 @@ class Server:
 
     def _flush_channel(self, ch: Channel) -> None:
         cap = self.config.limits.queue_max_bytes
-        for frames, exclude, count in ch.runs():
-            if not ch.ids:
-                break
+        for frames, exclude, count in self.hub.take_runs(ch):
             slot = self.loop.slot(frames)
             try:
                 reached = self.loop.fanout(slot, ch.ids, len(ch.ids), exclude=exclude, cap=cap)
@@ -623,9 +620,6 @@ class Server:
                 self.loop.release(slot)
             self._run_counts[id(ch)] = reached
             self.metrics.messages_out += count
-        self.hub.dirty.pop(ch.name, None)
-        if not ch.ids:
-            self.hub.channels.pop(ch.name, None)
 
     def _flush_channels(self) -> None:
         # Answering a publish may release the next pipelined request, which
