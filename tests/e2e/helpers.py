@@ -70,9 +70,12 @@ class HttpResponse:
 
 
 def http(port: int, method: str, path: str, body: bytes = b"", *,
-         headers: dict[str, str] | None = None, timeout: float = TIMEOUT) -> HttpResponse:
-    """One request on a fresh http.client connection; the response read in full."""
-    conn = HTTPConnection(HOST, port, timeout=timeout)
+         headers: dict[str, str] | None = None, timeout: float = TIMEOUT,
+         source: str | None = None) -> HttpResponse:
+    """One request on a fresh http.client connection (from address ``source`` if given);
+    the response read in full."""
+    conn = HTTPConnection(HOST, port, timeout=timeout,
+                          source_address=None if source is None else (source, 0))
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -153,8 +156,8 @@ class Metrics:
         return sum(found)
 
 
-def metrics(port: int) -> Metrics:
-    resp = http(port, "GET", "/metrics")
+def metrics(port: int, source: str | None = None) -> Metrics:
+    resp = http(port, "GET", "/metrics", source=source)
     assert resp.status == 200, resp
     text = resp.body.decode()
     samples = []

@@ -93,6 +93,8 @@ class Probe:
     kernel_major: int
     kernel_minor: int
     ring_fd_registered: bool
+    fixed_files: int
+    fixed_files_errno: int
     has_send_zc: bool
     has_recv_multishot: bool
     has_accept_multishot: bool
@@ -111,6 +113,8 @@ class Probe:
             f"setup flags: {' | '.join(self.flag_names()) or 'none'}",
             f"ring: {self.sq_entries} SQ / {self.cq_entries} CQ entries, "
             f"ring fd registered: {'yes' if self.ring_fd_registered else 'no'}",
+            f"fixed files: {self.fixed_files} table slots" if self.fixed_files
+            else f"fixed files: no ({_strerror(self.fixed_files_errno)})",
             f"multishot accept: {'yes' if self.has_accept_multishot else 'no'}, "
             f"multishot recv: {'yes' if self.has_recv_multishot else 'no'}",
             f"SEND_ZC opcode: {'yes' if self.has_send_zc else 'no'}, "

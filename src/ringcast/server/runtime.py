@@ -405,10 +405,17 @@ class Server:
     def _admit(self, conn: int, fd: int) -> bool:
         """Per-address connection limit (limits.max_connections_per_ip, per worker)."""
         try:
-            with socket.socket(fileno=os.dup(fd)) as s:
-                ip = s.getpeername()[0]
+            s = socket.socket(fileno=fd)  # borrowed (detached below): the loop owns the fd
         except OSError:
-            return True  # not an IP socket (or already gone): nothing to count
+            return True  # already gone: its HUP follows
+        try:
+            if s.family not in (socket.AF_INET, socket.AF_INET6):
+                return True  # not an IP socket: nothing to count
+            ip = s.getpeername()[0]
+        except OSError:
+            return True  # reset before we looked: its HUP follows
+        finally:
+            s.detach()
         ip = ip.removeprefix("::ffff:")
         if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
             self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS_PER_IP,

@@ -67,6 +67,8 @@ typedef struct rio_probe {
     int32_t kernel_major;
     int32_t kernel_minor;
     int32_t ring_fd_registered;
+    uint32_t fixed_files;     /* slots in the sparse file table, 0 if none       */
+    int32_t fixed_files_errno;/* why registering the table failed, 0 if it did not */
     int32_t has_send_zc;
     int32_t has_recv_multishot;
     int32_t has_accept_multishot;

@@ -17,6 +17,13 @@
  *  - An fd number is closed only after every prepared SQE naming it has been
  *    submitted, so a new connection that reuses the number cannot receive a
  *    stale send.
+ *  - Fixed files: each connection's fd is also installed in the ring's sparse
+ *    file table at the connection's id, and its requests name that index
+ *    (IOSQE_FIXED_FILE), so the kernel skips an fget/fput per request. The
+ *    table is sized min(max_conns, RLIMIT_NOFILE) (a larger one fails with
+ *    EMFILE); a connection without a table entry uses its fd. The entry is
+ *    cleared before the fd is closed: the table holds a file reference, and
+ *    the socket would otherwise outlive close().
  */
 #include "ringio.h"
 
@@ -24,6 +31,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -55,6 +63,27 @@ static struct io_uring_sqe *get_sqe(rio_loop *l)
     return sqe;
 }
 
+/* Name the connection's file by its table index when it has one. The prep
+ * helpers reset sqe->flags, so this runs after them. */
+#define RIO_MAX_FIXED_FILES (1u << 20)    /* IORING_MAX_FIXED_FILES */
+
+static void target(struct io_uring_sqe *sqe, const conn *c, uint32_t id)
+{
+    if (c->fixed) {
+        sqe->fd = (int)id;
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+}
+
+/* One register call per connection, against an fget/fput per request. A
+ * failed install only means this connection's requests name its fd. */
+static void install_file(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    if (id < l->probe.fixed_files)
+        c->fixed = io_uring_register_files_update(&l->ring, id, &c->fd, 1) == 1;
+}
+
 static void arm_accept(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
@@ -70,6 +99,7 @@ static void arm_recv(rio_loop *l, uint32_t id)
     conn *c = &l->conns[id];
     struct io_uring_sqe *sqe = get_sqe(l);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    target(sqe, c, id);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
     io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c->gen, id));
@@ -155,6 +185,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
         s->refs++;          /* held until the notification CQE */
         l->zc[z] = (zc_rec){.slot = e->slot, .conn = id, .gen = c->gen, .next_free = RIO_NONE};
         io_uring_prep_send_zc_fixed(sqe, c->fd, s->data + e->off, e->len - e->off, flags, 0, 0);
+        target(sqe, c, id);
         sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SENDZC, 0, (uint32_t)z));
         c->inflight = 1;
@@ -163,6 +194,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
         struct iovec v;
         rio_fill_iov(l, c, &v, 1);
         io_uring_prep_send(sqe, c->fd, v.iov_base, v.iov_len, flags);
+        target(sqe, c, id);
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
         c->inflight = 1;
     } else {
@@ -172,6 +204,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
             struct iovec v;
             rio_fill_iov(l, c, &v, 1);
             io_uring_prep_send(sqe, c->fd, v.iov_base, v.iov_len, flags);
+            target(sqe, c, id);
             c->inflight = 1;
         } else {
             memset(&sc->msg, 0, sizeof(sc->msg));
@@ -180,6 +213,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
             c->inflight = (uint32_t)sc->msg.msg_iovlen;
             c->sc = sc;
             io_uring_prep_sendmsg(sqe, c->fd, &sc->msg, flags);
+            target(sqe, c, id);
             l->st.coalesced++;
         }
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
@@ -212,9 +246,16 @@ static void uring_close(rio_loop *l, uint32_t id)
         io_uring_prep_cancel64(sqe, ud_pack(c->kind == CK_LISTENER ? OP_ACCEPT : OP_RECV, c->gen, id), 0);
         io_uring_sqe_set_data64(sqe, ud_pack(OP_CANCEL, 0, 0));
     }
-    /* Every SQE naming this fd goes to the kernel before the number is freed. */
+    /* Every SQE naming this fd (or its table entry) goes to the kernel before
+     * the number is freed. Requests already issued keep their own reference
+     * to the file, so clearing the entry does not disturb them. */
     if (io_uring_sq_ready(&l->ring))
         submit(l);
+    if (c->fixed) {
+        int none = -1;
+        io_uring_register_files_update(&l->ring, id, &none, 1);
+        c->fixed = 0;
+    }
     if (c->kind == CK_STREAM)
         shutdown(fd, SHUT_RDWR);        /* wakes a send stuck on a full socket */
     close(fd);
@@ -349,6 +390,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
             setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
             if (l->probe.zc_enabled && !l->p.zc_loopback && peer_is_loopback(res))
                 l->conns[id].zc_off = 1;    /* the kernel would copy: don't try */
+            install_file(l, (uint32_t)id);
             arm_recv(l, (uint32_t)id);
             l->st.accepts++;
             rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, res, 0, lid);
@@ -469,6 +511,7 @@ static int uring_listen(rio_loop *l, uint32_t id)
 
 static int uring_adopt(rio_loop *l, uint32_t id)
 {
+    install_file(l, id);
     arm_recv(l, id);
     uring_flush(l);
     return 0;
@@ -574,6 +617,18 @@ int rio_uring_open(rio_loop *l, int *stage)
         io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * l->p.buf_size, l->p.buf_size,
                               (unsigned short)i, (int)mask, (int)i);
     io_uring_buf_ring_advance(l->br, (int)l->p.buf_count);
+
+    /* The sparse file table (see the top of this file). Within the soft
+     * RLIMIT_NOFILE, so liburing never raises the limit behind our back. */
+    struct rlimit nofile;
+    uint64_t nfiles = l->p.max_conns;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nfiles)
+        nfiles = nofile.rlim_cur;
+    if (nfiles > RIO_MAX_FIXED_FILES)
+        nfiles = RIO_MAX_FIXED_FILES;
+    rc = nfiles ? io_uring_register_files_sparse(&l->ring, (unsigned)nfiles) : -EINVAL;
+    pr->fixed_files = rc == 0 ? (uint32_t)nfiles : 0;
+    pr->fixed_files_errno = rc < 0 ? -rc : 0;
 
     /* Register the arena for SEND_ZC; failure (RLIMIT_MEMLOCK) only turns
      * zero-copy off. */
