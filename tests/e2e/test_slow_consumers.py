@@ -18,7 +18,17 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from .conftest import StartServer
-from .helpers import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket, close_payload, metrics, run
+from .helpers import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    RawWebSocket,
+    close_payload,
+    metrics,
+    publish,
+    run,
+    wait_until,
+)
 from .server import ServerProcess
 
 HEALTHY = 100
@@ -252,3 +262,45 @@ class TestSlowConsumer:
             assert m.value("ringcast_slow_consumer_closes_total") == 0
 
         run(main(), timeout=120)
+
+
+def _server_sockets_to(server_port: int, client_port: int) -> list[str]:
+    """TCP states (hex, /proc/net/tcp) of sockets from the server's port to a client's."""
+    states = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                states.append(state)
+    return states
+
+
+def test_non_reader_past_close_timeout_is_reset_and_leaves_no_orphan(
+        start_server: StartServer) -> None:
+    """A slow consumer closed with 3008 that never reads is reset at close_timeout:
+    no orphaned socket keeps its unsent bytes in the kernel afterwards."""
+    env = server_env("close") | {"LIMITS_CLOSE_TIMEOUT": 1}
+    server = start_server(**env)
+    slow = RawWebSocket.connect(server.port, "/firehose", SLOW_RCVBUF)
+    client_port = slow.sock.getsockname()[1]
+    try:
+        for i in range(MESSAGES):
+            publish(server.port, "firehose", payload(i))
+            if i % 64 == 63 and slow_detected(server.port, "close"):
+                break
+        assert slow_detected(server.port, "close"), "the non-reader was never closed"
+        assert _server_sockets_to(server.port, client_port), "no server socket before the reset"
+
+        def gone() -> bool:
+            return not _server_sockets_to(server.port, client_port)
+
+        run(wait_until(gone, 10, "the server's socket to the non-reader to go"))
+        # The client, reading at last, finds whole frames and then the reset.
+        while slow.recv_frame(timeout=10) is not None:
+            pass
+        assert slow.reset
+    finally:
+        slow.close()

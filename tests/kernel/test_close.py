@@ -3,6 +3,7 @@ and never letting a reused id see bytes meant for its previous owner."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 
@@ -171,3 +172,57 @@ def test_half_closed_peer_still_receives_then_flush_close_ends_it(
     assert c.eof
     st = stats_settle(loop, conns_live=base)
     assert (st["slots_live"], st["queued_bytes"]) == (0, 0)
+
+
+@pytest.mark.parametrize("zc_threshold", [0, 16384], ids=["plain-send", "zero-copy"])
+def test_trim_drops_what_has_not_started_and_the_next_frame_follows_whole_frames(
+        make_server: Callable[..., Server], zc_threshold: int) -> None:
+    # What a slow consumer's close frame relies on: after trim(), the next thing queued
+    # comes right after the frames already on their way, and no frame is cut.
+    srv = make_server(sndbuf=SMALL_BUF, zc_threshold=zc_threshold, zc_loopback=True)
+    loop = srv.loop
+    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
+    srv.peers.pause(c)
+    frames = [pattern(i, 8 << 10) for i in range(128)]     # 1 MiB in 8 KiB frames
+    for data in frames:
+        slot = loop.slot(data)
+        assert loop.fanout(slot, ids([c.conn]), 1) == 1
+        loop.release(slot)
+    srv.pump_for(0.05)
+    before = loop.queued(c.conn)
+    assert before > 512 << 10
+    dropped = loop.trim(c.conn)
+    assert dropped > 0
+    srv.pump_for(0.05)
+    assert loop.queued(c.conn) <= before - dropped
+    assert loop.send(c.conn, b"<close frame>")
+    loop.close(c.conn, flush=True)
+    srv.peers.resume(c)
+    srv.pump(lambda _ev: c.done, what="the marker then EOF")
+    assert c.eof and not c.error
+    rx = bytes(c.rx)
+    assert rx.endswith(b"<close frame>")
+    body = rx[:-len(b"<close frame>")]
+    whole, rest = divmod(len(body), 8 << 10)
+    assert rest == 0, f"a frame was cut: {len(body)} bytes before the marker"
+    assert body == b"".join(frames[:whole]), "the frames before the marker are the first ones"
+    assert whole < len(frames) // 2, f"{whole} of {len(frames)} frames went out: trim dropped few"
+    stats_settle(loop, queued_bytes=0, slots_live=0)
+
+
+def test_abort_resets_the_peer_instead_of_leaving_its_data_behind(
+        make_server: Callable[..., Server]) -> None:
+    srv = make_server(sndbuf=SMALL_BUF)
+    loop = srv.loop
+    base = loop.stats()["conns_live"]
+    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
+    srv.peers.pause(c)
+    _queue(srv, c, 16, 64 << 10)
+    srv.pump_for(0.05)
+    loop.close(c.conn, abort=True)
+    stats_settle(loop, conns_live=base, slots_live=0, queued_bytes=0)
+    srv.peers.resume(c)
+    srv.pump(lambda _ev: c.done, what="the reset at the client")
+    assert c.error == errno.ECONNRESET, (c.eof, c.error)
+    with pytest.raises(ValueError):
+        loop.close(c.conn, flush=True, abort=True)

@@ -220,9 +220,27 @@ class Loop:
     def resume_accept(self, listener: int) -> None:
         _check(lib.rio_resume_accept(self._loop, listener))
 
-    def close(self, conn: int, flush: bool = False) -> None:
-        """Close a connection; with ``flush`` its queued bytes go out first."""
-        lib.rio_close(self._loop, conn, int(flush))
+    def close(self, conn: int, flush: bool = False, *, abort: bool = False) -> None:
+        """Close a connection.
+
+        Default: what is queued is dropped; the peer gets what the kernel already
+        holds, then EOF. ``flush``: the queued bytes go out first, then EOF, and the
+        connection lingers until the peer closes too. ``abort``: everything is
+        dropped, the kernel's send buffer too, and the peer gets a reset; for a
+        peer that stopped reading, whose buffers would otherwise outlive the fd.
+        """
+        if flush and abort:
+            raise ValueError("close(): flush and abort exclude each other")
+        how = lib.RIO_CLOSE_FLUSH if flush else lib.RIO_CLOSE_ABORT if abort else lib.RIO_CLOSE_HARD
+        lib.rio_close(self._loop, conn, how)
+
+    def trim(self, conn: int) -> int:
+        """Drop the queued frames that have not started going out; return their bytes.
+
+        What is already on its way (a send in flight, a partly written frame)
+        stays, so the next thing queued (a close frame) follows whole frames.
+        """
+        return max(0, int(lib.rio_trim(self._loop, conn)))
 
     def generation(self, conn: int) -> int:
         """The id's current generation, -1 if the id is free."""

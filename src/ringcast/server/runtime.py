@@ -440,8 +440,12 @@ class Server:
         if sess is None:
             return
         if self.config.limits.slow_consumer_policy == "close":
-            # Stop fanning out to it at once; the close frame skips the queue cap.
+            # Stop fanning out to it at once, and drop the backlog that has not
+            # started going out: the close frame (which skips the queue cap) then
+            # follows what is already on its way, so a client that reads again
+            # learns why at once, and the backlog's memory is free now.
             self._unsubscribe(conn, sess)
+            self.loop.trim(conn)
             self.metrics.slow_closes += 1
             self.metrics.count_close("slow_consumer")
             self._execute(conn, sess.close(CLOSE_SLOW_CONSUMER, "slow consumer", now))
@@ -610,8 +614,11 @@ class Server:
                          lambda: self._force_close(conn, gen))
 
     def _force_close(self, conn: int, gen: int) -> None:
+        # The peer had close_timeout to read what we sent and answer: reset it, so
+        # what it left unread in our kernel buffers is freed now, not when TCP
+        # gives up on it.
         if self.loop.generation(conn) == gen:
-            self.loop.close(conn)
+            self.loop.close(conn, abort=True)
         if self._flushing.get(conn) == gen:
             del self._flushing[conn]
 

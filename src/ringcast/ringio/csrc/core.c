@@ -284,9 +284,10 @@ void rio_consume(rio_loop *l, uint32_t id, uint64_t n)
 }
 
 /* Release every queued entry that no operation in flight still reads. */
-void rio_drop_queue(rio_loop *l, conn *c)
+/* Drop queue entries from the tail until `keep` are left. */
+static void drop_tail(rio_loop *l, conn *c, uint32_t keep)
 {
-    while (c->qlen > c->inflight) {
+    while (c->qlen > keep) {
         qent *e = q_at(c, c->qlen - 1);
         uint32_t left = e->len - e->off;
         c->queued -= left;
@@ -298,6 +299,25 @@ void rio_drop_queue(rio_loop *l, conn *c)
         c->queued = 0;
         c->overflowed = 0;
     }
+}
+
+void rio_drop_queue(rio_loop *l, conn *c)
+{
+    drop_tail(l, c, c->inflight);
+}
+
+int64_t rio_trim(rio_loop *l, uint32_t id)
+{
+    conn *c = stream(l, id);
+    if (!c)
+        return -EBADF;
+    /* Entries stay whole: a frame cut in its middle would corrupt the stream. */
+    uint32_t keep = c->inflight;
+    if (!keep && c->qlen && q_at(c, 0)->off)
+        keep = 1;
+    uint64_t before = c->queued;
+    drop_tail(l, c, keep);
+    return (int64_t)(before - c->queued);
 }
 
 void rio_hup(rio_loop *l, uint32_t id, int err)
@@ -469,14 +489,21 @@ void rio_flushed(rio_loop *l, uint32_t id)
     c->state = CS_LINGER;
 }
 
-int rio_close(rio_loop *l, uint32_t id, int flush)
+int rio_close(rio_loop *l, uint32_t id, int how)
 {
     conn *c = stream(l, id);
     if (!c)
         return -EBADF;
     if (c->state == CS_CLOSING)
         return 0;
-    if (flush && c->kind == CK_STREAM && !c->send_broken) {
+    if (how == RIO_CLOSE_ABORT && c->kind == CK_STREAM) {
+        /* Linger 0: close() resets the connection and frees the socket's
+         * buffers now, instead of leaving an orphan that holds them until the
+         * kernel gives up on a peer that does not read. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    if (how == RIO_CLOSE_FLUSH && c->kind == CK_STREAM && !c->send_broken) {
         if (c->state != CS_OPEN)
             return 0;               /* already draining or lingering */
         if (c->qlen)

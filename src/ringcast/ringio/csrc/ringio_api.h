@@ -32,6 +32,13 @@ enum {
     RIO_SEND_FORCE = 1,      /* ignore cap (control frames must go out)           */
 };
 
+/* How rio_close() ends a connection. */
+enum {
+    RIO_CLOSE_HARD = 0,      /* drop what is queued, FIN after what the kernel has */
+    RIO_CLOSE_FLUSH = 1,     /* send what is queued first, then FIN and linger    */
+    RIO_CLOSE_ABORT = 2,     /* drop everything, the kernel's buffers too: RST    */
+};
+
 typedef struct rio_event {
     uint32_t kind;
     uint32_t conn;
@@ -114,10 +121,14 @@ const rio_stats *rio_get_stats(rio_loop *loop);
 int rio_listen(rio_loop *loop, int fd);
 int rio_adopt(rio_loop *loop, int fd);
 int rio_resume_accept(rio_loop *loop, uint32_t listener);
-/* Close: flush != 0 sends what is queued first. The id is reused only once
- * every operation on it has completed. */
-int rio_close(rio_loop *loop, uint32_t conn, int flush);
+/* Close as `how` says (RIO_CLOSE_*). The id is reused only once every
+ * operation on it has completed. */
+int rio_close(rio_loop *loop, uint32_t conn, int how);
 int64_t rio_queued(rio_loop *loop, uint32_t conn);
+/* Drop the queued entries that have not started going out (those behind a
+ * send in flight or a partly written head), so what is queued next follows
+ * the bytes already on their way. Returns the bytes dropped, or -EBADF. */
+int64_t rio_trim(rio_loop *loop, uint32_t conn);
 /* The id's generation (bumped each time it is freed), or -EBADF if it is free:
  * lets a caller act later on "this connection" and not on a reuse of its id. */
 int64_t rio_generation(rio_loop *loop, uint32_t conn);
