@@ -257,6 +257,15 @@ def test_redis_restart_under_continuous_publishing(start_node: StartNode,
             assert not [s for s in got[remote] if s in outage], "remote outage leaked"
             for p in ("pa", "pb"):
                 assert [s for s in got[p] if s >= up_from] == list(range(up_from, last))
+        # Every message a node's subscriber got came one way only: from Redis, published
+        # while Redis was down, or un-echoed when it went down; the counters add up.
+        for h, sub in ((ha, subs_a[0]), (hb, subs_b[0])):
+            m = await h.metrics()
+            got = sum(len(v) for v in streams(sub).values())
+            paths = {name: metric(m, f"ringcast_{name}_total") for name in (
+                "messages_from_cluster", "cluster_local_only_publishes",
+                "cluster_redelivered")}
+            assert sum(paths.values()) == got, (got, paths)
         close_all([*everyone, pa, pb, ha, hb])
 
     run(main())
@@ -452,6 +461,14 @@ def test_hung_redis_counts_as_down(start_node: StartNode, redis: RedisServer) ->
                              "local delivery while Redis does not answer")
         finally:
             redis.proc.send_signal(signal.SIGCONT)
+        # m:1 went to Redis, was never echoed, and was delivered locally once Redis
+        # counted as down: a redelivery, not a message from the cluster.
+        http = await open_conn(node.port)
+        m = await http.metrics()
+        assert metric(m, "ringcast_cluster_redelivered_total") == 1
+        assert metric(m, "ringcast_messages_from_cluster_total") == 1
+        assert metric(m, "ringcast_cluster_local_only_publishes_total") == 0
+        close_all([sub, pub, http])
 
     run(main())
 

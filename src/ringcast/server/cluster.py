@@ -56,6 +56,10 @@ class Bridge(Protocol):
     """What the runtime needs of a broker bridge."""
 
     connected: bool
+    received: int       # messages the broker delivered to this node
+    local_only: int     # publishes delivered on this node only: the broker was down
+    redelivered: int    # this node's messages the broker never echoed before it went
+                        # down, delivered locally then
 
     def owns(self, conn: int) -> bool: ...
     def data_received(self, conn: int, data: bytes) -> None: ...
@@ -129,6 +133,7 @@ class RedisBridge:
         self.received = 0
         self.reconnects = 0
         self.local_only = 0
+        self.redelivered = 0
 
     # -- the connection's life ----------------------------------------------
 
@@ -264,6 +269,7 @@ class RedisBridge:
         self._ping_sent = None
         self._confirmed.clear()
         pending, self._inflight = self._inflight, OrderedDict()
+        self.redelivered += len(pending)
         for channel, frame, exclude in pending.values():
             self.deliver(channel, frame, exclude)
         self._failed(self._now, why)

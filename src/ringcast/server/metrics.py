@@ -61,7 +61,6 @@ class Metrics(Collector):
         self.slow_closes = 0
         self.slow_drops = 0
         self.received_peers = 0
-        self.received_cluster = 0
         self.closes: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -145,7 +144,8 @@ class Metrics(Collector):
         yield counter("ringcast_messages_from_workers",
                       "Messages handed over by other workers of this host", self.received_peers)
         yield counter("ringcast_messages_from_cluster",
-                      "Messages received from the cluster broker", self.received_cluster)
+                      "Messages received from the cluster broker",
+                      0 if s.bridge is None else s.bridge.received)
         if s.peers is not None:
             yield gauge("ringcast_workers_linked", "Other workers this one can send to",
                         len(s.peers.out))
@@ -156,7 +156,10 @@ class Metrics(Collector):
                         int(s.bridge.connected))
             yield counter("ringcast_cluster_local_only_publishes",
                           "Publishes delivered on this host only: the broker was down",
-                          getattr(s.bridge, "local_only", 0))
+                          s.bridge.local_only)
+            yield counter("ringcast_cluster_redelivered",
+                          "This host's messages the broker never echoed before it went down, "
+                          "delivered locally then", s.bridge.redelivered)
         # Every worker's headline numbers (this one live, the others as of their
         # last report, at most a second old), and their sum across the host.
         if s.peers is not None:

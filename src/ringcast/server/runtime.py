@@ -575,8 +575,8 @@ class Server:
         return self.hub.publish(channel, frame, exclude)
 
     def deliver(self, channel: str, frame: bytes, exclude: int) -> None:
-        """A message from elsewhere (the broker): fan it out to local subscribers."""
-        self.metrics.received_cluster += 1
+        """A message from the broker bridge (the broker's, or one of ours it never echoed
+        before going down): fan it out to local subscribers. The bridge counts which."""
         self.hub.publish(channel, frame, exclude)
 
     def _from_peer(self, conn: int, data: bytes) -> None:
