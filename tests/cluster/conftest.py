@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.teardown import has_failed, pytest_runtest_makereport, stop_all
+
 from .procs import Node, RedisServer
+
+# pytest finds hooks by name in this module; this one comes from tests.support.
+__all__ = ["pytest_runtest_makereport"]
 
 StartNode = Callable[..., Node]
 
@@ -25,18 +30,6 @@ StartNode = Callable[..., Node]
 # restart in the middle of a test about something else; those tests set it short.
 NODE_DEFAULTS = {"LIMITS_HANDSHAKE_TIMEOUT": 120, "LIMITS_CLOSE_TIMEOUT": 60,
                  "SHUTDOWN_DRAIN_TIMEOUT": 5}
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
-def _failed(request: pytest.FixtureRequest) -> bool:
-    return any(getattr(getattr(request.node, f"rep_{p}", None), "failed", False)
-               for p in ("setup", "call"))
 
 
 MakeRedis = Callable[..., RedisServer]
@@ -55,7 +48,7 @@ def make_redis(request: pytest.FixtureRequest) -> Iterator[MakeRedis]:
 
     yield make
     for server in started:
-        if _failed(request):
+        if has_failed(request):
             print(f"---- redis-server log ----\n{server.log_path.read_text(errors='replace')}")
         server.cleanup()
 
@@ -76,16 +69,4 @@ def start_node(request: pytest.FixtureRequest) -> Iterator[StartNode]:
         return node
 
     yield start
-
-    errors = []
-    for node in started:
-        rc = node.stop()
-        if node.expect_exit is not None and rc != node.expect_exit:
-            errors.append(f"node :{node.port} exited with {rc}, expected {node.expect_exit}")
-    if errors or _failed(request):
-        for node in started:
-            print(f"---- {' '.join(node.args)} (workers={node.workers}) ----\n"
-                  f"{node.stderr_text()}")
-    for node in started:
-        node.cleanup()
-    assert not errors, "; ".join(errors)
+    stop_all(started, request)

@@ -8,20 +8,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Self
 
 import hiredis
 
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 20.0
-START_ATTEMPTS = 5
-WORKER_LISTENING = re.compile(
-    r"\[worker (\d+)\] ringcast \S+ listening on \S+:(\d+), backend (\S+)")
-LISTENING = re.compile(r"ringcast \S+ listening on \S+:(\d+), backend (\S+)")
+from tests.support.serverproc import LISTENING, ServerProcess
+
+WORKER_LISTENING = re.compile(r"\[worker (\d+)\] ringcast \S+ " + LISTENING.pattern)
 SUPERVISOR = re.compile(r"supervisor: (\d+) workers on \S+:(\d+)")
 
 
@@ -31,20 +28,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def poll_until(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 # -- redis-server --------------------------------------------------------------------
 
 
 class RedisServer:
     """``redis-server`` on a free port, no persistence; can be stopped and started again."""
+
+    # The port is picked up front: port 0 would turn redis-server's TCP listener off.
+    START_ATTEMPTS = 5
+    START_TIMEOUT = 15.0
+    STOP_TIMEOUT = 20.0
 
     def __init__(self, *extra: str, auth: tuple[str, ...] = ()) -> None:
         """``extra``: more redis-server arguments; ``auth``: AUTH arguments for `command`."""
@@ -66,8 +59,11 @@ class RedisServer:
 
     def start(self) -> None:
         assert self.proc is None
-        for _ in range(START_ATTEMPTS):
-            port = self.port or free_port()
+        # A restart keeps its port (the nodes were given the URL); a first start
+        # that lost its port to another process tries another one.
+        fixed = self.port
+        for _ in range(self.START_ATTEMPTS):
+            port = fixed or free_port()
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
                     [self.exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -76,7 +72,7 @@ class RedisServer:
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd=tempfile.gettempdir())
             self.port = port
-            deadline = time.monotonic() + START_TIMEOUT
+            deadline = time.monotonic() + self.START_TIMEOUT
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
                     if self.command("PING") == b"PONG":
@@ -96,7 +92,7 @@ class RedisServer:
             return
         self.proc.terminate()
         try:
-            self.proc.wait(STOP_TIMEOUT)
+            self.proc.wait(self.STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -140,86 +136,48 @@ class RedisServer:
 
 
 @dataclass
-class Node:
+class Node(ServerProcess):
     """One `ringcast serve` process: a supervisor and its workers, or a single worker."""
 
-    proc: subprocess.Popen[bytes]
-    args: list[str]
-    stderr_path: Path
-    workers: int
-    port: int = 0
-    backend: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    expect_exit: int | None = 0   # checked by the fixture at teardown (None: not checked)
+    START_TIMEOUT: ClassVar[float] = 15.0
+    STOP_TIMEOUT: ClassVar[float] = 20.0
+    NOT_LISTENING: ClassVar[str] = "not every worker listening"
+
+    workers: int = 1
 
     @classmethod
     def start(cls, workers: int = 1, backend: str | None = None,
-              config: str | None = None, cpus: set[int] | None = None, **env: object) -> Node:
+              config: str | None = None, cpus: set[int] | None = None, **env: object) -> Self:
         """``workers``: how many the test expects (RINGCAST_SERVER_WORKERS unless in ``env``);
-        ``cpus``: the CPU affinity of the process."""
-        last = ""
-        for _ in range(START_ATTEMPTS):
-            port = free_port()
-            args = [sys.executable, "-m", "ringcast", "serve", "--port", str(port)]
-            if cpus is not None:   # taskset execs the server: same pid
-                args = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *args]
-            if backend is not None:
-                args += ["--backend", backend]
-            if config is not None:
-                args += ["--config", config]
-            full_env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
-            full_env["RINGCAST_SERVER_WORKERS"] = str(workers)
-            full_env.update({f"RINGCAST_{k}": str(v) for k, v in env.items()})
-            fd, name = tempfile.mkstemp(prefix="ringcast-cluster-", suffix=".log")
-            with os.fdopen(fd, "wb") as stderr:
-                proc = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    env=full_env)
-            node = cls(proc, args, Path(name), workers, port=port, env=full_env)
-            if node._wait_started():
-                return node
-            last = node.stderr_text()
-            node.cleanup()
-            if "cannot listen" not in last:
-                break
-        raise AssertionError(f"ringcast serve did not start:\n{last}")
+        ``cpus``: the CPU affinity of the process. Returns once every worker listens."""
+        # taskset execs the server: same pid
+        prefix = () if cpus is None else ("taskset", "-c", ",".join(map(str, sorted(cpus))))
+        node = cls.spawn({"SERVER_WORKERS": workers, **env}, backend=backend, config=config,
+                         prefix=prefix)
+        node.workers = workers
+        node.wait_listening()
+        return node
 
     def listening_lines(self) -> list[re.Match[str]]:
-        text = self.stderr_text()
+        """The start-up lines logged so far; with several workers, group 1 is the worker's
+        index (a restarted worker logs another)."""
+        pattern = LISTENING if self.workers == 1 else WORKER_LISTENING
+        return list(pattern.finditer(self.stderr_text()))
+
+    def _listening(self) -> bool:
+        """With several workers: once each of them logged its line, which must agree with
+        the supervisor's on the count and the port."""
         if self.workers == 1:
-            return list(LISTENING.finditer(text))
-        return list(WORKER_LISTENING.finditer(text))
-
-    def _wait_started(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            lines = self.listening_lines()
-            if self.workers == 1 and lines:
-                self.backend = lines[0][2]
-                return True
-            if self.workers > 1 and {int(m[1]) for m in lines} == set(range(self.workers)):
-                sup = SUPERVISOR.search(self.stderr_text())
-                assert sup is not None and int(sup[1]) == self.workers, self.stderr_text()
-                assert all(int(m[2]) == self.port for m in lines), self.stderr_text()
-                self.backend = lines[0][3]
-                return True
-            time.sleep(0.02)
-        self.proc.kill()
-        self.proc.wait()
-        raise AssertionError(f"not every worker listening within {START_TIMEOUT}s:\n"
-                             f"{self.stderr_text()}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+            return super()._listening()
+        lines = self.listening_lines()
+        if {int(m[1]) for m in lines} != set(range(self.workers)):
+            return False
+        text = self.stderr_text()
+        sup = SUPERVISOR.search(text)
+        assert sup is not None and int(sup[1]) == self.workers, text
+        assert all(m["port"] == sup[2] for m in lines), text
+        self._take(lines[0])
+        return True
 
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> pid, from who holds the abstract link socket ``@ringcast-<pid>-<i>``."""
@@ -251,26 +209,3 @@ class Node:
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"ringcast serve did not exit within {timeout}s:\n"
-                                 f"{self.stderr_text()}") from None
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.wait(timeout)
-        except AssertionError:
-            return f"no exit within {timeout}s of SIGTERM (killed)"
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr_path.unlink(missing_ok=True)

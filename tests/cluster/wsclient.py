@@ -19,9 +19,11 @@ import base64
 import os
 import re
 import struct
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+# Re-exported: the tests wait with it alongside these clients.
+from tests.support.waiting import wait_until as wait_until  # noqa: PLC0414
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -283,21 +285,6 @@ async def open_many(port: int, n: int, channel: str, parallel: int = 64) -> list
             return conn
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
-
-
-async def wait_until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float,
-                     what: str | Callable[[], str], interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() >= deadline:
-            text = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout}s waiting for {text}")
-        await asyncio.sleep(interval)
 
 
 async def wait_counts(conns: Iterable[Conn], n: int, timeout: float, what: str) -> None:

@@ -14,10 +14,13 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from http.client import HTTPConnection
 from typing import Any, TypeVar
+
+# Re-exported: the tests wait with it alongside these clients.
+from tests.support.waiting import wait_until as wait_until  # noqa: PLC0414
 
 T = TypeVar("T")
 
@@ -36,22 +39,6 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
             return await coro
 
     return asyncio.run(bounded())
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str,
-    interval: float = 0.02,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # -- HTTP ---------------------------------------------------------------------------

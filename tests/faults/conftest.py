@@ -15,36 +15,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ringcast.ringio import RingUnavailable, probe
+from tests.support.backends import backend, io_uring_skip_reason
+from tests.support.teardown import pytest_runtest_makereport, stop_all
 
 from .server import ServerProcess
 from .wsload import Swarm
 
-BACKENDS = ("io_uring", "epoll")
+# pytest finds fixtures and hooks by name in this module; these come from tests.support.
+__all__ = ["backend", "io_uring_skip_reason", "pytest_runtest_makereport"]
 
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """Keep each phase's report on the item, so teardown knows whether the test failed."""
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
-@pytest.fixture(scope="session")
-def io_uring_skip_reason() -> str | None:
-    result = probe()
-    if isinstance(result, RingUnavailable):
-        return f"io_uring unavailable here: {result}"
-    return None
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, io_uring_skip_reason: str | None) -> str:
-    name: str = request.param
-    if name == "io_uring" and io_uring_skip_reason is not None:
-        pytest.skip(io_uring_skip_reason)
-    return name
+# On failure only the end of each log is printed: a soak logs for minutes.
+LOG_CHARS = 20_000
 
 
 def need_fds(n: int) -> None:
@@ -67,29 +48,14 @@ def start_server(backend: str, request: pytest.FixtureRequest) -> Iterator[Start
     started: list[ServerProcess] = []
 
     def start(*, nofile: int | None = None, **env: object) -> ServerProcess:
-        proc = ServerProcess.start(backend, {k: str(v) for k, v in env.items()}, nofile=nofile)
+        proc = ServerProcess.spawn(env, backend=backend, nofile=nofile)
+        proc.wait_listening()
         started.append(proc)
         assert proc.backend == backend, proc.stderr_text()
         return proc
 
     yield start
-
-    errors = []
-    for proc in started:
-        rc = proc.stop()
-        if rc != 0:
-            errors.append(f"server exited with {rc}, expected 0 after SIGTERM")
-    failed = any(
-        getattr(getattr(request.node, f"rep_{phase}", None), "failed", False)
-        for phase in ("setup", "call")
-    )
-    if errors or failed:
-        for proc in started:
-            print(f"---- ringcast serve {proc.args} env {proc.env} stderr ----\n"
-                  f"{proc.stderr_text()[-20000:]}")
-    for proc in started:
-        proc.cleanup()
-    assert not errors, "; ".join(errors)
+    stop_all(started, request, log_chars=LOG_CHARS)
 
 
 MakeSwarm = Callable[..., Swarm]
