@@ -79,7 +79,7 @@ def _fan_out_across_workers(start_node: StartNode, per_worker: int, n_ws: int, n
 
 async def _host_view_settled(conn: Conn, worker: str, other: str, per_worker: int) -> bool:
     m = await conn.metrics()
-    if ("ringcast_host_connections", frozenset({("worker", other)})) not in m:
+    if not m.has("ringcast_host_connections", worker=other):
         return False   # no report from the other worker yet
     mine = metric(m, "ringcast_host_connections", worker=worker)
     theirs = metric(m, "ringcast_host_connections", worker=other)

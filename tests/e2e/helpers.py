@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import socket
 import struct
 import time
@@ -18,6 +17,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from http.client import HTTPConnection
 from typing import Any, TypeVar
+
+from tests.support.metrics import Metrics
 
 # Re-exported: the tests wait with it alongside these clients.
 from tests.support.waiting import wait_until as wait_until  # noqa: PLC0414
@@ -126,36 +127,11 @@ def publish(port: int, channel: str, body: bytes | str, content_type: str | None
 
 # -- metrics ------------------------------------------------------------------------
 
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-
-
-@dataclass
-class Metrics:
-    text: str
-    samples: list[tuple[str, dict[str, str], float]]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of the samples named ``name`` whose labels include ``labels``."""
-        found = [v for n, lbl, v in self.samples
-                 if n == name and all(lbl.get(k) == w for k, w in labels.items())]
-        assert found, f"no sample {name}{labels or ''} in /metrics:\n{self.text}"
-        return sum(found)
-
-
 def metrics(port: int, source: str | None = None) -> Metrics:
+    """GET /metrics (from ``source``, when given) and parse it; asserts a 200."""
     resp = http(port, "GET", "/metrics", source=source)
     assert resp.status == 200, resp
-    text = resp.body.decode()
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m["labels"] or ""))
-        samples.append((m["name"], labels, float(m["value"])))
-    return Metrics(text, samples)
+    return Metrics(resp.body.decode())
 
 
 # -- raw WebSocket ------------------------------------------------------------------

@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from http.client import HTTPConnection
 from typing import Any
 
+# Re-exported: tests annotate with W.Metrics.
+from tests.support.metrics import Metrics as Metrics  # noqa: PLC0414
+
 HOST = "127.0.0.1"
 IP_BIND_ADDRESS_NO_PORT = 24
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -716,11 +719,6 @@ def assert_opened(conns: list[Conn], what: str) -> None:
 
 # -- HTTP (blocking, for metrics and one-off requests) -----------------------------
 
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$"
-)
-
-
 def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
     conn = HTTPConnection(HOST, port, timeout=timeout)
     try:
@@ -742,25 +740,8 @@ def http_post(port: int, path: str, body: bytes, ctype: str = "text/plain",
         conn.close()
 
 
-class Metrics:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            m = _SAMPLE.match(line)
-            assert m, f"not a Prometheus sample line: {line!r}"
-            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m["labels"] or ""))
-            self.samples.append((m["name"], labels, float(m["value"])))
-
-    def __getitem__(self, name: str) -> float:
-        found = [v for n, _, v in self.samples if n == name]
-        assert found, f"no sample {name} in /metrics:\n{self.text}"
-        return sum(found)
-
-
 def metrics(port: int) -> Metrics:
+    """GET /metrics and parse it; asserts a 200."""
     status, body = http_get(port, "/metrics")
     assert status == 200, (status, body[:200])
     return Metrics(body.decode())
