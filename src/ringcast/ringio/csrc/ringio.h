@@ -129,8 +129,9 @@ struct rio_loop {
     int in_drain;
     struct io_uring_buf_ring *br;
     char *bufs;
-    uint32_t *rearm;            /* ids whose recv must be re-armed              */
-    uint32_t nrearm;
+    uint32_t *rearm;            /* FIFO of ids whose recv must be re-armed      */
+    uint32_t rearm_head, nrearm;
+    uint8_t *rearm_mark;        /* the id is in the FIFO (at most once)         */
     send_ctx **sc_free;
     uint32_t nsc_free, sc_cap;
     zc_rec *zc;
