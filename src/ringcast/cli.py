@@ -129,9 +129,18 @@ def run_worker(config: Config, path: str | None, *, index: int, count: int, toke
     """Serve in this process: the whole server, or one worker of several."""
     from ringcast.server.backend import open_backend
     from ringcast.server.cluster import RedisBridge
+    from ringcast.server.fdlimit import raise_nofile
     from ringcast.server.runtime import Server
     from ringcast.server.workers import PeerLinks
 
+    # Before the ring exists: it sizes its file table by this limit.
+    nofile, needed = raise_nofile(config.limits.max_connections)
+    if nofile < needed:
+        log.warning("the open-files limit is %d, below the %d that limits.max_connections = %d "
+                    "needs: connections past it will be refused; raise the hard limit "
+                    "(LimitNOFILE= in the systemd unit, docker run --ulimit nofile=, ulimit -Hn) "
+                    "or lower limits.max_connections", nofile, needed,
+                    config.limits.max_connections)
     try:
         backend = open_backend(config)
     except RingcastError as exc:

@@ -33,6 +33,10 @@ MAX_CONNECTIONS = 50
 def test_out_of_fds_refuses_cleanly_and_recovers(
         start_server: StartServer, swarm: MakeSwarm, backend: str) -> None:
     srv = start_server(nofile=NOFILE)
+    # Told at start-up, before any client: the hard limit keeps it below what the
+    # default limits.max_connections needs.
+    assert f"the open-files limit is {NOFILE}, below the" in srv.stderr_text(), \
+        srv.stderr_tail(5)
     sw = swarm(srv.port, window=NOFILE + EXTRA)
     # One handshake first: the first one imports encodings.idna (see the xfail below).
     _warm_up(srv, sw)
