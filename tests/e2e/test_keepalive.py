@@ -73,6 +73,31 @@ class TestRFC6455Section5_5_2Ping:
             ws.close()
 
 
+class TestRFC6455Section5_5_1CloseFrame:
+    def test_no_data_frame_follows_the_servers_close_frame(
+            self, start_server: StartServer) -> None:
+        # "After sending a Close frame, the endpoint MUST NOT send any further data
+        # frames." The server closes a silent client (1011) and then waits close_timeout
+        # for its answer: a publish in that window must not reach it.
+        server = start_server(LIMITS_PING_INTERVAL=0.5, LIMITS_PING_TIMEOUT=0.5,
+                              LIMITS_CLOSE_TIMEOUT=3)
+        ws = RawWebSocket.connect(server.port, "/late")
+        try:
+            while (frame := ws.recv_frame(timeout=5)) is not None:
+                if frame.opcode == OP_CLOSE:
+                    break
+            assert frame is not None and frame.close_code == 1011, frame
+            r = publish(server.port, "late", "after the close", "text/plain")
+            assert r.status == 200
+            assert r.json()["subscribers"] == 0, "a closing connection is still subscribed"
+            rest = []
+            while (frame := ws.recv_frame(timeout=5)) is not None:
+                rest.append(frame)
+            assert not rest, f"frames after the close frame: {rest}"
+        finally:
+            ws.close()
+
+
 class TestHandshakeTimeout:
     def test_silent_connection_is_closed(self, start_server: StartServer) -> None:
         server = start_server(LIMITS_HANDSHAKE_TIMEOUT=0.5)

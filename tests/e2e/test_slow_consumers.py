@@ -292,6 +292,8 @@ def test_non_reader_past_close_timeout_is_reset_and_leaves_no_orphan(
             if i % 64 == 63 and slow_detected(server.port, "close"):
                 break
         assert slow_detected(server.port, "close"), "the non-reader was never closed"
+        # Its backlog was dropped at the 3008, not left to wait for close_timeout.
+        assert metrics(server.port).value("ringcast_slow_consumer_dropped_bytes_total") > 0
         assert _server_sockets_to(server.port, client_port), "no server socket before the reset"
 
         def gone() -> bool:

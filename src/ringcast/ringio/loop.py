@@ -114,6 +114,8 @@ class Probe:
             f"ring: {self.sq_entries} SQ / {self.cq_entries} CQ entries, "
             f"ring fd registered: {'yes' if self.ring_fd_registered else 'no'}",
             f"fixed files: {self.fixed_files} table slots" if self.fixed_files
+            else "fixed files: no (needs kernel >= 6.13)"
+            if self.fixed_files_errno == errno.EOPNOTSUPP
             else f"fixed files: no ({_strerror(self.fixed_files_errno)})",
             f"multishot accept: {'yes' if self.has_accept_multishot else 'no'}, "
             f"multishot recv: {'yes' if self.has_recv_multishot else 'no'}",

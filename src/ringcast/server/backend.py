@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from ringcast.config import Config
 from ringcast.errors import BackendError
 from ringcast.ringio import Engine, Loop, LoopParams, RingUnavailable
+from ringcast.server.workers import worker_count
 
 # Ids the loop needs beyond client connections: listeners, the signal wake-up
-# socket, bridges. Kept apart so max_connections means client connections.
+# socket, the broker bridge's two connections; plus two links per other worker
+# (see `reserved_ids`). Kept apart so max_connections means client connections.
 RESERVED_IDS = 16
+
+
+def reserved_ids(workers: int) -> int:
+    """Ids beyond client connections for one of ``workers`` processes."""
+    return RESERVED_IDS + 2 * max(0, workers - 1)
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ def loop_params(config: Config, engine: Engine) -> LoopParams:
     ring = config.ring
     return LoopParams(
         engine=engine,
-        max_conns=config.limits.max_connections + RESERVED_IDS,
+        max_conns=config.limits.max_connections + reserved_ids(worker_count(config.server.workers)),
         sq_entries=ring.sq_entries,
         cq_entries=ring.cq_entries,
         buf_count=ring.buffer_count,

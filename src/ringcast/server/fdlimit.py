@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import resource
 
-# Beyond the connections themselves: listeners, worker links, the broker's two
-# connections, the ring, log files and /proc reads.
+# Beyond the loop's connection ids (clients, listeners, worker links, the broker):
+# the ring, the epoll set, log files, /proc reads.
 FD_HEADROOM = 64
 
 
 def raise_nofile(max_connections: int) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE toward ``max_connections + FD_HEADROOM``.
+    """Raise the soft RLIMIT_NOFILE toward ``max_connections + FD_HEADROOM``, where
+    ``max_connections`` counts every connection the loop may hold.
 
     Returns ``(soft, needed)``: the soft limit now in force and what the
     configuration needs; ``soft < needed`` when the hard limit is lower.

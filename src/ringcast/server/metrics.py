@@ -60,6 +60,7 @@ class Metrics(Collector):
         self.messages_out = 0
         self.slow_closes = 0
         self.slow_drops = 0
+        self.slow_trimmed_bytes = 0
         self.received_peers = 0
         self.closes: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
@@ -133,6 +134,9 @@ class Metrics(Collector):
                       "Messages sent to at least one subscriber", self.messages_out)
         yield counter("ringcast_slow_consumer_closes",
                       "Connections closed with 3008 for falling behind", self.slow_closes)
+        yield counter("ringcast_slow_consumer_dropped_bytes",
+                      "Queued bytes dropped, never sent, when a slow consumer was closed",
+                      self.slow_trimmed_bytes)
         yield counter("ringcast_slow_consumer_overflows",
                       "Times a connection's queue reached its cap (drop policy)",
                       self.slow_drops)

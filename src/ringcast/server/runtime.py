@@ -49,7 +49,7 @@ from ringcast.server.protocol.actions import (
 )
 from ringcast.server.protocol.framing import encode_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
-from ringcast.server.protocol.session import Session
+from ringcast.server.protocol.session import Session, SessionState
 from ringcast.server.protocol.settings import ProtocolSettings
 from ringcast.server.workers import PeerLinks
 
@@ -439,13 +439,15 @@ class Server:
         sess = self.sessions.get(conn)
         if sess is None:
             return
+        if sess.state is not SessionState.OPEN:
+            return  # closing already: its close frame is queued, keep it
         if self.config.limits.slow_consumer_policy == "close":
             # Stop fanning out to it at once, and drop the backlog that has not
             # started going out: the close frame (which skips the queue cap) then
             # follows what is already on its way, so a client that reads again
             # learns why at once, and the backlog's memory is free now.
             self._unsubscribe(conn, sess)
-            self.loop.trim(conn)
+            self.metrics.slow_trimmed_bytes += self.loop.trim(conn)
             self.metrics.slow_closes += 1
             self.metrics.count_close("slow_consumer")
             self._execute(conn, sess.close(CLOSE_SLOW_CONSUMER, "slow consumer", now))
@@ -505,6 +507,9 @@ class Server:
                 return
         sess = self.sessions.get(conn)
         if sess is not None:
+            if sess.state is SessionState.CLOSING:
+                # RFC 6455 section 5.5.1: no data frame after our close frame.
+                self._unsubscribe(conn, sess)
             self._schedule(conn, sess)
 
     def _query(self, path: str) -> tuple[int, str, bytes]:

@@ -85,19 +85,22 @@ static void install_file(rio_loop *l, uint32_t id)
         c->fixed = io_uring_register_files_update(&l->ring, id, &c->fd, 1) == 1;
 }
 
+/* recv_armed is set before get_sqe(), which may drain: a re-arm served
+ * there must see this one and not arm a second request on the socket. */
 static void arm_accept(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
+    c->recv_armed = 1;
     struct io_uring_sqe *sqe = get_sqe(l);
     io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, c->gen, id));
     c->ops++;
-    c->recv_armed = 1;
 }
 
 static void arm_recv(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
+    c->recv_armed = 1;
     struct io_uring_sqe *sqe = get_sqe(l);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     target(sqe, c, id);
@@ -105,7 +108,6 @@ static void arm_recv(rio_loop *l, uint32_t id)
     sqe->buf_group = 0;
     io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c->gen, id));
     c->ops++;
-    c->recv_armed = 1;
 }
 
 static void return_buffer(rio_loop *l, uint32_t bid)
@@ -346,7 +348,9 @@ static void rearm_some(rio_loop *l)
         l->nrearm--;
         l->rearm_mark[id] = 0;
         conn *c = &l->conns[id];
-        if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->recv_armed) {
+        /* (the id may belong to a newer connection by now: re-arm only what
+         * has no receive and has not seen its end) */
+        if (c->kind == CK_STREAM && c->state != CS_CLOSING && !c->recv_armed && !c->rd_closed) {
             l->st.rearms++;
             arm_recv(l, id);
             budget--;
@@ -654,7 +658,15 @@ int rio_uring_open(rio_loop *l, int *stage)
         nfiles = nofile.rlim_cur;
     if (nfiles > RIO_MAX_FIXED_FILES)
         nfiles = RIO_MAX_FIXED_FILES;
-    rc = nfiles ? io_uring_register_files_sparse(&l->ring, (unsigned)nfiles) : -EINVAL;
+    /* Before 6.13 a file cleared from the table is released only once every
+     * older resource node is, and a multishot recv holds its node for the
+     * connection's life: one idle subscriber would keep every socket closed
+     * after it allocated (liburing#1192). 6.13 gave each resource its own
+     * node. */
+    if (kv < 613)
+        rc = -EOPNOTSUPP;
+    else
+        rc = nfiles ? io_uring_register_files_sparse(&l->ring, (unsigned)nfiles) : -EINVAL;
     pr->fixed_files = rc == 0 ? (uint32_t)nfiles : 0;
     pr->fixed_files_errno = rc < 0 ? -rc : 0;
 
