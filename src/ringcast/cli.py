@@ -127,14 +127,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def run_worker(config: Config, path: str | None, *, index: int, count: int, token: str,
                ready: Callable[[], None]) -> int:
     """Serve in this process: the whole server, or one worker of several."""
-    from ringcast.server.backend import open_backend, reserved_ids
+    from ringcast.server.backend import loop_ids, open_backend
     from ringcast.server.cluster import RedisBridge
     from ringcast.server.fdlimit import raise_nofile
     from ringcast.server.runtime import Server
     from ringcast.server.workers import PeerLinks
 
     # Before the ring exists: it sizes its file table by this limit.
-    nofile, needed = raise_nofile(config.limits.max_connections + reserved_ids(count))
+    nofile, needed = raise_nofile(loop_ids(config))
     if nofile < needed:
         log.warning("the open-files limit is %d, below the %d that limits.max_connections = %d "
                     "needs: connections past it will be refused; raise the hard limit "

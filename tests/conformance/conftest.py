@@ -1,32 +1,27 @@
 """Conformance fixtures: an echo-mode `ringcast serve` per backend, and the Autobahn script.
 
-Self-contained on purpose (no import from tests/e2e): this directory can run alone.
+Built on tests.support alone (not on another suite), so this directory can run alone.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ringcast.ringio import RingUnavailable, probe
+from tests.support.backends import backend, io_uring_skip_reason
+from tests.support.serverproc import ServerProcess
+from tests.support.teardown import pytest_runtest_makereport, stop_all
+
+# pytest finds fixtures and hooks by name in this module; these come from tests.support.
+__all__ = ["backend", "io_uring_skip_reason", "pytest_runtest_makereport"]
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 AUTOBAHN = SHARED / "tools" / "autobahn"
 SCRIPT = AUTOBAHN / "run_fuzzingclient.sh"
-LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+), backend (?P<backend>\S+)")
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 30.0
 
 
 def find_python27() -> str | None:
@@ -60,60 +55,17 @@ def autobahn_script() -> Path:
     return SCRIPT
 
 
-@pytest.fixture(params=["io_uring", "epoll"])
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "io_uring":
-        result = probe()
-        if isinstance(result, RingUnavailable):
-            pytest.skip(f"io_uring unavailable here: {result}")
-    return name
+class EchoServer(ServerProcess):
+    """`ringcast serve` in echo mode (what Autobahn's echo tests need)."""
 
-
-@dataclass
-class EchoServer:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    port: int
-    backend: str
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    STOP_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def echo_server(backend: str, tmp_path: Path) -> Iterator[EchoServer]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
-    env.update(RINGCAST_SERVER_ECHO="true", RINGCAST_LIMITS_MAX_MESSAGE_SIZE="67108864")
-    port = _free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ringcast", "serve", "--port", str(port),
-             "--backend", backend],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    server = EchoServer(proc, log, port, backend)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not (m := LISTENING.search(server.stderr())):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"ringcast serve did not start:\n{server.stderr()}")
-        time.sleep(0.02)
-    assert m["backend"] == backend
-    assert int(m["port"]) == port
+def echo_server(backend: str, request: pytest.FixtureRequest) -> Iterator[EchoServer]:
+    server = EchoServer.spawn({"SERVER_ECHO": "true", "LIMITS_MAX_MESSAGE_SIZE": 67108864},
+                              backend=backend)
+    server.wait_listening()
+    assert server.backend == backend, server.stderr_text()
     yield server
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"no exit within {STOP_TIMEOUT}s of SIGTERM:\n{server.stderr()}")
-    assert rc == 0, f"exit code {rc} after SIGTERM:\n{server.stderr()}"
+    stop_all([server], request)

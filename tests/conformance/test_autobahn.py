@@ -44,7 +44,7 @@ def test_fuzzingclient(autobahn_script: Path, echo_server: EchoServer, tmp_path:
           f"in {summary.get('duration_s')}s")
     assert summary["status"] == "completed", output
     assert counts["FAILED"] == 0, (
-        f"{counts}\nFAILED:\n{_brief(summary['failed'])}\n{echo_server.stderr()[-3000:]}")
+        f"{counts}\nFAILED:\n{_brief(summary['failed'])}\n{echo_server.stderr_text()[-3000:]}")
     assert counts["NON-STRICT"] == 0, f"{counts}\nNON-STRICT:\n{_brief(summary['non_strict'])}"
     assert counts["UNIMPLEMENTED"] == 0, counts
     assert summary["total"] >= 300, summary["total"]

@@ -18,6 +18,16 @@ pytestmark = pytest.mark.kernel
 SMALL_BUF = 4096
 
 
+def _stalled(srv: Server, frames: int, size: int) -> tuple[Client, bytes]:
+    """A client that reads nothing, ``frames`` slots of ``size`` bytes queued to it and
+    the kernel's buffers given time to fill; returns it and the stream queued."""
+    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
+    srv.peers.pause(c)
+    stream = _queue(srv, c, frames, size)
+    srv.pump_for(0.05)
+    return c, stream
+
+
 def _queue(srv: Server, c: Client, frames: int, size: int, seq0: int = 0) -> bytes:
     """Fan out ``frames`` slots to one client (slots released at once); return the stream."""
     sent = []
@@ -39,10 +49,7 @@ def test_close_drops_queued_data_frees_slot_refs_and_peer_sees_eof(
     srv = make_server(sndbuf=SMALL_BUF, zc_threshold=zc_threshold, zc_loopback=True)
     loop = srv.loop
     base = loop.stats()["conns_live"]
-    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
-    srv.peers.pause(c)
-    stream = _queue(srv, c, 16, 64 << 10)       # 1 MiB in 64 KiB slots, the client not reading
-    srv.pump_for(0.05)
+    c, stream = _stalled(srv, 16, 64 << 10)     # 1 MiB in 64 KiB slots
     assert loop.queued(c.conn) > 512 << 10
     loop.close(c.conn)
     srv.peers.resume(c)
@@ -60,10 +67,7 @@ def test_close_with_flush_delivers_everything_queued_then_eof_and_lingers(
     srv = make_server(sndbuf=SMALL_BUF)
     loop = srv.loop
     base = loop.stats()["conns_live"]
-    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
-    srv.peers.pause(c)
-    stream = _queue(srv, c, 64, 16 << 10)       # 1 MiB
-    srv.pump_for(0.05)
+    c, stream = _stalled(srv, 64, 16 << 10)     # 1 MiB
     loop.close(c.conn, flush=True)
     late = loop.slot(b"late")
     assert loop.fanout(late, ids([c.conn]), 1) == 0, "no new frames once closing"
@@ -107,11 +111,8 @@ def test_reused_id_never_receives_bytes_meant_for_the_old_connection(
     srv = make_server(sndbuf=SMALL_BUF)
     loop = srv.loop
     base = loop.stats()["conns_live"]
-    (old,) = srv.connect(1, rcvbuf=SMALL_BUF)
-    srv.peers.pause(old)
+    old, old_stream = _stalled(srv, 32, 32 << 10)  # 1 MiB stuck behind a full socket
     old_id = old.conn
-    old_stream = _queue(srv, old, 32, 32 << 10)  # 1 MiB stuck behind a full socket
-    srv.pump_for(0.05)
     loop.close(old_id)
     stats_settle(loop, conns_live=base)         # io_uring frees the id after its last CQE
     (new,) = srv.connect(1)
@@ -181,14 +182,8 @@ def test_trim_drops_what_has_not_started_and_the_next_frame_follows_whole_frames
     # comes right after the frames already on their way, and no frame is cut.
     srv = make_server(sndbuf=SMALL_BUF, zc_threshold=zc_threshold, zc_loopback=True)
     loop = srv.loop
-    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
-    srv.peers.pause(c)
-    frames = [pattern(i, 8 << 10) for i in range(128)]     # 1 MiB in 8 KiB frames
-    for data in frames:
-        slot = loop.slot(data)
-        assert loop.fanout(slot, ids([c.conn]), 1) == 1
-        loop.release(slot)
-    srv.pump_for(0.05)
+    frames = 128
+    c, stream = _stalled(srv, frames, 8 << 10)  # 1 MiB in 8 KiB frames
     before = loop.queued(c.conn)
     assert before > 512 << 10
     dropped = loop.trim(c.conn)
@@ -205,8 +200,8 @@ def test_trim_drops_what_has_not_started_and_the_next_frame_follows_whole_frames
     body = rx[:-len(b"<close frame>")]
     whole, rest = divmod(len(body), 8 << 10)
     assert rest == 0, f"a frame was cut: {len(body)} bytes before the marker"
-    assert body == b"".join(frames[:whole]), "the frames before the marker are the first ones"
-    assert whole < len(frames) // 2, f"{whole} of {len(frames)} frames went out: trim dropped few"
+    assert body == stream[:len(body)], "the frames before the marker are the first ones"
+    assert whole < frames // 2, f"{whole} of {frames} frames went out: trim dropped few"
     stats_settle(loop, queued_bytes=0, slots_live=0)
 
 
@@ -215,10 +210,7 @@ def test_abort_resets_the_peer_instead_of_leaving_its_data_behind(
     srv = make_server(sndbuf=SMALL_BUF)
     loop = srv.loop
     base = loop.stats()["conns_live"]
-    (c,) = srv.connect(1, rcvbuf=SMALL_BUF)
-    srv.peers.pause(c)
-    _queue(srv, c, 16, 64 << 10)
-    srv.pump_for(0.05)
+    c, _ = _stalled(srv, 16, 64 << 10)
     loop.close(c.conn, abort=True)
     stats_settle(loop, conns_live=base, slots_live=0, queued_bytes=0)
     srv.peers.resume(c)

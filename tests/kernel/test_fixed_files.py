@@ -89,6 +89,16 @@ def _table_of(conns: list[Client]) -> dict[int, str]:
     return found[0]
 
 
+def _broadcast(srv: Server, clients: list[Client], data: bytes) -> None:
+    """Fan ``data`` out to ``clients`` (which have received nothing yet) and check it."""
+    slot = srv.loop.slot(data)
+    assert srv.loop.fanout(slot, ids(c.conn for c in clients), len(clients)) == len(clients)
+    srv.loop.release(slot)
+    srv.received(clients, len(data))
+    for c in clients:
+        assert bytes(c.rx) == data
+
+
 @contextmanager
 def _soft_nofile(limit: int) -> Iterator[None]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -121,12 +131,7 @@ def test_connections_are_installed_at_their_id_and_removed_on_close(
     # (its inode in /proc/net/tcp goes to 0) instead of holding it for them.
     srv.pump(lambda _ev: inode not in _tcp_inodes(), what="the closed socket's release")
 
-    slot = srv.loop.slot(pattern(1, 100))
-    assert srv.loop.fanout(slot, ids(c.conn for c in rest), len(rest)) == len(rest)
-    srv.loop.release(slot)
-    srv.received(rest, 100)
-    for c in rest:
-        assert bytes(c.rx) == pattern(1, 100)
+    _broadcast(srv, rest, pattern(1, 100))
 
 
 def test_table_fits_rlimit_nofile_and_connections_beyond_it_use_their_fd(
@@ -151,12 +156,7 @@ def test_table_fits_rlimit_nofile_and_connections_beyond_it_use_their_fd(
     assert all(c.conn not in table for c in beyond)
     assert len(table) == len(clients) - len(beyond)
 
-    slot = srv.loop.slot(pattern(2, 300))
-    assert srv.loop.fanout(slot, ids(c.conn for c in clients), len(clients)) == len(clients)
-    srv.loop.release(slot)
-    srv.received(clients, 300)
-    for c in clients:
-        assert bytes(c.rx) == pattern(2, 300)
+    _broadcast(srv, clients, pattern(2, 300))
     talkers = {c.conn: c for c in beyond[:2]}
     for c in talkers.values():
         srv.peers.send(c, b"ping %d" % c.conn)

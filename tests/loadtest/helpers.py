@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ringcast.loadtest.client import LoadTest, Options
+from tests.support.serverproc import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,35 +43,21 @@ def faulty_server(*args: str) -> Iterator[int]:
             proc.stdout.close()
 
 
+class _Serve(ServerProcess):
+    START_TIMEOUT = 20.0
+
+
 @contextlib.contextmanager
 def ringcast_server(backend: str, **env: str) -> Iterator[tuple[int, int]]:
-    """Run `ringcast serve` on a free port with ``backend``; yields (port, pid)."""
-    port = free_port()
-    environ = {**os.environ, "RINGCAST_LIMITS_MAX_CONNECTIONS": "4000", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ringcast", "serve", "--port", str(port), "--backend", backend],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=environ)
+    """Run `ringcast serve` with ``backend`` (``env``: overrides without ``RINGCAST_``);
+    yields (port, pid)."""
+    server = _Serve.spawn({"LIMITS_MAX_CONNECTIONS": 4000, **env}, backend=backend)
+    server.wait_listening()
     try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 20
-        seen = []
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                raise AssertionError("ringcast serve exited:\n" + "".join(seen))
-            seen.append(line)
-            if "listening on" in line:
-                break
-        yield port, proc.pid
+        yield server.port, server.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        server.stop()
+        server.cleanup()
 
 
 def run(port: int, channel: str = "bench", **opts: Any) -> dict[str, Any]:

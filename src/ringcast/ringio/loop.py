@@ -105,6 +105,13 @@ class Probe:
     def flag_names(self) -> list[str]:
         return [name for bit, name in _FLAG_NAMES.items() if self.setup_flags & bit]
 
+    def _fixed_files_text(self) -> str:
+        if self.fixed_files:
+            return f"{self.fixed_files} table slots"
+        if self.fixed_files_errno == errno.EOPNOTSUPP:
+            return "no (needs kernel >= 6.13)"
+        return f"no ({_strerror(self.fixed_files_errno)})"
+
     def __str__(self) -> str:
         if self.engine is Engine.EPOLL:
             return "engine: epoll"
@@ -113,10 +120,7 @@ class Probe:
             f"setup flags: {' | '.join(self.flag_names()) or 'none'}",
             f"ring: {self.sq_entries} SQ / {self.cq_entries} CQ entries, "
             f"ring fd registered: {'yes' if self.ring_fd_registered else 'no'}",
-            f"fixed files: {self.fixed_files} table slots" if self.fixed_files
-            else "fixed files: no (needs kernel >= 6.13)"
-            if self.fixed_files_errno == errno.EOPNOTSUPP
-            else f"fixed files: no ({_strerror(self.fixed_files_errno)})",
+            f"fixed files: {self._fixed_files_text()}",
             f"multishot accept: {'yes' if self.has_accept_multishot else 'no'}, "
             f"multishot recv: {'yes' if self.has_recv_multishot else 'no'}",
             f"SEND_ZC opcode: {'yes' if self.has_send_zc else 'no'}, "

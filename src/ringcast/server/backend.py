@@ -16,13 +16,15 @@ from ringcast.server.workers import worker_count
 
 # Ids the loop needs beyond client connections: listeners, the signal wake-up
 # socket, the broker bridge's two connections; plus two links per other worker
-# (see `reserved_ids`). Kept apart so max_connections means client connections.
+# (see `loop_ids`). Kept apart so max_connections means client connections.
 RESERVED_IDS = 16
 
 
-def reserved_ids(workers: int) -> int:
-    """Ids beyond client connections for one of ``workers`` processes."""
-    return RESERVED_IDS + 2 * max(0, workers - 1)
+def loop_ids(config: Config) -> int:
+    """Connection ids one process's loop holds: client connections, plus
+    ``RESERVED_IDS`` and two links per other worker."""
+    workers = worker_count(config.server.workers)
+    return config.limits.max_connections + RESERVED_IDS + 2 * max(0, workers - 1)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def loop_params(config: Config, engine: Engine) -> LoopParams:
     ring = config.ring
     return LoopParams(
         engine=engine,
-        max_conns=config.limits.max_connections + reserved_ids(worker_count(config.server.workers)),
+        max_conns=loop_ids(config),
         sq_entries=ring.sq_entries,
         cq_entries=ring.cq_entries,
         buf_count=ring.buffer_count,

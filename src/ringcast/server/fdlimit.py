@@ -17,14 +17,14 @@ import resource
 FD_HEADROOM = 64
 
 
-def raise_nofile(max_connections: int) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE toward ``max_connections + FD_HEADROOM``, where
-    ``max_connections`` counts every connection the loop may hold.
+def raise_nofile(connections: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE toward ``connections + FD_HEADROOM``, where
+    ``connections`` counts every connection the loop may hold.
 
     Returns ``(soft, needed)``: the soft limit now in force and what the
     configuration needs; ``soft < needed`` when the hard limit is lower.
     """
-    needed = max_connections + FD_HEADROOM
+    needed = connections + FD_HEADROOM
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)

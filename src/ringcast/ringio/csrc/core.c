@@ -283,7 +283,6 @@ void rio_consume(rio_loop *l, uint32_t id, uint64_t n)
         c->overflowed = 0;
 }
 
-/* Release every queued entry that no operation in flight still reads. */
 /* Drop queue entries from the tail until `keep` are left. */
 static void drop_tail(rio_loop *l, conn *c, uint32_t keep)
 {
@@ -301,6 +300,7 @@ static void drop_tail(rio_loop *l, conn *c, uint32_t keep)
     }
 }
 
+/* Release every queued entry that no operation in flight still reads. */
 void rio_drop_queue(rio_loop *l, conn *c)
 {
     drop_tail(l, c, c->inflight);

@@ -36,6 +36,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#define RIO_MAX_FIXED_FILES (1u << 20)    /* the kernel's IORING_MAX_FIXED_FILES */
+
 static void drain(rio_loop *l);
 static void finish_op(rio_loop *l, uint32_t id);
 
@@ -66,8 +68,6 @@ static struct io_uring_sqe *get_sqe(rio_loop *l)
 
 /* Name the connection's file by its table index when it has one. The prep
  * helpers reset sqe->flags, so this runs after them. */
-#define RIO_MAX_FIXED_FILES (1u << 20)    /* IORING_MAX_FIXED_FILES */
-
 static void target(struct io_uring_sqe *sqe, const conn *c, uint32_t id)
 {
     if (c->fixed) {

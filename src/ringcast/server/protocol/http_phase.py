@@ -75,9 +75,9 @@ from .actions import (
     SendBytes,
     Subscribe,
 )
-from .auth import Access, AuthError
+from .auth import Access, AuthError, Grant
 from .channels import validate_channel
-from .credentials import read_credentials
+from .credentials import Credentials, read_credentials
 from .head_limits import HeadGuard, HeadLimitError
 from .refusals import Refusal
 from .settings import ProtocolSettings
@@ -403,12 +403,9 @@ class HttpPhase:
             return None
         auth = self._settings.authenticator
         try:
-            credentials = read_credentials(
-                event.headers, event.target, websocket=False, tokens=auth.enabled
-            )
-            grant = auth.authenticate(
-                credentials.token,
-                self._unix_now(),
+            _, grant = self._authenticate(
+                event,
+                websocket=False,
                 required=auth.publish_configured,
                 action="publishing ('Authorization: Bearer <token>')",
             )
@@ -493,14 +490,8 @@ class HttpPhase:
             return
         auth = self._settings.authenticator
         try:
-            credentials = read_credentials(
-                event.headers, event.target, websocket=True, tokens=auth.enabled
-            )
-            grant = auth.authenticate(
-                credentials.token,
-                self._unix_now(),
-                required=auth.require_subscribe,
-                action="subscribing",
+            credentials, grant = self._authenticate(
+                event, websocket=True, required=auth.require_subscribe, action="subscribing"
             )
             access = auth.subscriber_access(grant, channel)
         except AuthError as exc:
@@ -522,6 +513,19 @@ class HttpPhase:
         self.upgrade = Upgrade(channel, trailing, eof or self._eof, access, publish_until)
 
     # -- checks ------------------------------------------------------------------------
+
+    def _authenticate(
+        self, event: h11.Request, *, websocket: bool, required: bool, action: str
+    ) -> tuple[Credentials, Grant | None]:
+        """The request's credentials and what its token grants; raises AuthError."""
+        auth = self._settings.authenticator
+        credentials = read_credentials(
+            event.headers, event.target, websocket=websocket, tokens=auth.enabled
+        )
+        grant = auth.authenticate(
+            credentials.token, self._unix_now(), required=required, action=action
+        )
+        return credentials, grant
 
     def _unix_now(self) -> float | None:
         """Unix time now, if the runtime gave the session its clock's offset."""
