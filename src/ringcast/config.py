@@ -305,8 +305,8 @@ class LimitsConfig:
     max_messages_per_second: float = field(
         default=0.0,
         metadata=_spec(
-            "Inbound WebSocket messages (and pings) one connection may send per second, on "
-            "average (a token bucket); more closes it with 1008; 0 = no limit.",
+            "Inbound WebSocket messages one connection may send per second, on average (a "
+            "token bucket); more closes it with 1008; 0 = no limit.",
             minimum=0,
             maximum=1_000_000,
             unit="messages/second",
@@ -321,6 +321,52 @@ class LimitsConfig:
             minimum=1,
             maximum=1_000_000,
             unit="messages",
+            reloadable=True,
+        ),
+    )
+    max_message_frames: int = field(
+        default=1024,
+        metadata=_spec(
+            "Most frames one inbound WebSocket message may be split into; more closes the "
+            "connection with 1008 (each frame costs the server a parse).",
+            minimum=1,
+            maximum=_MIB,
+            unit="frames",
+            reloadable=True,
+        ),
+    )
+    max_control_frames_per_second: float = field(
+        default=1.0,
+        metadata=_spec(
+            "Pings and unsolicited pongs one connection may send per second, on average (a "
+            "token bucket; the pong answering the server's ping is free); more closes it with "
+            "1008; 0 = no limit.",
+            minimum=0,
+            maximum=1_000_000,
+            unit="frames/second",
+            reloadable=True,
+        ),
+    )
+    control_frame_burst: int = field(
+        default=20,
+        metadata=_spec(
+            "Pings and pongs a connection may send at once before max_control_frames_per_second "
+            "applies (the size of its token bucket).",
+            minimum=1,
+            maximum=1_000_000,
+            unit="frames",
+            reloadable=True,
+        ),
+    )
+    message_timeout: float = field(
+        default=60.0,
+        metadata=_spec(
+            "Time an inbound WebSocket frame or message may take from its first byte to its "
+            "last; longer closes the connection with 1008.",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=3600,
+            unit="seconds",
             reloadable=True,
         ),
     )

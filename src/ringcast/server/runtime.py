@@ -47,7 +47,7 @@ from ringcast.server.protocol.actions import (
     SendBytes,
     Subscribe,
 )
-from ringcast.server.protocol.framing import encode_frame
+from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
 from ringcast.server.protocol.session import Session, SessionState
 from ringcast.server.protocol.settings import ProtocolSettings
@@ -55,9 +55,6 @@ from ringcast.server.workers import PeerLinks
 
 log = logging.getLogger("ringcast")
 
-OP_TEXT, OP_BINARY = 1, 2
-CLOSE_GOING_AWAY = 1001
-CLOSE_SLOW_CONSUMER = 3008
 ACCEPT_RETRY_DELAY = 0.1
 STATS_INTERVAL = 1.0
 ACCEPT_WARN_EVERY = 10.0
@@ -95,6 +92,10 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         allowed_origins=config.http.allowed_origins,
         max_messages_per_second=lim.max_messages_per_second,
         message_burst=lim.message_burst,
+        max_message_frames=lim.max_message_frames,
+        max_control_frames_per_second=lim.max_control_frames_per_second,
+        control_frame_burst=lim.control_frame_burst,
+        message_timeout=lim.message_timeout,
         max_request_line=lim.max_request_line,
         max_header_size=lim.max_header_size,
         max_headers=lim.max_headers,
@@ -267,7 +268,7 @@ class Server:
         log.info("draining: %d connections, up to %.1fs",
                  len(self.sessions), self.config.shutdown.drain_timeout)
         for conn, sess in list(self.sessions.items()):
-            self._execute(conn, sess.close(CLOSE_GOING_AWAY, "server shutting down", now))
+            self._execute(conn, sess.close(CloseCode.GOING_AWAY, "server shutting down", now))
         self._flush_channels()
 
     def run(self) -> None:
@@ -450,7 +451,7 @@ class Server:
             self.metrics.slow_trimmed_bytes += self.loop.trim(conn)
             self.metrics.slow_closes += 1
             self.metrics.count_close("slow_consumer")
-            self._execute(conn, sess.close(CLOSE_SLOW_CONSUMER, "slow consumer", now))
+            self._execute(conn, sess.close(CloseCode.SLOW_CONSUMER, "slow consumer", now))
         else:
             self.metrics.slow_drops += 1
 
@@ -480,7 +481,7 @@ class Server:
             elif isinstance(a, Publish):
                 self.metrics.published_ws += 1
                 exclude = NO_CONN if self.settings.echo else conn
-                frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
+                frame = data_frame(a.payload, a.text)
                 self._publish(a.channel, frame, exclude)
             elif isinstance(a, Subscribe):
                 if self.bridge is not None:
@@ -489,7 +490,7 @@ class Server:
                     self.hub.subscribe(conn, a.channel)
             elif isinstance(a, HttpPublish):
                 self.metrics.published_http += 1
-                frame = encode_frame(OP_TEXT if a.text else OP_BINARY, a.payload)
+                frame = data_frame(a.payload, a.text)
                 target = self._publish(a.channel, frame, NO_CONN)
                 if isinstance(target, int):     # via the broker: local count now
                     work.extend(self.sessions[conn].publish_done(target))

@@ -77,11 +77,13 @@ class TestMessageRateLimit:
         for i in range(200):
             assert client.send(BytesMessage(b"x"), now=i * 0.5) == [Publish("news", b"x", False)]
 
-    def test_pings_count(self) -> None:
+    def test_pings_are_not_messages(self) -> None:
+        # They are paid from the control-frame budget (test_frame_budget.py).
         client = open_client(LIMITED)
-        for _ in range(3):
+        for _ in range(5):
             assert [type(a) for a in client.send(Ping(b"p"))] == [SendBytes]
-        assert_rate_limited(client, client.send(Ping(b"p")))
+        for i in range(3):
+            assert client.send(TextMessage(str(i))) == [Publish("news", str(i).encode(), True)]
 
     def test_a_fragmented_message_counts_once(self) -> None:
         client = open_client(settings(max_messages_per_second=1.0, message_burst=1))

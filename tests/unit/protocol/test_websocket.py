@@ -6,6 +6,7 @@ import pytest
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from wsproto.events import CloseConnection as WsClose
+from wsproto.frame_protocol import Opcode
 
 from ringcast.server.protocol import (
     CloseConnection,
@@ -16,7 +17,6 @@ from ringcast.server.protocol import (
     SessionState,
     websocket_phase,
 )
-from ringcast.server.protocol.framing import CLOSE, PING
 from ringcast.server.protocol.websocket_phase import WebSocketPhase
 
 from .harness import (
@@ -29,7 +29,8 @@ from .harness import (
     without_bytes,
 )
 
-TEXT, BINARY, CONTINUATION = 1, 2, 0
+TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
+CLOSE, PING = Opcode.CLOSE, Opcode.PING
 
 
 def assert_failed(client: WsClient, code: int, reason: str | None = None) -> None:

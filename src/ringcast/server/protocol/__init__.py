@@ -13,10 +13,9 @@ Nothing here touches a socket, a clock or ``ringcast.ringio``; the runtime does.
   message rate limit.
 - :mod:`.http_phase`: HTTP requests, the opening handshake and the HTTP API (h11, wsproto).
 - :mod:`.websocket_phase`: messages, keepalive and closing, once the WebSocket is open.
-- :mod:`.frames`: reading client frames (RFC 6455 rules, UTF-8, the message size limit),
-  with no state kept between frames: wsproto's per-connection objects end with the 101.
+- :mod:`.frames`: WebSocket frames, read and written by wsproto (a reader exists only
+  while a frame is in progress); the close codes.
 - :mod:`.channels`: channel name rules.
-- :mod:`.framing`: server frame encoding for the fan-out path.
 """
 
 from __future__ import annotations
@@ -32,15 +31,14 @@ from .actions import (
     Subscribe,
 )
 from .channels import validate_channel
-from .framing import BINARY, TEXT, encode_frame, encode_frames, frame_header
+from .frames import CloseCode, close_frame, data_frame
 from .refusals import Refusal, error_response
 from .session import Session, SessionState
 from .settings import ProtocolSettings
 
 __all__ = [
-    "BINARY",
-    "TEXT",
     "Action",
+    "CloseCode",
     "CloseConnection",
     "HttpPublish",
     "HttpQuery",
@@ -52,9 +50,8 @@ __all__ = [
     "Session",
     "SessionState",
     "Subscribe",
-    "encode_frame",
-    "encode_frames",
+    "close_frame",
+    "data_frame",
     "error_response",
-    "frame_header",
     "validate_channel",
 ]

@@ -68,6 +68,13 @@ class Refusal(StrEnum):
     """Close 1008: clients may not publish at all (``client_publish = false``)."""
     RATE_LIMITED = "rate_limited"
     """Close 1008: more messages than ``max_messages_per_second`` allows."""
+    CONTROL_FLOOD = "control_flood"
+    """Close 1008: more pings and unsolicited pongs than ``max_control_frames_per_second``
+    allows."""
+    TOO_MANY_FRAMES = "too_many_frames"
+    """Close 1008: a message in more than ``max_message_frames`` frames."""
+    MESSAGE_TIMEOUT = "message_timeout"
+    """Close 1008: a frame or message still unfinished ``message_timeout`` after it began."""
     MESSAGE_TOO_BIG = "message_too_big"
     """Close 1009: a message over ``max_message_size``."""
     PROTOCOL_ERROR = "protocol_error"

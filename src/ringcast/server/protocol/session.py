@@ -37,6 +37,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .actions import Action, CloseConnection
+from .frames import valid_close_code
 from .http_phase import HttpPhase, Route, check_status
 from .settings import ProtocolSettings
 from .websocket_phase import WebSocketPhase
@@ -55,12 +56,6 @@ class SessionState(Enum):
     """The server sent a close frame and waits for the client's."""
     CLOSED = "closed"
     """A :class:`CloseConnection` was emitted; nothing more will be."""
-
-
-def _valid_close_code(code: int) -> bool:
-    """Codes an endpoint may send (RFC 6455 section 7.4 and the IANA registry, without
-    1004-1006 and 1015, which never travel in a close frame)."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class Session:
@@ -102,9 +97,10 @@ class Session:
         answer is still sent when it comes, then the connection closes);
       * a close frame and no wait, when the client broke the rules (after a
         :class:`Refused`): 1002 protocol error, 1007 invalid UTF-8, 1008 publishing
-        disabled, not allowed on the channel, token expired or message rate limit
-        exceeded, 1009 message over ``max_message_size`` (decided on the frame header,
-        before the payload);
+        disabled, not allowed on the channel, token expired, message or control-frame
+        rate limit exceeded, a message in too many frames or unfinished past
+        ``message_timeout``, 1009 message over ``max_message_size`` (decided on the
+        frame header, before the payload);
       * the echo of the client's close frame (its code and reason);
       * after :meth:`close` (state ``CLOSING``; data is discarded meanwhile): the
         client's close frame, or ``close_timeout``;
@@ -181,7 +177,7 @@ class Session:
         Already closing or closed: nothing. Raises :exc:`ValueError` for a code an
         endpoint may not send (1004-1006, 1015, 0-999, 1016-2999, 5000+).
         """
-        if not _valid_close_code(code):
+        if not valid_close_code(code):
             msg = f"close code is {code}, expected 1000-1003, 1007-1014 or 3000-4999"
             raise ValueError(msg)
         out: list[Action] = []

@@ -84,9 +84,19 @@ class ProtocolSettings:
 
     # -- limits ------------------------------------------------------------------------
     max_messages_per_second: float = 0.0
-    """Inbound WebSocket messages and pings per second (token bucket); 0: no limit."""
+    """Inbound WebSocket messages per second (token bucket); 0: no limit."""
     message_burst: int = 50
     """Size of that bucket: messages a client may send at once."""
+    max_message_frames: int = 1024
+    """Most frames one inbound message may come in; more closes with 1008."""
+    max_control_frames_per_second: float = 1.0
+    """Pings and unsolicited pongs a client may send per second (token bucket; the pong
+    that answers the server's ping is free); more closes with 1008; 0: no limit."""
+    control_frame_burst: int = 20
+    """Size of that bucket: control frames a client may send at once."""
+    message_timeout: float = 60.0
+    """Time a frame or message may take from its first byte to its last; longer closes
+    with 1008."""
     max_request_line: int = 8192
     """Longest request line (without its line ending); longer: 414."""
     max_header_size: int = 16384
@@ -106,7 +116,7 @@ class ProtocolSettings:
             if value < 0:
                 msg = f"{name} is {value}, expected at least 0"
                 raise ValueError(msg)
-        for name in ("handshake_timeout", "ping_timeout", "close_timeout"):
+        for name in ("handshake_timeout", "ping_timeout", "close_timeout", "message_timeout"):
             value = getattr(self, name)
             if not value > 0:
                 msg = f"{name} is {value}, expected more than 0 seconds"
@@ -119,6 +129,8 @@ class ProtocolSettings:
             raise ValueError(msg)
         for name, minimum in (
             ("message_burst", 1),
+            ("max_message_frames", 1),
+            ("control_frame_burst", 1),
             ("max_request_line", 16),
             ("max_header_size", 1),
             ("max_headers", 1),
@@ -127,7 +139,7 @@ class ProtocolSettings:
             if value < minimum:
                 msg = f"{name} is {value}, expected at least {minimum}"
                 raise ValueError(msg)
-        for name in ("max_messages_per_second", "jwt_leeway"):
+        for name in ("max_messages_per_second", "max_control_frames_per_second", "jwt_leeway"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 msg = f"{name} is {value}, expected a finite number, at least 0"

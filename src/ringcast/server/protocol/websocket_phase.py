@@ -1,22 +1,30 @@
 """The WebSocket side of a connection, from the 101 response to the TCP close.
 
-:class:`~.frames.FrameReader` parses the client's frames (unmasking, UTF-8 validation
-of text, control frame rules, close codes, the size limit); this module decides what
-they mean for a fan-out server:
+:class:`~.frames.FrameReader` (wsproto) parses the client's frames; this module decides
+what they mean for a fan-out server:
 
-- Data messages are assembled (fragments joined once, when the last one arrives) and
-  become :class:`Publish` actions. At the first frame of a message, the connection is
-  closed with 1008 when clients may not publish ("publishing is disabled on this
-  server"), when its token does not allow this channel ("not allowed to publish on
-  <channel>") or has expired since the handshake ("token expired"), or when the message
-  rate limit is exceeded ("message rate limit exceeded", see :mod:`.ratelimit`). A
-  message announced bigger than ``max_message_size`` closes with 1009 as soon as its
-  frame header arrives.
-- A ping is answered with a pong (and counts against the rate limit).
+- Data messages are assembled and become :class:`Publish` actions. At the first frame
+  of a message, the connection is closed with 1008 when clients may not publish
+  ("publishing is disabled on this server"), when its token does not allow this channel
+  ("not allowed to publish on <channel>") or has expired since the handshake ("token
+  expired"), or when the message rate limit is exceeded ("message rate limit exceeded",
+  see :mod:`.ratelimit`). A message announced bigger than ``max_message_size`` closes
+  with 1009 as soon as its frame header arrives; one in more than
+  ``max_message_frames`` frames with 1008.
+- A ping is answered with a pong. Pings and unsolicited pongs are paid from the
+  control-frame budget (``max_control_frames_per_second``, a token bucket); past it the
+  connection is closed with 1008 "control frame rate limit exceeded". The pong that
+  answers the server's own ping is free. So every frame a client sends is paid for: a
+  data frame by its message (the message rate limit, the frame count per message), a
+  control frame by this budget.
+- A frame or message still unfinished ``message_timeout`` after its first byte closes
+  the connection with 1008: an unfinished message holds memory, and its bytes would
+  otherwise keep the connection alive forever.
 - A protocol error closes with the code the reader gives (1002, or 1007 for invalid
   UTF-8) and the TCP connection right after: the peer's stream can no longer be trusted,
   so there is no waiting for its close frame ("Fail the WebSocket Connection", RFC 6455
-  section 7.1.7). The same holds for 1008 and 1009, whose remaining bytes are not read.
+  section 7.1.7). The same holds for every 1008 and 1009, whose remaining bytes are not
+  read.
 - The peer's close is echoed (its code and reason), then the TCP connection is closed:
   the server closes first (section 7.1.1).
 - A server-initiated close (:meth:`WebSocketPhase.close`) sends a close frame and waits
@@ -29,8 +37,8 @@ preceded by a :class:`Refused` action.
 
 Memory: this object is what an idle subscriber costs, so it holds references and
 numbers only. The frame reader exists while a frame or a fragmented message is in
-progress, and the publishing gate (a token's limits, the rate limit) only when something
-limits publishing.
+progress, and the gate (a token's limits, the rate limits) only when something limits
+the client.
 """
 
 from __future__ import annotations
@@ -40,50 +48,44 @@ from typing import Final
 
 from .actions import Action, CloseConnection, Publish, Refused, SendBytes
 from .auth import Access
-from .frames import START, FrameError, FrameEvent, FrameReader
-from .framing import BINARY, CLOSE, PING, PONG, TEXT, encode_frame
+from .frames import (
+    CloseCode,
+    Event,
+    FrameError,
+    FrameReader,
+    Kind,
+    close_frame,
+    ping_frame,
+    pong_frame,
+)
 from .ratelimit import TokenBucket
 from .refusals import Refusal
 from .settings import ProtocolSettings
 
-__all__ = ["WebSocketPhase", "close_frame"]
+__all__ = ["WebSocketPhase"]
 
-PROTOCOL_ERROR: Final = 1002
-INVALID_DATA: Final = 1007
-POLICY_VIOLATION: Final = 1008
-MESSAGE_TOO_BIG: Final = 1009
-INTERNAL_ERROR: Final = 1011
-
-_REFUSAL_OF_CODE: Final = {  # what the reader's failures mean
-    INVALID_DATA: Refusal.INVALID_UTF8,
-    MESSAGE_TOO_BIG: Refusal.MESSAGE_TOO_BIG,
+_REFUSAL_OF_CODE: Final[dict[int, Refusal]] = {  # what the reader's failures mean
+    CloseCode.INVALID_DATA: Refusal.INVALID_UTF8,
+    CloseCode.MESSAGE_TOO_BIG: Refusal.MESSAGE_TOO_BIG,
+    CloseCode.POLICY_VIOLATION: Refusal.TOO_MANY_FRAMES,
 }
-_MAX_REASON: Final = 123  # bytes of a close reason: 125 minus the status code
 
 _pack_ping = struct.Struct("!I").pack
-_pack_code = struct.Struct("!H").pack
-
-
-def close_frame(code: int, reason: str) -> bytes:
-    """A server close frame with ``code`` and ``reason``, truncated to whole UTF-8
-    characters to fit (what wsproto's ``CloseConnection(code, reason)`` sends)."""
-    data = reason.encode()
-    if len(data) > _MAX_REASON:
-        data = data[:_MAX_REASON].decode(errors="ignore").encode()
-    return encode_frame(CLOSE, _pack_code(code) + data)
 
 
 class _Gate:
-    """What limits one client's publishing besides the server's switch: its token (a
-    channel it may not publish on, an expiry) and the message rate limit. Exists only
-    when one of them does."""
+    """What limits one client besides the server's switches: its token (a channel it may
+    not publish on, an expiry), the message rate limit and the control-frame budget.
+    Exists only when one of them does (the budget's bucket is made on the first control
+    frame it charges)."""
 
-    __slots__ = ("bucket", "may_publish", "until")
+    __slots__ = ("bucket", "control", "may_publish", "until")
 
     def __init__(self, may_publish: bool, until: float | None, bucket: TokenBucket | None) -> None:
         self.may_publish = may_publish
         self.until = until  # when publishing ends, on the session's clock; None: never
-        self.bucket = bucket
+        self.bucket = bucket  # the message rate limit
+        self.control: TokenBucket | None = None  # the control-frame budget, once charged
 
 
 class WebSocketPhase:
@@ -96,8 +98,10 @@ class WebSocketPhase:
     __slots__ = (
         "_deadline",
         "_gate",
+        "_partial_until",
         "_ping_at",
         "_pings_sent",
+        "_pong_owed",
         "_reader",
         "_settings",
         "channel",
@@ -121,6 +125,8 @@ class WebSocketPhase:
         self._settings = settings
         # The frame or fragmented message in progress, if any; None between them.
         self._reader: FrameReader | None = None
+        # When the frame or message in progress must be complete; None between them.
+        self._partial_until: float | None = None
         may_publish = access is None or access.may_publish
         rate = settings.max_messages_per_second
         bucket = TokenBucket(rate, settings.message_burst, now) if rate > 0 else None
@@ -134,14 +140,19 @@ class WebSocketPhase:
         # Open: when the pong is due (None: no ping outstanding). Closing: when the
         # peer's close frame is due.
         self._deadline: float | None = None
+        self._pong_owed = False  # a ping was sent and no pong came back yet
         self._pings_sent = 0
 
     # -- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        if self.closing or self._deadline is not None:
+        if self.closing:
             return self._deadline
-        return self._ping_at
+        due = self._deadline if self._deadline is not None else self._ping_at
+        partial = self._partial_until
+        if partial is not None and (due is None or partial < due):
+            return partial
+        return due
 
     def tick(self, now: float, out: list[Action]) -> None:
         deadline = self._deadline
@@ -149,13 +160,18 @@ class WebSocketPhase:
             if deadline is not None and now >= deadline:
                 out.append(CloseConnection())
             return
+        if self._partial_until is not None and now >= self._partial_until:
+            reason = f"message not completed within {self._settings.message_timeout:g} seconds"
+            self._fail(Refusal.MESSAGE_TIMEOUT, CloseCode.POLICY_VIOLATION, reason, out)
+            return
         if deadline is not None:  # a pong is due
             if now >= deadline:
-                self.close(INTERNAL_ERROR, "keepalive ping timeout", now, out)
+                self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", now, out)
             return
         if self._ping_at is not None and now >= self._ping_at:
             self._pings_sent = (self._pings_sent + 1) & 0xFFFFFFFF
-            out.append(SendBytes(encode_frame(PING, _pack_ping(self._pings_sent))))
+            out.append(SendBytes(ping_frame(_pack_ping(self._pings_sent))))
+            self._pong_owed = True
             self._deadline = now + self._settings.ping_timeout
             self._ping_at = now + self._settings.ping_interval
 
@@ -169,68 +185,95 @@ class WebSocketPhase:
             self._receive_while_closing(data, out)
             return
         self._deadline = None  # any byte shows the peer is alive
-        reader = self._reader or FrameReader()
+        settings = self._settings
+        reader = self._reader or FrameReader(
+            settings.max_message_size, settings.max_message_frames
+        )
         try:
-            for event in reader.feed(data, self._settings.max_message_size):
+            for event in reader.feed(data):
                 if self._handle(event, now, out):
                     return
         except FrameError as exc:
             refusal = _REFUSAL_OF_CODE.get(exc.code, Refusal.PROTOCOL_ERROR)
             self._fail(refusal, exc.code, exc.reason, out)
             return
-        self._reader = None if reader.idle else reader
+        if reader.idle:
+            self._reader = None
+            self._partial_until = None
+        else:
+            self._reader = reader
+            if self._partial_until is None:
+                self._partial_until = now + settings.message_timeout
 
-    def _handle(self, event: FrameEvent, now: float, out: list[Action]) -> bool:
-        """Act on one frame event; True when the connection is done."""
-        kind, payload = event
-        if kind == START:
+    def _handle(self, event: Event, now: float, out: list[Action]) -> bool:
+        """Act on one event of the reader; True when the connection is done."""
+        kind = event.kind
+        if kind is Kind.START:
             return self._refuse_message(now, out)
-        if kind <= BINARY:  # TEXT or BINARY: a complete message
-            out.append(Publish(self.channel, payload, kind == TEXT))
-        elif kind == PING:
-            gate = self._gate
-            if gate is not None and gate.bucket is not None and not gate.bucket.take(now):
-                self._rate_limited(out)
+        if kind is Kind.TEXT or kind is Kind.BINARY:
+            out.append(Publish(self.channel, event.payload, kind is Kind.TEXT))
+            self._partial_until = None  # the next message has its own time
+        elif kind is Kind.PING:
+            if not self._pay_control(now, out):
                 return True
-            out.append(SendBytes(encode_frame(PONG, payload)))
-        elif kind == CLOSE:
-            out.append(SendBytes(encode_frame(CLOSE, payload)))  # echo the code and reason
+            out.append(SendBytes(pong_frame(event.payload)))
+        elif kind is Kind.PONG:
+            if self._pong_owed:
+                self._pong_owed = False  # the answer to our ping: free
+            elif not self._pay_control(now, out):
+                return True
+        else:  # CLOSE: echo the code and reason
+            out.append(SendBytes(close_frame(event.code, event.reason)))
             out.append(CloseConnection())
             return True
-        # A Pong needs nothing more: receiving it already cleared the pong deadline.
+        return False
+
+    def _pay_control(self, now: float, out: list[Action]) -> bool:
+        """Charge a ping or an unsolicited pong to the control-frame budget; False (and
+        the connection closed) when it is spent."""
+        settings = self._settings
+        rate = settings.max_control_frames_per_second
+        if rate <= 0:
+            return True
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = _Gate(True, None, None)
+        if gate.control is None:
+            gate.control = TokenBucket(rate, settings.control_frame_burst, now)
+        if gate.control.take(now):
+            return True
+        reason = "control frame rate limit exceeded"
+        self._fail(Refusal.CONTROL_FLOOD, CloseCode.POLICY_VIOLATION, reason, out)
         return False
 
     def _refuse_message(self, now: float, out: list[Action]) -> bool:
         """At the first frame of a data message: close (True) if it may not be published."""
         if not self._settings.client_publish:
             reason = "publishing is disabled on this server"
-            self._fail(Refusal.PUBLISH_DISABLED, POLICY_VIOLATION, reason, out)
+            self._fail(Refusal.PUBLISH_DISABLED, CloseCode.POLICY_VIOLATION, reason, out)
             return True
         gate = self._gate
         if gate is None:
             return False
         if not gate.may_publish:
             reason = f"not allowed to publish on {self.channel}"
-            self._fail(Refusal.PUBLISH_FORBIDDEN, POLICY_VIOLATION, reason, out)
+            self._fail(Refusal.PUBLISH_FORBIDDEN, CloseCode.POLICY_VIOLATION, reason, out)
         elif gate.until is not None and now >= gate.until:
-            self._fail(Refusal.EXPIRED_TOKEN, POLICY_VIOLATION, "token expired", out)
+            self._fail(Refusal.EXPIRED_TOKEN, CloseCode.POLICY_VIOLATION, "token expired", out)
         elif gate.bucket is not None and not gate.bucket.take(now):
-            self._rate_limited(out)
+            reason = "message rate limit exceeded"
+            self._fail(Refusal.RATE_LIMITED, CloseCode.POLICY_VIOLATION, reason, out)
         else:
             return False
         return True
 
-    def _rate_limited(self, out: list[Action]) -> None:
-        reason = "message rate limit exceeded"
-        self._fail(Refusal.RATE_LIMITED, POLICY_VIOLATION, reason, out)
-
     def _receive_while_closing(self, data: bytes, out: list[Action]) -> None:
         """After our close frame: look for the peer's, discard everything else (a
         broken frame ends the wait too)."""
-        reader = self._reader or FrameReader()
+        reader = self._reader or FrameReader(None, self._settings.max_message_frames)
         try:
-            for kind, _ in reader.feed(data, self._settings.max_message_size, keep=False):
-                if kind == CLOSE:
+            for event in reader.feed(data):
+                if event.kind is Kind.CLOSE:
                     out.append(CloseConnection())
                     return
         except FrameError:
@@ -247,8 +290,10 @@ class WebSocketPhase:
         out.append(SendBytes(close_frame(code, reason)))
         self.closing = True
         self._deadline = now + self._settings.close_timeout
-        if self._reader is not None:
-            self._reader.drop_message()
+        self._partial_until = None
+        # The message in progress is dropped; the rest of its frames are read and
+        # discarded by a reader that keeps nothing.
+        self._reader = None if self._reader is None else self._reader.discarding()
 
     def _fail(self, refusal: Refusal, code: int, reason: str, out: list[Action]) -> None:
         """Refuse: emit :class:`Refused`, send a close frame and close the TCP connection
@@ -260,5 +305,5 @@ class WebSocketPhase:
     def internal_error(self, out: list[Action]) -> None:
         """Close with 1011 after an unexpected exception, whatever state the reader is in."""
         if not self.closing:
-            out.append(SendBytes(encode_frame(CLOSE, _pack_code(INTERNAL_ERROR))))
+            out.append(SendBytes(close_frame(CloseCode.INTERNAL_ERROR)))
         out.append(CloseConnection())
