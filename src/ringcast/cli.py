@@ -21,6 +21,7 @@ from typing import Any
 from ringcast import __version__
 from ringcast.config import Config, load_config
 from ringcast.errors import ConfigError, RingcastError
+from ringcast.redact import mask_credentials
 from ringcast.server import sdnotify
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
@@ -40,11 +41,18 @@ class JsonFormatter(logging.Formatter):
             "worker": self.worker,
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": mask_credentials(record.getMessage()),
         }
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = mask_credentials(self.formatException(record.exc_info))
         return json.dumps(doc)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record; credentials in URLs masked, as in every log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_credentials(super().format(record))
 
 
 def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
@@ -53,7 +61,7 @@ def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
         handler.setFormatter(JsonFormatter(worker))
     else:
         tag = "" if worker is None else f"[worker {worker}] "
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)s {tag}%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -68,7 +76,7 @@ def _load(args: argparse.Namespace) -> Config:
     try:
         protocol_settings(config)
     except ValueError as exc:
-        raise ConfigError(f"{args.config or '<defaults>'}: {exc}") from exc
+        raise ConfigError(mask_credentials(f"{args.config or '<defaults>'}: {exc}")) from exc
     return config
 
 

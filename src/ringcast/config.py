@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ringcast.errors import ConfigError
+from ringcast.redact import mask_credentials
 
 __all__ = [
     "ENV_PREFIX",
@@ -1125,7 +1126,7 @@ def _build(
 
     errors.extend(env_errors)
     if errors:
-        raise ConfigError("\n".join(errors))
+        raise ConfigError(mask_credentials("\n".join(errors)))
     return Config(**built)
 
 

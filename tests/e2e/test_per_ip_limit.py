@@ -73,3 +73,70 @@ def test_connections_past_the_per_ip_limit_get_503_and_others_are_unaffected(
     finally:
         for ws in first + other:
             ws.close()
+
+
+ATTACKER = "127.0.0.2"
+VISITOR = "127.0.0.4"
+
+
+def _hold_open_from(source: str, port: int) -> socket.socket:
+    """A connection that sends nothing and never reads (its receive buffer stays small)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.connect((HOST, port))
+    return sock
+
+
+def test_one_address_cannot_lock_out_others(start_server: StartServer) -> None:
+    # 200 connections from one address that never read nor close, against a table of
+    # 100: a refused connection holds at most a refusal's place (64 at once, then refusals
+    # are resets), a closed one keeps its address's place until it is really gone, so
+    # the other addresses still get in.
+    srv = start_server(LIMITS_MAX_CONNECTIONS=100, LIMITS_MAX_CONNECTIONS_PER_IP=5,
+                       LIMITS_HANDSHAKE_TIMEOUT=30)
+    port = srv.port
+    held = [_hold_open_from(ATTACKER, port) for _ in range(200)]
+    visitors: list[RawWebSocket] = []
+    try:
+        def all_seen() -> bool:
+            m = metrics(port, SCRAPER)
+            return m.value("ringcast_refusals_total", reason="too_many_connections_per_ip") == 195
+        run(wait_until(all_seen, TIMEOUT, "195 of the 200 to be refused"))
+        visitors += [_open_from(VISITOR, port) for _ in range(5)]
+        m = metrics(port, SCRAPER)
+        assert m.value("ringcast_connections") == 5 + 5 + 1   # attacker, visitors, scrape
+        assert m.value("ringcast_refusals_reset_total") == 195 - 64
+        assert m.value("ringcast_refusals_total", reason="too_many_connections") == 0
+    finally:
+        for ws in visitors:
+            ws.close()
+        for sock in held:
+            sock.close()
+
+
+def test_closing_connections_keep_their_address_place_until_gone(
+        start_server: StartServer) -> None:
+    # An address at its limit that closes a connection whose peer never finishes the
+    # close (it reads nothing) does not get a new place until the old one is released.
+    srv = start_server(LIMITS_MAX_CONNECTIONS_PER_IP=2, LIMITS_CLOSE_TIMEOUT=30)
+    port = srv.port
+    kept = [_open_from(ATTACKER, port) for _ in range(2)]
+    try:
+        # The server closes the first (a protocol error: an unmasked frame) and lingers,
+        # waiting for an EOF this client never sends.
+        kept[0].sock.sendall(b"\x81\x02hi")
+
+        def closing() -> bool:
+            return metrics(port, SCRAPER).value("ringcast_connections_closing") == 1
+        run(wait_until(closing, TIMEOUT, "the first connection to be closing"))
+        _refused_from(ATTACKER, port)
+        kept[0].sock.close()                    # now it can finish
+
+        def released() -> bool:
+            return metrics(port, SCRAPER).value("ringcast_connections_closing") == 0
+        run(wait_until(released, TIMEOUT, "the closing connection to be released"))
+        kept[0] = _open_from(ATTACKER, port)
+    finally:
+        for ws in kept:
+            ws.close()

@@ -16,6 +16,7 @@ from .wsload import (
     OP_CLOSE,
     OP_CONT,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     close_payload,
     frame,
@@ -25,7 +26,7 @@ from .wsload import (
 MAX_MESSAGE = 4096
 """limits.max_message_size for the malformed-input server (small, to test 1009 cheaply)."""
 
-PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009
+PROTOCOL_ERROR, INVALID_DATA, POLICY, TOO_BIG = 1002, 1007, 1008, 1009
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ HTTP_CASES = [
                "Content-Length: 2", body=b"ab"), 400),
     _http("negative content-length",
           _req("POST /publish/live HTTP/1.1", "Host: x", "Content-Length: -1"), 400),
+    _http("transfer-encoding and content-length (RFC 9112 section 6.1)",
+          _req("POST /publish/live HTTP/1.1", "Host: x", "Transfer-Encoding: chunked",
+               "Content-Length: 5", body=b"5\r\nhello\r\n0\r\n\r\n"), 400),
     _http("bad chunk size",
           _req("POST /publish/live HTTP/1.1", "Host: x", "Transfer-Encoding: chunked",
                body=b"zz\r\nhello\r\n0\r\n\r\n"), 400),
@@ -134,9 +138,16 @@ WS_CASES = [
     _ws("fragments adding up past max_message_size",
         b"".join(frame(OP_BINARY if i == 0 else OP_CONT, b"y" * 100, fin=False)
                  for i in range(MAX_MESSAGE // 100 + 5)), TOO_BIG),
-    _ws("4000 one-byte fragments then close",
-        b"".join(frame(OP_BINARY if i == 0 else OP_CONT, b"z", fin=False) for i in range(3999))
+    _ws("1000 one-byte fragments then close",
+        b"".join(frame(OP_BINARY if i == 0 else OP_CONT, b"z", fin=False) for i in range(999))
         + frame(OP_CONT, b"z") + _close(1000), 1000),
+    _ws("a message in 4000 one-byte fragments",
+        b"".join(frame(OP_BINARY if i == 0 else OP_CONT, b"z", fin=False) for i in range(3999))
+        + frame(OP_CONT, b"z"), POLICY),
+    _ws("100,000 empty continuation frames",
+        frame(OP_BINARY, b"", fin=False) + frame(OP_CONT, b"", fin=False) * 100_000, POLICY),
+    _ws("10,000 unsolicited pongs", frame(OP_PONG, b"") * 10_000, POLICY),
+    _ws("10,000 pings", frame(OP_PING, b"p") * 10_000, POLICY),
     _ws("garbage after close", _close(1000) + b"\x00garbage\xff" * 100, 1000),
     _ws("data frame after close", _close(4000) + frame(OP_TEXT, b"late"), 4000),
     _ws("close 3000 echoed", _close(3000, b"bye"), 3000),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ringcast.ringio import EventKind
+from ringcast.ringio import Event, EventKind
 
 from .helpers import Client, Server, ids, kinds, pattern, stats_settle
 
@@ -218,3 +218,59 @@ def test_abort_resets_the_peer_instead_of_leaving_its_data_behind(
     assert c.error == errno.ECONNRESET, (c.eof, c.error)
     with pytest.raises(ValueError):
         loop.close(c.conn, flush=True, abort=True)
+
+
+def _closed(events: list[Event], conn: int) -> list[Event]:
+    return [e for e in events if e.kind == EventKind.CLOSED and e.conn == conn]
+
+
+def test_closed_is_reported_once_the_lingering_id_is_free(
+        make_server: Callable[..., Server]) -> None:
+    # What lets the server count a closing connection against its limits until it is
+    # really gone (a lingering connection still holds an id and a file).
+    srv = make_server()
+    loop = srv.loop
+    (c,) = srv.connect(1)
+    assert loop.send(c.conn, b"bye") is True
+    loop.close(c.conn, flush=True)
+    ev = srv.pump(lambda _ev: c.eof, what="EOF after the last bytes")
+    ev += srv.pump_for(0.1)
+    assert _closed(ev, c.conn) == [], "still lingering: the peer has not closed"
+    srv.peers.drop(c)
+    ev = srv.pump(lambda ev: bool(_closed(ev, c.conn)), what="CLOSED once the peer closed")
+    assert len(_closed(ev, c.conn)) == 1
+    assert loop.generation(c.conn) == -1
+
+
+@pytest.mark.parametrize("how", ["hard", "abort"])
+def test_closed_follows_a_hard_close_or_an_abort(
+        make_server: Callable[..., Server], how: str) -> None:
+    srv = make_server(sndbuf=SMALL_BUF)
+    c, _ = _stalled(srv, 8, 64 << 10)           # a send in flight, more queued
+    srv.loop.close(c.conn, abort=how == "abort")
+    ev = srv.pump(lambda ev: bool(_closed(ev, c.conn)), what="CLOSED")
+    assert len(_closed(ev, c.conn)) == 1
+
+
+def test_closed_comes_before_the_id_is_reused(make_server: Callable[..., Server]) -> None:
+    srv = make_server()
+    (old,) = srv.connect(1)
+    srv.loop.close(old.conn)
+    (new,) = srv.connect(1)
+    assert new.conn == old.conn
+    log = [(e.kind, e.conn) for e in srv.log]
+    closed_at = log.index((EventKind.CLOSED, old.conn))
+    reaccepted_at = max(i for i, e in enumerate(log) if e == (EventKind.ACCEPT, new.conn))
+    assert closed_at < reaccepted_at
+
+
+def test_no_closed_for_a_connection_the_caller_did_not_close(
+        make_server: Callable[..., Server]) -> None:
+    srv = make_server()
+    (c,) = srv.connect(1)
+    srv.peers.drop(c)
+    ev = srv.pump(lambda ev: bool(kinds(ev, EventKind.HUP)), what="HUP")
+    ev += srv.pump_for(0.1)
+    assert _closed(ev, c.conn) == []            # the caller has not let go of it yet
+    srv.loop.close(c.conn)
+    srv.pump(lambda ev: bool(_closed(ev, c.conn)), what="CLOSED after close()")

@@ -1033,3 +1033,23 @@ def test_read_jwt_public_key(tmp_path: Path) -> None:
     assert str(info.value) == (
         f'auth.jwt_public_key_file: cannot read "{key}": No such file or directory'
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://app:hunter2-is-secret@bad host", '"redis://app:***@bad host"'),
+        ("redis://hunter2-is-secret@db:port", '"redis://***@db:port"'),
+        ("rediss://:hunter2-is-secret@db", '"rediss://:***@db"'),
+    ],
+)
+def test_credentials_in_a_url_are_masked_in_errors(tmp_path: Path, url: str, shown: str) -> None:
+    # From the file and from the environment alike.
+    (error,) = load_errors(tmp_path, f'[cluster]\nredis_url = "{url}"\n')
+    assert error == (
+        "ringcast.toml: cluster.redis_url: expected empty or redis://host[:port][/db], "
+        f"got {shown}"
+    )
+    (error,) = load_errors(tmp_path, "", env={"RINGCAST_CLUSTER_REDIS_URL": url})
+    assert "hunter2" not in error
+    assert shown in error

@@ -9,6 +9,7 @@ class _Lib:
     RIO_EV_OVERFLOW: int
     RIO_EV_ACCEPT_ERROR: int
     RIO_EV_REFUSED: int
+    RIO_EV_CLOSED: int
     RIO_SEND_CAPPED: int
     RIO_SEND_FORCE: int
     RIO_CLOSE_HARD: int

@@ -55,6 +55,7 @@ class EventKind(enum.IntEnum):
     OVERFLOW = 4      # conn, aux: bytes queued when a capped send was refused
     ACCEPT_ERROR = 5  # conn: listener, res: errno; call resume_accept() later
     REFUSED = 6       # conn: listener; a connection arrived with the id table full
+    CLOSED = 7        # conn: an id the caller closed is free (flush and linger over)
 
 
 class Event(NamedTuple):

@@ -18,13 +18,17 @@ from ringcast.server.workers import worker_count
 # socket, the broker bridge's two connections; plus two links per other worker
 # (see `loop_ids`). Kept apart so max_connections means client connections.
 RESERVED_IDS = 16
+# Connections refused at a limit whose 503 is still on its way; more are reset.
+REFUSALS_IN_FLIGHT = 64
 
 
 def loop_ids(config: Config) -> int:
-    """Connection ids one process's loop holds: client connections, plus
-    ``RESERVED_IDS`` and two links per other worker."""
+    """Connection ids one process's loop holds: client connections (open or
+    closing), ``REFUSALS_IN_FLIGHT``, ``RESERVED_IDS`` and two links per other
+    worker."""
     workers = worker_count(config.server.workers)
-    return config.limits.max_connections + RESERVED_IDS + 2 * max(0, workers - 1)
+    return (config.limits.max_connections + REFUSALS_IN_FLIGHT + RESERVED_IDS
+            + 2 * max(0, workers - 1))
 
 
 @dataclass(frozen=True)

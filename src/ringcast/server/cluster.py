@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+from ringcast.redact import mask_credentials
 from ringcast.ringio import Loop
 
 log = logging.getLogger("ringcast")
@@ -99,7 +100,8 @@ class RedisBridge:
                  on_down: Callable[[], None] = lambda: None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError(f"cluster.redis_url {url!r} is not redis://host[:port][/db]")
+            shown = mask_credentials(repr(url))
+            raise ValueError(f"cluster.redis_url {shown} is not redis://host[:port][/db]")
         self.url = url
         self.addr = (parts.hostname, parts.port or 6379)
         self.username = unquote(parts.username) if parts.username else None

@@ -54,6 +54,7 @@ class Metrics(Collector):
         self.worker = str(worker)
         self.accepted = 0
         self.refused = 0
+        self.refusals_reset = 0
         self.accept_errors = 0
         self.published_ws = 0
         self.published_http = 0
@@ -106,6 +107,10 @@ class Metrics(Collector):
         info.add_metric(lv, {"backend": s.backend.name})
         yield info
         yield gauge("ringcast_connections", "Open client connections", len(s.sessions))
+        yield gauge("ringcast_connections_closing",
+                    "Closed client connections still flushing or waiting for the peer's "
+                    "close; they count against the connection limits until released",
+                    s.closing_count)
         yield counter("ringcast_connections_accepted", "Connections accepted", self.accepted)
         yield counter("ringcast_connections_refused",
                       "Connections refused: limits.max_connections reached", self.refused)
@@ -116,6 +121,9 @@ class Metrics(Collector):
         for reason, n in sorted(self.closes.items()):
             closed.add_metric([self.worker, reason], n)
         yield closed
+        yield counter("ringcast_refusals_reset",
+                      "Connections refused at a limit with a reset instead of a 503: "
+                      "too many refusals were already on their way", self.refusals_reset)
         refused = CounterMetricFamily("ringcast_refusals",
                                       "Requests and connections refused, by reason",
                                       labels=["worker", "reason"])

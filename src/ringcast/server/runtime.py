@@ -32,7 +32,7 @@ from ringcast.config import Config, config_from_mapping, diff_configs, load_conf
 from ringcast.errors import ConfigError
 from ringcast.ringio import NO_CONN, Event, EventKind, Loop
 from ringcast.server import sdnotify
-from ringcast.server.backend import Backend
+from ringcast.server.backend import REFUSALS_IN_FLIGHT, Backend
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Channel, Hub
 from ringcast.server.links import KIND_PUBLISH, KIND_STATS, encode_record
@@ -142,9 +142,14 @@ class Server:
         self._seq = 0
         # Sessions waiting for their deadline: conn -> the deadline queued for it.
         self._deadlines: dict[int, float] = {}
-        # Connections closed with a flush (id -> generation); closed hard if
-        # still there after close_timeout.
-        self._flushing: dict[int, int] = {}
+        # Closed connections whose ids are not free yet (flushing, or lingering for
+        # the peer's EOF): id -> generation. Until ringio reports them CLOSED they
+        # hold a file and an id, so they keep their place in max_connections, and in
+        # max_connections_per_ip through _conn_ip. Past close_timeout they are reset.
+        self._closing: dict[int, int] = {}
+        # Refusals at a connection limit whose 503 is still on its way (id ->
+        # generation); at most REFUSALS_IN_FLIGHT, past which a refusal is a reset.
+        self._refusing: dict[int, int] = {}
         # HTTP publishes waiting for the end-of-iteration fan-out: (conn, channel).
         self._http_waiting: list[tuple[int, Channel | None]] = []
         self._run_counts: dict[int, int] = {}
@@ -279,12 +284,9 @@ class Server:
                     self.reload()
                 if self.stopping and not self.draining:
                     self._begin_drain(now)
-                if self.draining:
-                    # Flushing ids whose queue is empty are done (or already freed).
-                    for conn in [c for c in self._flushing if not self.loop.queued(c)]:
-                        del self._flushing[conn]
-                    if (not self.sessions and not self._flushing) or now >= self._drain_deadline:
-                        break
+                drained = not self.sessions and not self._closing
+                if self.draining and (drained or now >= self._drain_deadline):
+                    break
                 self.run_once(self._timeout(now))
         finally:
             self.close()
@@ -362,7 +364,7 @@ class Server:
                 self.loop.close(conn)
                 return
             self.metrics.accepted += 1
-            if len(self.sessions) >= self.config.limits.max_connections:
+            if len(self.sessions) + len(self._closing) >= self.config.limits.max_connections:
                 # The id table has spare ids for listeners and links: the limit on
                 # clients is enforced here, with an answer.
                 self.metrics.refused += 1
@@ -402,6 +404,8 @@ class Server:
         elif kind == EventKind.REFUSED:
             self.metrics.refused += 1
             self.metrics.refusals[Refusal.TOO_MANY_CONNECTIONS] += 1
+        elif kind == EventKind.CLOSED:
+            self._released(conn)
 
     def _admit(self, conn: int, fd: int) -> bool:
         """Per-address connection limit (limits.max_connections_per_ip, per worker)."""
@@ -427,10 +431,18 @@ class Server:
         return True
 
     def _refuse(self, conn: int, reason: Refusal, message: str) -> None:
+        """Refuse a connection at a limit: a 503 while few refusals are on their way,
+        else a reset, so that refused connections never hold more than
+        REFUSALS_IN_FLIGHT ids and files (a flood from one address cannot fill the
+        table and lock others out)."""
         self.metrics.refusals[reason] += 1
+        if len(self._refusing) >= REFUSALS_IN_FLIGHT:
+            self.metrics.refusals_reset += 1
+            self.loop.close(conn, abort=True)
+            return
         self.loop.send(conn, error_response(503, message), force=True)
         self.loop.close(conn, flush=True)
-        self._linger_deadline(conn)
+        self._linger(self._refusing, conn)
 
     def _resume(self, listener: int) -> None:
         if listener in self.listeners:
@@ -595,38 +607,48 @@ class Server:
                 self.peer_stats[rec.channel] = json.loads(rec.body)
 
     def _drop(self, conn: int, flush: bool) -> None:
+        """Close a client connection; it keeps its places in the limits until ringio
+        reports its id free (`_released`)."""
         sess = self.sessions.pop(conn, None)
         if sess is not None:
             self._unsubscribe(conn, sess)
         self._deadlines.pop(conn, None)
+        self.loop.close(conn, flush=flush)
+        self._linger(self._closing, conn)
+
+    def _linger(self, closing: dict[int, int], conn: int) -> None:
+        # ringio flushes, shuts down writing and lingers for the peer's EOF; past
+        # close_timeout the connection is reset. The generation makes sure that is
+        # this connection, not a later one with its id.
+        gen = self.loop.generation(conn)
+        if gen < 0:
+            self._released(conn)  # already free
+            return
+        closing[conn] = gen
+        self._call_later(time.monotonic() + self.settings.close_timeout,
+                         lambda: self._force_close(closing, conn, gen))
+
+    def _force_close(self, closing: dict[int, int], conn: int, gen: int) -> None:
+        # The peer had close_timeout to read what we sent and answer: reset it, so
+        # what it left unread in our kernel buffers is freed now, not when TCP
+        # gives up on it.
+        if closing.get(conn) == gen:
+            self.loop.close(conn, abort=True)
+
+    @property
+    def closing_count(self) -> int:
+        """Client connections closed whose ids and files are not free yet."""
+        return len(self._closing)
+
+    def _released(self, conn: int) -> None:
+        """ringio freed a closed connection's id and file: its places are free."""
+        self._closing.pop(conn, None)
+        self._refusing.pop(conn, None)
         ip = self._conn_ip.pop(conn, None)
         if ip is not None:
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
-        self.loop.close(conn, flush=flush)
-        if flush:
-            self._linger_deadline(conn)
-
-    def _linger_deadline(self, conn: int) -> None:
-        # ringio flushes, shuts down writing and lingers for the peer's EOF;
-        # past close_timeout the connection is closed hard. The generation
-        # makes sure that is this connection, not a later one with its id.
-        gen = self.loop.generation(conn)
-        if gen < 0:
-            return
-        self._flushing[conn] = gen
-        self._call_later(time.monotonic() + self.settings.close_timeout,
-                         lambda: self._force_close(conn, gen))
-
-    def _force_close(self, conn: int, gen: int) -> None:
-        # The peer had close_timeout to read what we sent and answer: reset it, so
-        # what it left unread in our kernel buffers is freed now, not when TCP
-        # gives up on it.
-        if self.loop.generation(conn) == gen:
-            self.loop.close(conn, abort=True)
-        if self._flushing.get(conn) == gen:
-            del self._flushing[conn]
 
     # -- fan-out ----------------------------------------------------------
 

@@ -28,6 +28,7 @@ from .harness import (
     http_request,
     parse_response,
     parse_responses,
+    refusals,
     sent,
     settings,
     upgrade_request,
@@ -300,6 +301,30 @@ class TestRFC9110Section15_5_1_BadRequest:
         actions = session.receive_data(data + b"zz\r\n", 0.0)
         assert parse_response(sent(actions)).status == 400
         assert closes(actions)
+
+    @pytest.mark.parametrize(
+        ("method", "route", "upgrade"),
+        [("POST", "/publish/news", False), ("GET", "/healthz", False), ("GET", "/news", True)],
+    )
+    def test_transfer_encoding_with_content_length_is_refused_and_closed(
+        self, method: str, route: str, upgrade: bool
+    ) -> None:
+        # RFC 9112 section 6.1: such a request is a smuggling attempt or a broken proxy;
+        # the server may reject it and must close the connection after answering.
+        session = Session(SETTINGS, 0.0)
+        headers = [("Transfer-Encoding", "chunked"), ("Content-Length", "5")]
+        if upgrade:
+            headers += [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                        ("Sec-WebSocket-Version", "13")]
+        data = http_request(method, route, headers)
+        actions = session.receive_data(data + b"5\r\nhello\r\n0\r\n\r\n", 0.0)
+        response = parse_response(sent(actions))
+        assert response.status == 400
+        assert response.text == "a request may not have both Transfer-Encoding and Content-Length"
+        assert response.headers[b"connection"] == b"close"
+        assert closes(actions)
+        assert [r.reason for r in refusals(actions)] == [Refusal.MALFORMED_REQUEST]
 
     def test_unsupported_transfer_encoding_is_501(self) -> None:
         data = http_request("POST", "/publish/news", [("Transfer-Encoding", "gzip")])

@@ -87,6 +87,8 @@ int64_t rio_conn_alloc(rio_loop *l, int fd, int kind)
 void rio_conn_free(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
+    if (c->kind == CK_STREAM && c->closed_by_caller)
+        rio_ev_push(l, RIO_EV_CLOSED, id, 0, 0, 0);
     c->inflight = 0;
     rio_drop_queue(l, c);   /* every reference goes back, whatever the path here */
     free(c->q);
@@ -494,6 +496,7 @@ int rio_close(rio_loop *l, uint32_t id, int how)
     conn *c = stream(l, id);
     if (!c)
         return -EBADF;
+    c->closed_by_caller = 1;
     if (c->state == CS_CLOSING)
         return 0;
     if (how == RIO_CLOSE_ABORT && c->kind == CK_STREAM) {

@@ -80,6 +80,7 @@ typedef struct conn {
     uint8_t hup_sent;
     uint8_t accept_paused;
     uint8_t fixed;              /* uring: installed in the file table at its id      */
+    uint8_t closed_by_caller;   /* rio_close() was called: report RIO_EV_CLOSED      */
     uint32_t ops;               /* uring operations in flight that name this id     */
     uint32_t inflight;          /* queue entries carried by the send in flight      */
     send_ctx *sc;               /* iovec for a coalesced send in flight             */

@@ -24,6 +24,9 @@ enum {
                                 stopped, call rio_resume_accept() to go on         */
     RIO_EV_REFUSED = 6,      /* conn: listener id; a connection arrived while the
                                 id table was full and was closed at once           */
+    RIO_EV_CLOSED = 7,       /* conn: a stream id the caller closed is free now (its
+                                flush, linger and every operation on it are over);
+                                the next ACCEPT may reuse it                       */
 };
 
 /* What rio_fanout()/rio_send() do with a queue past its cap. */

@@ -380,6 +380,16 @@ class HttpPhase:
             self._fail(Refusal.NOT_FOUND, 404, f"no route for {path[:_REASON_MAX]!r}", out)
             return False
 
+        if (
+            _header(event.headers, b"transfer-encoding") is not None
+            and _header(event.headers, b"content-length") is not None
+        ):
+            # RFC 9112 section 6.1: a server may reject such a request and must close the
+            # connection after answering it, or a proxy that framed it the other way
+            # could smuggle a second request in its body.
+            message = "a request may not have both Transfer-Encoding and Content-Length"
+            self._fail(Refusal.MALFORMED_REQUEST, 400, message, out)
+            return False
         length = _content_length(event.headers)
         limit = settings.max_http_body
         if length > limit:
