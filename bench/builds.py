@@ -26,6 +26,8 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # noqa: E402  (bench/ is not a package)
+from run import (
     CLIENT_CORE,
     PY,
     ROOT,
@@ -60,9 +62,9 @@ def prepare(label: str) -> Build:
     """Check out ``label`` (or snapshot the work tree) and compile its C core there."""
     if label == ".":
         dest = BUILDS / "worktree"
-        subprocess.run(["rm", "-rf", str(dest)], check=True)
-        dest.mkdir(parents=True)
-        subprocess.run(["cp", "-r", str(ROOT / "src"), str(dest / "src")], check=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(ROOT / "src", dest / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.o"))
         return Build("work tree", dest / "src")
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", label],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -71,8 +73,8 @@ def prepare(label: str) -> Build:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach",
                         str(dest), rev], check=True, capture_output=True)
     if not list((dest / "src" / "ringcast" / "ringio").glob("_ringio*.so")):
-        subprocess.run([str(PY), "src/ringcast/ringio/_build.py"], cwd=dest, check=True,
-                       capture_output=True)
+        subprocess.run([str(PY), "setup.py", "-q", "build_ext", "--inplace"], cwd=dest,
+                       check=True, capture_output=True)
     return Build(rev, dest / "src")
 
 
@@ -135,8 +137,6 @@ def run_cell(build: Build, sc: Scenario, out: Path) -> dict[str, Any]:
 
 
 def _listening(port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -213,7 +213,8 @@ def main() -> int:
             for b in builds:
                 cmd = cells[b.label][sc.key].get("command")
                 if cmd and b is builds[0] and run == 1:
-                    print(f"\n`{sc.key}`: {sc.title}: `{' '.join(f'{k}={v}' for k, v in sc.env.items())} ringcast serve` + `{cmd}`")
+                    env = " ".join(f"{k}={v}" for k, v in sc.env.items())
+                    print(f"\n`{sc.key}`: {sc.title}: `{env} ringcast serve` + `{cmd}`")
     if args.json:
         args.json.write_text(json.dumps(every, indent=1))
     return 0

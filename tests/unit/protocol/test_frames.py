@@ -25,7 +25,14 @@ from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode
 
 from ringcast.server.protocol import Session, SessionState
 from ringcast.server.protocol.frames import Event as FrameEvent
-from ringcast.server.protocol.frames import FrameError, FrameReader, Kind, close_frame
+from ringcast.server.protocol.frames import (
+    FrameError,
+    FrameReader,
+    Kind,
+    _LimitedDecoder,
+    _ServerFrames,
+    close_frame,
+)
 from ringcast.server.protocol.websocket_phase import WebSocketPhase
 
 from .harness import SETTINGS, WsClient, close_payload, open_client
@@ -748,6 +755,14 @@ class TestWsprotoInternals:
         proto.receive_bytes(frame(BINARY, b"x"))
         assert len(marker.buffer) > 0  # bytes went to the decoder set after __init__
         assert [f.payload for f in proto.received_frames()] == [b"x"]
+
+    def test_frame_protocol_init_sets_what_the_reader_sets(self) -> None:
+        theirs = vars(FrameProtocol(client=False, extensions=[]))
+        ours = vars(_ServerFrames(_LimitedDecoder(10, 10)))
+        assert sorted(ours) == sorted(theirs)
+        for name, value in theirs.items():
+            assert type(ours[name]) is type(value) or name == "_frame_decoder", name
+        assert isinstance(ours["_frame_decoder"], FrameDecoder)
 
     def test_parse_header_sets_header_with_the_announced_length(self) -> None:
         decoder = FrameDecoder(client=False, extensions=[])

@@ -40,7 +40,8 @@ fan-out copies that into its slot (10). A binary message that arrived in one pie
 
 The wsproto internals this needs, pinned by ``TestWsprotoInternals`` in
 ``tests/unit/protocol/test_frames.py`` so that a wsproto release that changes them fails
-there first: ``FrameProtocol._frame_decoder`` (replaced by :class:`_LimitedDecoder`),
+there first: the attributes ``FrameProtocol.__init__`` sets (:class:`_ServerFrames` sets
+them itself, with a :class:`_LimitedDecoder` as ``_frame_decoder``),
 ``FrameProtocol._message_decoder.opcode``, ``FrameDecoder.parse_header()``, ``.header``
 and ``.buffer``, and ``FrameProtocol._serialize_frame()`` (a text frame from bytes that
 are known to be UTF-8, without decoding them to ``str`` and back).
@@ -56,6 +57,7 @@ from wsproto.frame_protocol import (
     CloseReason,
     FrameDecoder,
     FrameProtocol,
+    MessageDecoder,
     Opcode,
     ParseFailed,
 )
@@ -177,6 +179,20 @@ class _LimitedDecoder(FrameDecoder):
         return True
 
 
+class _ServerFrames(FrameProtocol):
+    """wsproto's frame protocol as a server without extensions, reading through a
+    :class:`_LimitedDecoder`: the attributes ``FrameProtocol.__init__`` sets, without the
+    decoder it would make only to be replaced (a reader is made per burst of bytes)."""
+
+    def __init__(self, decoder: _LimitedDecoder) -> None:
+        self.client = False
+        self.extensions = []
+        self._frame_decoder = decoder
+        self._message_decoder = MessageDecoder()
+        self._parse_more = self._parse_more_gen()
+        self._outbound_opcode = None
+
+
 class FrameReader:
     """The client-to-server frames of one connection, parsed by wsproto.
 
@@ -194,9 +210,8 @@ class FrameReader:
     __slots__ = ("_decoder", "_message", "_proto", "_text")
 
     def __init__(self, max_size: int | None, max_frames: int) -> None:
-        proto = FrameProtocol(client=False, extensions=[])
-        self._decoder = proto._frame_decoder = _LimitedDecoder(max_size, max_frames)
-        self._proto = proto
+        self._decoder = _LimitedDecoder(max_size, max_frames)
+        self._proto = _ServerFrames(self._decoder)
         # The pieces of the data message in progress, UTF-8 for text; None between messages.
         self._message: bytearray | None = None
         self._text = False
