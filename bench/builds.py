@@ -154,7 +154,7 @@ def figures(cells: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     publish_cpu = cpu("publish")
     out["µs server CPU per published message"] = (
         publish_cpu / messages * 1e6 if publish_cpu is not None and messages else None)
-    pongs = pick(cells.get("pongs", {}), "client.pings_answered")
+    pongs = pick(cells.get("pongs", {}), "run.pings_answered")
     with_pings, without = cpu("pongs"), cpu("nopings")
     out["µs server CPU per ping-pong"] = (
         (with_pings - without) / pongs * 1e6
@@ -195,7 +195,7 @@ def main() -> int:
                 out.unlink(missing_ok=True)
                 res = run_cell(b, sc, out)
                 cells[b.label][sc.key] = res
-                every.append({"run": run, "build": b.label, "scenario": sc.key, **res})
+                every.append({"run_number": run, "build": b.label, "scenario": sc.key, "report": res})
                 if "error" in res:
                     print(f"#   run {run} {b.label} {sc.key}: {res['error']}")
         print(f"\n## Run {run} of {args.runs}\n")
