@@ -602,7 +602,7 @@ class RingioSender:
         return {k: st[k] for k in self.COUNTERS}
 
     def close(self) -> None:
-        self.loop.close_loop()
+        self.loop.close()
 
 
 def cpu() -> tuple[float, float]:

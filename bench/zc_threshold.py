@@ -59,8 +59,8 @@ def run(size: int, zero_copy: bool, total: int, clients: int) -> tuple[float, fl
         got += sum(len(e.data) for e in reader.reap(0) if e.kind == EventKind.DATA)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     zc_sends = server.stats()["zc_sends"]
-    server.close_loop()
-    reader.close_loop()
+    server.close()
+    reader.close()
     return elapsed, cpu, zc_sends
 
 

@@ -50,7 +50,7 @@ def make_loop(engine: Engine) -> Iterator[Callable[..., Loop]]:
 
     yield make
     for loop in loops:
-        loop.close_loop()
+        loop.close()
 
 
 @pytest.fixture

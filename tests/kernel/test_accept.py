@@ -68,7 +68,7 @@ def test_refused_when_id_table_full_and_accepting_resumes_once_ids_free(
 
     freed = [first[0].conn, first[1].conn]
     for conn in freed:
-        srv.loop.close(conn)
+        srv.loop.close_connection(conn)
     stats_settle(srv.loop, conns_live=2)
 
     again = srv.connect(2)

@@ -83,7 +83,7 @@ CHILD = textwrap.dedent(r"""
     clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
     wait(has(EventKind.ACCEPT), "a new connection after resume")
     out["stats"] = loop.stats()
-    loop.close_loop()
+    loop.close()
     for c in clients:
         c.close()
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

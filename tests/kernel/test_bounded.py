@@ -39,7 +39,7 @@ def test_three_rounds_of_200_connections_return_to_baseline(
         loop.fanout(slot, ids(c.conn for c in by_server), 100)
         loop.release(slot)
         for c in by_server:
-            loop.close(c.conn)
+            loop.close_connection(c.conn)
         hups: set[int] = set()
 
         def all_hung_up(ev: list, hups: set[int] = hups, peer_closed: set[int] = peer_closed
@@ -47,7 +47,7 @@ def test_three_rounds_of_200_connections_return_to_baseline(
             for e in kinds(ev, EventKind.HUP):
                 if e.conn not in hups:
                     hups.add(e.conn)
-                    loop.close(e.conn)
+                    loop.close_connection(e.conn)
             return peer_closed <= hups
 
         srv.pump(all_hung_up, what="100 HUPs")

@@ -51,7 +51,7 @@ def test_close_drops_queued_data_frees_slot_refs_and_peer_sees_eof(
     base = loop.stats()["conns_live"]
     c, stream = _stalled(srv, 16, 64 << 10)     # 1 MiB in 64 KiB slots
     assert loop.queued(c.conn) > 512 << 10
-    loop.close(c.conn)
+    loop.close_connection(c.conn)
     srv.peers.resume(c)
     srv.pump(lambda _ev: c.done, what="EOF at the client")
     assert c.eof and not c.error
@@ -68,7 +68,7 @@ def test_close_with_flush_delivers_everything_queued_then_eof_and_lingers(
     loop = srv.loop
     base = loop.stats()["conns_live"]
     c, stream = _stalled(srv, 64, 16 << 10)     # 1 MiB
-    loop.close(c.conn, flush=True)
+    loop.close_connection(c.conn, flush=True)
     late = loop.slot(b"late")
     assert loop.fanout(late, ids([c.conn]), 1) == 0, "no new frames once closing"
     loop.release(late)
@@ -97,12 +97,12 @@ def test_close_without_flush_ends_a_lingering_connection_at_once(
     base = loop.stats()["conns_live"]
     (c,) = srv.connect(1)
     assert loop.send(c.conn, b"bye") is True
-    loop.close(c.conn, flush=True)
+    loop.close_connection(c.conn, flush=True)
     srv.pump(lambda _ev: c.eof, what="EOF after the last bytes")
     assert c.rx == b"bye"
     srv.pump_for(0.05)
     assert loop.stats()["conns_live"] == base + 1       # lingering: the peer has not closed
-    loop.close(c.conn)
+    loop.close_connection(c.conn)
     stats_settle(loop, conns_live=base)
 
 
@@ -113,7 +113,7 @@ def test_reused_id_never_receives_bytes_meant_for_the_old_connection(
     base = loop.stats()["conns_live"]
     old, old_stream = _stalled(srv, 32, 32 << 10)  # 1 MiB stuck behind a full socket
     old_id = old.conn
-    loop.close(old_id)
+    loop.close_connection(old_id)
     stats_settle(loop, conns_live=base)         # io_uring frees the id after its last CQE
     (new,) = srv.connect(1)
     assert new.conn == old_id, "the freed id is the next one handed out"
@@ -136,7 +136,7 @@ def test_fanout_to_a_closed_id_is_skipped(make_server: Callable[..., Server]) ->
     base = loop.stats()["conns_live"]
     gone, live = srv.connect(2)
     gone_id = gone.conn
-    loop.close(gone_id)
+    loop.close_connection(gone_id)
     slot = loop.slot(b"frame")
     assert loop.fanout(slot, ids([gone_id, live.conn]), 2) == 1     # closing, not yet freed
     stats_settle(loop, conns_live=base + 1)
@@ -168,7 +168,7 @@ def test_half_closed_peer_still_receives_then_flush_close_ends_it(
     srv.peers.resume(c)
     srv.received([c], len(stream), timeout=10)
     assert c.rx == stream and not c.done
-    loop.close(c.conn, flush=True)              # nothing queued, peer already closed: done
+    loop.close_connection(c.conn, flush=True)              # nothing queued, peer already closed: done
     srv.pump(lambda _ev: c.done, what="EOF")
     assert c.eof
     st = stats_settle(loop, conns_live=base)
@@ -191,7 +191,7 @@ def test_trim_drops_what_has_not_started_and_the_next_frame_follows_whole_frames
     srv.pump_for(0.05)
     assert loop.queued(c.conn) <= before - dropped
     assert loop.send(c.conn, b"<close frame>")
-    loop.close(c.conn, flush=True)
+    loop.close_connection(c.conn, flush=True)
     srv.peers.resume(c)
     srv.pump(lambda _ev: c.done, what="the marker then EOF")
     assert c.eof and not c.error
@@ -211,13 +211,13 @@ def test_abort_resets_the_peer_instead_of_leaving_its_data_behind(
     loop = srv.loop
     base = loop.stats()["conns_live"]
     c, _ = _stalled(srv, 16, 64 << 10)
-    loop.close(c.conn, abort=True)
+    loop.close_connection(c.conn, abort=True)
     stats_settle(loop, conns_live=base, slots_live=0, queued_bytes=0)
     srv.peers.resume(c)
     srv.pump(lambda _ev: c.done, what="the reset at the client")
     assert c.error == errno.ECONNRESET, (c.eof, c.error)
     with pytest.raises(ValueError):
-        loop.close(c.conn, flush=True, abort=True)
+        loop.close_connection(c.conn, flush=True, abort=True)
 
 
 def _closed(events: list[Event], conn: int) -> list[Event]:
@@ -232,7 +232,7 @@ def test_closed_is_reported_once_the_lingering_id_is_free(
     loop = srv.loop
     (c,) = srv.connect(1)
     assert loop.send(c.conn, b"bye") is True
-    loop.close(c.conn, flush=True)
+    loop.close_connection(c.conn, flush=True)
     ev = srv.pump(lambda _ev: c.eof, what="EOF after the last bytes")
     ev += srv.pump_for(0.1)
     assert _closed(ev, c.conn) == [], "still lingering: the peer has not closed"
@@ -247,7 +247,7 @@ def test_closed_follows_a_hard_close_or_an_abort(
         make_server: Callable[..., Server], how: str) -> None:
     srv = make_server(sndbuf=SMALL_BUF)
     c, _ = _stalled(srv, 8, 64 << 10)           # a send in flight, more queued
-    srv.loop.close(c.conn, abort=how == "abort")
+    srv.loop.close_connection(c.conn, abort=how == "abort")
     ev = srv.pump(lambda ev: bool(_closed(ev, c.conn)), what="CLOSED")
     assert len(_closed(ev, c.conn)) == 1
 
@@ -255,7 +255,7 @@ def test_closed_follows_a_hard_close_or_an_abort(
 def test_closed_comes_before_the_id_is_reused(make_server: Callable[..., Server]) -> None:
     srv = make_server()
     (old,) = srv.connect(1)
-    srv.loop.close(old.conn)
+    srv.loop.close_connection(old.conn)
     (new,) = srv.connect(1)
     assert new.conn == old.conn
     log = [(e.kind, e.conn) for e in srv.log]
@@ -272,5 +272,5 @@ def test_no_closed_for_a_connection_the_caller_did_not_close(
     ev = srv.pump(lambda ev: bool(kinds(ev, EventKind.HUP)), what="HUP")
     ev += srv.pump_for(0.1)
     assert _closed(ev, c.conn) == []            # the caller has not let go of it yet
-    srv.loop.close(c.conn)
+    srv.loop.close_connection(c.conn)
     srv.pump(lambda ev: bool(_closed(ev, c.conn)), what="CLOSED after close()")

@@ -121,7 +121,7 @@ def test_connections_are_installed_at_their_id_and_removed_on_close(
     gone, rest = clients[0], clients[1:]
     inode = _server_inode(gone)
     assert inode in _tcp_inodes()
-    srv.loop.close(gone.conn)
+    srv.loop.close_connection(gone.conn)
     srv.pump(lambda _ev: gone.done, what="EOF at the closed client")
     assert gone.eof
     table = _table_of(rest)

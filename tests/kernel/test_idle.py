@@ -48,7 +48,7 @@ def test_reap_waits_its_timeout_while_a_flushing_connection_has_unread_input(
         srv.loop.fanout(slot, ids([c.conn]), 1)
         srv.loop.release(slot)
     srv.pump_for(0.05)
-    srv.loop.close(c.conn, flush=True)          # stays open until the client reads
+    srv.loop.close_connection(c.conn, flush=True)          # stays open until the client reads
     srv.peers.send(c, b"chatter from a slow reader")
     n = reaps_in(srv.loop, 0.3, 0.1)
     assert n <= 6, f"{n} reaps in 0.3 s with a 0.1 s timeout: the loop is spinning"

@@ -27,8 +27,8 @@ def test_close_loop_closes_every_owned_fd_and_is_idempotent(
     clients = srv.connect(3)
     srv.loop.send(clients[0].conn, b"before")
     srv.received(clients[:1], 6)
-    srv.loop.close_loop()
-    srv.loop.close_loop()
+    srv.loop.close()
+    srv.loop.close()
     for c in clients:
         c.sock.setblocking(True)
         c.sock.settimeout(5)
@@ -46,13 +46,13 @@ CHILD = textwrap.dedent(r"""
     import array, sys
     from ringcast.ringio import Engine, Loop, LoopParams
     loop = Loop(LoopParams(engine=Engine[sys.argv[1]], arena_size=1 << 16))
-    loop.close_loop()
+    loop.close()
     calls = {
         "reap": lambda: loop.reap(0),
         "slot": lambda: loop.slot(b"x"),
         "fanout": lambda: loop.fanout(0, array.array("I", [0]), 1),
         "send": lambda: loop.send(0, b"x"),
-        "close": lambda: loop.close(0),
+        "close": lambda: loop.close_connection(0),
         "queued": lambda: loop.queued(0),
         "probe": lambda: loop.probe(),
         "stats": lambda: loop.stats(),

@@ -20,7 +20,7 @@ def test_closed_listener_stops_accepting_and_further_reaps_are_quiet(
     loop = srv.loop
     (kept,) = srv.connect(1)
     before = loop.stats()
-    loop.close(srv.lid)
+    loop.close_connection(srv.lid)
     stats_settle(loop, conns_live=before["conns_live"] - 1)
     for _ in range(3):
         probe_sock = socket.socket()
@@ -33,7 +33,7 @@ def test_closed_listener_stops_accepting_and_further_reaps_are_quiet(
     ev = reap_for(loop, 0.2)
     assert not kinds(ev, EventKind.ACCEPT) and not kinds(ev, EventKind.ACCEPT_ERROR)
     assert loop.stats()["accepts"] == before["accepts"]
-    loop.close(srv.lid)                        # closing it again is harmless
+    loop.close_connection(srv.lid)                        # closing it again is harmless
     with pytest.raises(OSError):
         loop.resume_accept(srv.lid)            # not a listener any more
     # Connections accepted before still work both ways.
@@ -74,5 +74,5 @@ def test_adopted_socketpair_end_receives_data_and_can_be_sent_to(
     peers.drop(peer)
     ev = peers.pump(loop, lambda ev: bool(kinds(ev, EventKind.HUP)), what="HUP")
     assert [(e.conn, e.res) for e in kinds(ev, EventKind.HUP)] == [(conn, 0)]
-    loop.close(conn)
+    loop.close_connection(conn)
     stats_settle(loop, conns_live=0, slots_live=0, queued_bytes=0)

@@ -31,11 +31,11 @@ def _zc_server(make_loop: Callable[..., Loop], peers: Peers, **params: Any) -> S
             p = loop.probe()
             if p.arena_registered or time.monotonic() > deadline:
                 break
-            loop.close_loop()
+            loop.close()
             time.sleep(0.05)  # nothing to reap: waiting for the kernel's ring teardown
         if p.arena_registered:
             break
-        loop.close_loop()
+        loop.close()
     assert p is not None
     if (p.kernel_major, p.kernel_minor) < (6, 10):
         pytest.skip(f"zero-copy needs kernel >= 6.10, this is {p.kernel_major}.{p.kernel_minor}")

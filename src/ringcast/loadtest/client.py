@@ -382,7 +382,7 @@ class LoadTest:
         self.tally[c.kind].failed[why] += 1
         del self.conns[conn]
         self.handshaking.discard(conn)
-        self.loop.close(conn)
+        self.loop.close_connection(conn)
 
     def connect(self) -> None:
         """Open the subscribers, then the publishers (bounded handshakes in flight)."""
@@ -504,7 +504,7 @@ class LoadTest:
         elif not self.closing:
             self.closed_by_server[f"{c.kind}: {how}"] += 1
             self._forget(conn, c)
-        self.loop.close(conn)
+        self.loop.close_connection(conn)
 
     def _forget(self, conn: int, c: _Conn) -> None:
         if self.scan_ok[conn]:
@@ -532,14 +532,14 @@ class LoadTest:
                 self.loop.send(n.conn, _client_frame(0x8, code.to_bytes(2, "big")), force=True)
                 del self.conns[n.conn]
                 self._forget(n.conn, c)
-                self.loop.close(n.conn, flush=True)
+                self.loop.close_connection(n.conn, flush=True)
             elif n.kind == NOTE_PROTOCOL:
                 if not self.closing:
                     why = PROTOCOL_ERRORS.get(n.aux, str(n.aux))
                     self.closed_by_server[f"{c.kind}: protocol error ({why})"] += 1
                 del self.conns[n.conn]
                 self._forget(n.conn, c)
-                self.loop.close(n.conn)
+                self.loop.close_connection(n.conn)
 
     # -- publishing ---------------------------------------------------------
 
@@ -617,7 +617,7 @@ class LoadTest:
                 self.http_errors["server closed the publish connection"] += 1
                 del self.conns[conn]
                 self._forget(conn, c)
-                self.loop.close(conn)
+                self.loop.close_connection(conn)
                 return
             self.http_idle.append(conn)
             self._http_send()
@@ -748,13 +748,13 @@ class LoadTest:
             for conn, c in list(self.conns.items()):
                 if c.open and c.kind != KIND_HTTP:
                     self.loop.send(conn, frame, force=True)
-                self.loop.close(conn, flush=True)
+                self.loop.close_connection(conn, flush=True)
             self.conns.clear()
             end = time.monotonic() + 1.0
             while time.monotonic() < end and self.loop.stats()["queued_bytes"]:
                 self.loop.reap(0.01)
         finally:
-            self.loop.close_loop()
+            self.loop.close()
 
     # -- progress -------------------------------------------------------------
 

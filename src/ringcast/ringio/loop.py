@@ -177,7 +177,7 @@ class Loop:
             raise RingioError(errno.EBADF, "the loop is closed")
         return self._l
 
-    def close_loop(self) -> None:
+    def close(self) -> None:
         """Close every socket and free the loop. Idempotent; any later call raises."""
         if self._l != ffi.NULL:
             lib.rio_destroy(self._l)
@@ -191,7 +191,7 @@ class Loop:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close_loop()
+        self.close()
 
     def probe(self) -> Probe:
         out = ffi.new("rio_probe *")
@@ -227,7 +227,7 @@ class Loop:
     def resume_accept(self, listener: int) -> None:
         _check(lib.rio_resume_accept(self._loop, listener))
 
-    def close(self, conn: int, flush: bool = False, *, abort: bool = False) -> None:
+    def close_connection(self, conn: int, *, flush: bool = False, abort: bool = False) -> None:
         """Close a connection.
 
         Default: what is queued is dropped; the peer gets what the kernel already
@@ -237,7 +237,7 @@ class Loop:
         peer that stopped reading, whose buffers would otherwise outlive the fd.
         """
         if flush and abort:
-            raise ValueError("close(): flush and abort exclude each other")
+            raise ValueError("close_connection(): flush and abort exclude each other")
         how = lib.RIO_CLOSE_FLUSH if flush else lib.RIO_CLOSE_ABORT if abort else lib.RIO_CLOSE_HARD
         lib.rio_close(self._loop, conn, how)
 

@@ -263,7 +263,7 @@ class RedisBridge:
         was_up = self.connected
         for c in (self.sub, self.pub):
             if c in self._readers:
-                self.loop.close(c)
+                self.loop.close_connection(c)
         self._readers.clear()
         self.sub = self.pub = -1
         self.connected = False
@@ -288,7 +288,7 @@ class RedisBridge:
     def close(self) -> None:
         self._abandon_connect()
         for c in list(self._readers):
-            self.loop.close(c)
+            self.loop.close_connection(c)
         self._readers.clear()
         self.connected = False
         self._next_try = None

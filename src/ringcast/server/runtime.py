@@ -266,7 +266,7 @@ class Server:
         self.draining = True
         self._drain_deadline = now + self.config.shutdown.drain_timeout
         for lid in list(self.listeners):
-            self.loop.close(lid)
+            self.loop.close_connection(lid)
         self.listeners.clear()
         while self._unarmed:
             self._unarmed.pop().close()
@@ -296,7 +296,7 @@ class Server:
             signal.set_wakeup_fd(-1)
             self._wake_w.close()
             self._wake_w = None
-        self.loop.close_loop()
+        self.loop.close()
 
     # -- one iteration ----------------------------------------------------
 
@@ -361,7 +361,7 @@ class Server:
                 self.peers.accepted(conn)
                 return
             if self.draining:
-                self.loop.close(conn)
+                self.loop.close_connection(conn)
                 return
             self.metrics.accepted += 1
             if len(self.sessions) + len(self._closing) >= self.config.limits.max_connections:
@@ -438,10 +438,10 @@ class Server:
         self.metrics.refusals[reason] += 1
         if len(self._refusing) >= REFUSALS_IN_FLIGHT:
             self.metrics.refusals_reset += 1
-            self.loop.close(conn, abort=True)
+            self.loop.close_connection(conn, abort=True)
             return
         self.loop.send(conn, error_response(503, message), force=True)
-        self.loop.close(conn, flush=True)
+        self.loop.close_connection(conn, flush=True)
         self._linger(self._refusing, conn)
 
     def _resume(self, listener: int) -> None:
@@ -613,7 +613,7 @@ class Server:
         if sess is not None:
             self._unsubscribe(conn, sess)
         self._deadlines.pop(conn, None)
-        self.loop.close(conn, flush=flush)
+        self.loop.close_connection(conn, flush=flush)
         self._linger(self._closing, conn)
 
     def _linger(self, closing: dict[int, int], conn: int) -> None:
@@ -633,7 +633,7 @@ class Server:
         # what it left unread in our kernel buffers is freed now, not when TCP
         # gives up on it.
         if closing.get(conn) == gen:
-            self.loop.close(conn, abort=True)
+            self.loop.close_connection(conn, abort=True)
 
     @property
     def closing_count(self) -> int:

@@ -88,12 +88,12 @@ class PeerLinks:
     def lost(self, conn: int, now: float) -> bool:
         """A link hung up: forget it (and reconnect if it was outbound)."""
         if self.inbound.pop(conn, None) is not None:
-            self.loop.close(conn)
+            self.loop.close_connection(conn)
             return True
         for peer, c in list(self.out.items()):
             if c == conn:
                 del self.out[peer]
-                self.loop.close(conn)
+                self.loop.close_connection(conn)
                 self._retry[peer] = now + LINK_RETRY
                 return True
         return False
