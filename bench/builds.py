@@ -195,7 +195,8 @@ def main() -> int:
                 out.unlink(missing_ok=True)
                 res = run_cell(b, sc, out)
                 cells[b.label][sc.key] = res
-                every.append({"run_number": run, "build": b.label, "scenario": sc.key, "report": res})
+                every.append({"run_number": run, "build": b.label, "scenario": sc.key,
+                              "report": res})
                 if "error" in res:
                     print(f"#   run {run} {b.label} {sc.key}: {res['error']}")
         print(f"\n## Run {run} of {args.runs}\n")

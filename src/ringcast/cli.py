@@ -70,7 +70,7 @@ def setup_logging(level: str, fmt: str, worker: int | None = None) -> None:
 def _load(args: argparse.Namespace) -> Config:
     """Load and check a configuration, including what only the server can check
     (JWT algorithms against keys, key files that parse)."""
-    from ringcast.server.runtime import protocol_settings
+    from ringcast.server.settings import protocol_settings
 
     config = load_config(args.config, os.environ)
     try:
@@ -135,26 +135,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def run_worker(config: Config, path: str | None, *, index: int, count: int, token: str,
                ready: Callable[[], None]) -> int:
     """Serve in this process: the whole server, or one worker of several."""
-    from ringcast.server.backend import loop_ids, open_backend
-    from ringcast.server.cluster import RedisBridge
-    from ringcast.server.fdlimit import raise_nofile
-    from ringcast.server.runtime import Server
-    from ringcast.server.workers import PeerLinks
+    from ringcast.ringio import RingioError
+    from ringcast.server.backend import open_backend
+    from ringcast.server.capacity import plan_capacity
+    from ringcast.server.runtime import build_server
 
-    # Before the ring exists: it sizes its file table by this limit.
-    nofile, needed = raise_nofile(loop_ids(config))
-    if nofile < needed:
-        log.warning("the open-files limit is %d, below the %d that limits.max_connections = %d "
+    # Before the ring exists: it sizes its file table by the open-files limit.
+    capacity = plan_capacity(config)
+    if capacity.files_short:
+        log.warning("the open-files limit is %d, below what limits.max_connections = %d "
                     "needs: connections past it will be refused; raise the hard limit "
                     "(LimitNOFILE= in the systemd unit, docker run --ulimit nofile=, ulimit -Hn) "
-                    "or lower limits.max_connections", nofile, needed,
-                    config.limits.max_connections)
+                    "or lower limits.max_connections", capacity.nofile, capacity.connections)
     try:
-        backend = open_backend(config)
+        backend = open_backend(config, capacity.loop_ids)
     except RingcastError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
-    server = Server(config, backend, config_path=path, worker=index)
+    on_linked = ready if count > 1 else lambda: None
+    server = build_server(config, backend, max_connections=capacity.connections,
+                          config_path=path, worker=index, workers=count, token=token,
+                          on_linked=on_linked)
     try:
         host, port = server.start()
     except OSError as exc:
@@ -162,23 +163,20 @@ def run_worker(config: Config, path: str | None, *, index: int, count: int, toke
                   "change server.port)", config.server.host, config.server.port, exc.strerror)
         server.close()
         return EXIT_FAILURE
-    if count > 1:
-        server.peers = PeerLinks(backend.loop, token, index, count)
-    if config.cluster.redis_url:
-        hub = server.hub
-        server.bridge = RedisBridge(
-            config.cluster.redis_url, backend.loop, server.deliver,
-            lambda: [name for name, ch in hub.channels.items() if ch.ids],
-            on_confirmed=server.channel_confirmed, on_down=server.bridge_down)
     server.install_signal_handlers()
     log.info("ringcast %s listening on %s:%d, backend %s (%s)",
              __version__, host, port, backend.name, backend.reason)
+    log.info("taking up to %d connections%s, bound by %s", capacity.connections,
+             " in this worker" if count > 1 else "", capacity.bound)
     if count == 1:
         server.accept_clients()
         sdnotify.ready(f"listening on {host}:{port}, backend {backend.name}")
-    else:
-        server.on_linked = ready
-    server.run()
+    try:
+        server.run()
+    except RingioError as exc:
+        log.error("the event loop failed: %s; this worker stops (under `workers`, the "
+                  "supervisor starts a new one)", exc)
+        return EXIT_FAILURE
     log.info("stopped")
     return EXIT_OK
 

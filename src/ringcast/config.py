@@ -51,6 +51,7 @@ __all__ = [
     "LimitsConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "ReloadPlan",
     "RingConfig",
     "ServerConfig",
     "ShutdownConfig",
@@ -58,6 +59,7 @@ __all__ = [
     "config_keys",
     "diff_configs",
     "load_config",
+    "plan_reload",
 ]
 
 ENV_PREFIX = "RINGCAST_"
@@ -280,9 +282,16 @@ class RingConfig:
 class LimitsConfig:
     """``[limits]``: what one client may cost."""
 
-    max_connections: int = field(
-        default=10000,
-        metadata=_spec("Open connections per worker; more are refused.", minimum=1, maximum=_MIB),
+    max_connections: int | Auto = field(
+        default="auto",
+        metadata=_spec(
+            'Open connections per worker; more are refused with 503. "auto" = as many as the '
+            "process can hold: its open-files hard limit, and 8 KiB of available memory per "
+            "connection (the start-up log says which bounds it).",
+            minimum=1,
+            maximum=_MIB,
+            choices=Auto,
+        ),
     )
     max_connections_per_ip: int = field(
         default=0,
@@ -943,6 +952,39 @@ def diff_configs(old: Config, new: Config) -> tuple[list[str], list[str]]:
         if old_values[key.section][key.name] != new_values[key.section][key.name]:
             (reloadable if key.reloadable else restart).append(key.path)
     return reloadable, restart
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a SIGHUP does with a configuration read again: see :func:`plan_reload`."""
+
+    applied: Config
+    """The configuration to run with: the running one, with the new values of ``live``."""
+    live: tuple[str, ...]
+    """Key paths whose new values apply now."""
+    restart: tuple[str, ...]
+    """Key paths that changed but need a restart: not applied."""
+
+
+def plan_reload(running: Config, new: Config) -> ReloadPlan:
+    """Decide what a reload applies: the keys that changed and may change live take their
+    new values, those that need a restart keep their running ones.
+
+    ``auth.jwt_public_key_file`` counts as changed whenever it is set, even with the same
+    path: the file it names may have been replaced, and a reload reads it again. Pure: it
+    reads no file and no environment.
+    """
+    live, restart = diff_configs(running, new)
+    if not live and running.auth.jwt_public_key_file:
+        live = ["auth.jwt_public_key_file"]
+    if not live:
+        return ReloadPlan(running, (), tuple(restart))
+    merged = {section: dict(keys) for section, keys in running.as_dict().items()}
+    fresh = new.as_dict()
+    for path in live:
+        section, key = path.split(".", 1)
+        merged[section][key] = fresh[section][key]
+    return ReloadPlan(config_from_mapping(merged, "<reload>"), tuple(live), tuple(restart))
 
 
 # --------------------------------------------------------------------------------------------

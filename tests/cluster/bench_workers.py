@@ -34,8 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.rawws import OP_TEXT, frame
+
 from .procs import Node
-from .wsclient import Conn, mask_frame, open_on_workers
+from .wsclient import Conn, open_on_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 RINGCAST = str(ROOT / ".venv" / "bin" / "ringcast")
@@ -153,7 +155,7 @@ async def _blast(node: Node, pub_worker: int, sub_worker: int, n: int) -> dict[s
         else:
             c.close()
     pub = (await open_on_workers(node.port, {pub_worker: 1}, "h"))[pub_worker][0]
-    blob = mask_frame(1, payload) * n
+    blob = frame(OP_TEXT, payload) * n
     pids = pids_of(node)
     cpu0 = {w: cpu_ns(p) for w, p in pids.items()}
     t0 = time.perf_counter()

@@ -15,21 +15,29 @@ every wait is on a future or on a condition polled against a deadline.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import re
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tests.support.metrics import Metrics
+from tests.support.rawws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_key,
+    frame,
+    handshake_request,
+    new_key,
+    parse_frames,
+)
 
 # Re-exported: the tests wait with it alongside these clients.
 from tests.support.waiting import wait_until as wait_until  # noqa: PLC0414
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
-OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 _live: set[Conn] = set()   # open connections, closed by `close_leftovers` whatever happened
 
@@ -43,21 +51,6 @@ class Response:
     @property
     def text(self) -> str:
         return self.body.decode()
-
-
-def mask_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked, final client frame (RFC 6455 5.2-5.3)."""
-    key = os.urandom(4)
-    n = len(payload)
-    if n <= 125:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    stream = (key * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-    return head + key + masked
 
 
 class Conn(asyncio.Protocol):
@@ -124,13 +117,17 @@ class Conn(asyncio.Protocol):
     async def request(self, method: str, path: str, body: bytes = b"",
                       headers: dict[str, str] | None = None,
                       timeout: float = TIMEOUT) -> Response:
-        assert self.transport is not None and not self.websocket
         hdrs = {"Host": HOST, **(headers or {})}
         if method == "POST":
             hdrs["Content-Length"] = str(len(body))
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        return await self._exchange(head.encode() + b"\r\n" + body, timeout)
+
+    async def _exchange(self, request: bytes, timeout: float) -> Response:
+        """Send ``request`` and wait for its response."""
+        assert self.transport is not None and not self.websocket
         self._reply = asyncio.get_running_loop().create_future()
-        self.transport.write(head.encode() + b"\r\n" + body)
+        self.transport.write(request)
         async with asyncio.timeout(timeout):
             return await self._reply
 
@@ -148,54 +145,33 @@ class Conn(asyncio.Protocol):
         return (await self.request("GET", "/healthz")).text
 
     async def upgrade(self, channel: str, timeout: float = TIMEOUT) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        resp = await self.request("GET", f"/{channel}", headers={
-            "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"}, timeout=timeout)
+        key = new_key()
+        resp = await self._exchange(handshake_request(f"/{channel}", Sec_WebSocket_Key=key),
+                                    timeout)
         assert resp.status == 101, resp
+        assert resp.headers.get("sec-websocket-accept") == accept_key(key), resp
         self.channel = channel
 
     # -- WebSocket -----------------------------------------------------------
 
     def _frames(self) -> None:
-        buf = self.buf
-        pos = 0
-        size = len(buf)
-        while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n = b1 & 0x7F
-            p = pos + 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n = struct.unpack_from("!H", buf, pos + 2)[0]
-                p = pos + 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n = struct.unpack_from("!Q", buf, pos + 2)[0]
-                p = pos + 10
-            if size < p + n:
-                break
-            opcode = b0 & 0x0F
-            payload = bytes(buf[p:p + n])
-            pos = p + n
-            assert b0 & 0x80, "the server sends unfragmented messages"
-            if opcode in (OP_TEXT, OP_BINARY):
-                self.messages.append(payload)
-            elif opcode == OP_PING:
-                self.send_frame(OP_PONG, payload)
-            elif opcode == OP_CLOSE:
-                self.close_code = struct.unpack("!H", payload[:2])[0] if n >= 2 else 1005
-                self.send_frame(OP_CLOSE, payload[:2])
+        for got in parse_frames(self.buf):
+            assert got.fin and not got.masked and not got.rsv, (
+                f"the server sends unfragmented, unmasked frames without RSV bits: {got}")
+            if got.opcode in (OP_TEXT, OP_BINARY):
+                self.messages.append(got.payload)
+            elif got.opcode == OP_PING:
+                self.send_frame(OP_PONG, got.payload)
+            elif got.opcode == OP_CLOSE:
+                self.close_code = got.close_code
+                self.send_frame(OP_CLOSE, got.payload[:2])
                 assert self.transport is not None
                 self.transport.close()
-        del buf[:pos]
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None
         if not self.transport.is_closing():
-            self.transport.write(mask_frame(opcode, payload))
+            self.transport.write(frame(opcode, payload))
 
     def send_text(self, text: str) -> None:
         self.send_frame(OP_TEXT, text.encode())

@@ -115,7 +115,8 @@ def test_healthcheck_command_against_a_real_server() -> None:
     port = free_port()
     env = {**os.environ, "RINGCAST_SERVER_HOST": "0.0.0.0", "RINGCAST_SERVER_PORT": str(port)}
     dead = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
-    assert dead.returncode != 0
+    assert dead.returncode == 1, dead.stderr  # unhealthy (Docker reserves 2)
+    assert b"Connection refused" in dead.stderr, dead.stderr
     server = subprocess.Popen(
         [sys.executable, "-m", "ringcast", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--backend", "epoll"],

@@ -1,7 +1,10 @@
-"""ringcast.server.sdnotify against real AF_UNIX datagram sockets (a path and an abstract name)."""
+"""systemd's notification protocol over real AF_UNIX datagram sockets (a path and an abstract
+name): ringcast.server.sdnotify on its own, then `ringcast serve` telling a Type=notify unit
+that it is ready and that it stops."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import tempfile
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ringcast.server import sdnotify
+from tests.support.serverproc import ServerProcess
 
 
 def _receive(sock: socket.socket) -> str:
@@ -99,7 +103,7 @@ def test_status_is_kept_on_one_line(
     sock, name = abstract_socket
     monkeypatch.setenv("NOTIFY_SOCKET", name)
     assert sdnotify.status("two\nlines\r\n") is True
-    assert "\n" not in _receive(sock)
+    assert _receive(sock) == "STATUS=two lines  "
 
 
 @pytest.mark.parametrize("value", ["", "@", "relative/path", "vsock:2:1234"])
@@ -126,3 +130,56 @@ def test_empty_state_is_not_sent(
     sock.setblocking(False)
     with pytest.raises(BlockingIOError):
         sock.recv(64)
+
+
+# -- `ringcast serve` under a Type=notify unit --------------------------------------------
+
+
+def _states(sock: socket.socket, until: str, timeout: float) -> list[dict[str, str]]:
+    """The notifications received, each as its assignments, up to the first that sets
+    ``until`` to 1; AssertionError with what came when none does within ``timeout``."""
+    got: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while not got or got[-1].get(until) != "1":
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(4096).decode()
+        except TimeoutError:
+            raise AssertionError(f"no {until}=1 within {timeout}s; got {got}") from None
+        got.append(dict(line.split("=", 1) for line in data.split("\n")))
+    return got
+
+
+def _healthz(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("workers", "status"), [
+    (1, "listening on 127.0.0.1:{port}, backend {backend}"),
+    (2, "2 workers on 127.0.0.1:{port}"),
+], ids=["one process", "a supervisor and two workers"])
+def test_serve_notifies_ready_once_it_serves_and_stopping_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch, path_socket: tuple[socket.socket, str], workers: int,
+    status: str,
+) -> None:
+    # deploy/ringcast.service is Type=notify: without READY=1 systemd never sees the unit
+    # start (and kills it at TimeoutStartSec); STOPPING=1 tells it the drain has begun.
+    sock, path = path_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    server = ServerProcess.spawn({"SERVER_HOST": "127.0.0.1", "SERVER_WORKERS": workers})
+    try:
+        *_, ready = _states(sock, "READY", ServerProcess.START_TIMEOUT)
+        server.wait_listening()
+        assert ready == {"READY": "1", "STATUS": status.format(port=server.port,
+                                                               backend=server.backend)}
+        assert _healthz(server.port) == 200  # ready means serving
+        server.terminate()
+        _states(sock, "STOPPING", ServerProcess.STOP_TIMEOUT)
+        assert server.wait() == 0, server.stderr_text()
+    finally:
+        server.cleanup()

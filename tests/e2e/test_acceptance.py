@@ -11,7 +11,9 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from .helpers import RawWebSocket, metrics, run, wait_until
+from tests.support.rawws import RawWebSocket
+
+from .helpers import metrics, run, wait_until
 from .server import ServerProcess
 
 OPEN: dict[str, Any] = {

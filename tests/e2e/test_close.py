@@ -9,15 +9,17 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
-from .conftest import StartServer
-from .helpers import (
+from tests.support.rawws import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
     OP_TEXT,
     RawWebSocket,
-    client_frame,
     close_payload,
+)
+
+from .conftest import StartServer
+from .helpers import (
     run,
 )
 from .server import ServerProcess
@@ -121,8 +123,8 @@ class TestMaxMessageSize:
         server = start_server(LIMITS_MAX_MESSAGE_SIZE=1024)
         ws = RawWebSocket.connect(server.port, "/size")
         try:
-            ws.send(client_frame(OP_TEXT, b"a" * 600, fin=False))
-            ws.send(client_frame(OP_CONT, b"a" * 600, fin=True))
+            ws.send_frame(OP_TEXT, b"a" * 600, fin=False)
+            ws.send_frame(OP_CONT, b"a" * 600)
             frame = ws.recv_frame(timeout=5)
             assert frame is not None
             assert frame.opcode == OP_CLOSE

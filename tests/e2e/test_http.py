@@ -8,8 +8,10 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from tests.support.rawws import handshake_request
+
 from .conftest import StartServer
-from .helpers import http, metrics, publish, raw_http, run, upgrade_request
+from .helpers import http, metrics, publish, raw_http, run
 from .server import ServerProcess
 
 OPEN: dict[str, Any] = {"ping_interval": None, "open_timeout": 10, "close_timeout": 5}
@@ -171,14 +173,14 @@ class TestRFC9110Errors:
 
 class TestChannelNames:
     def test_bad_channel_name_400_with_reason(self, server: ServerProcess) -> None:
-        r = raw_http(server.port, upgrade_request("/a%20b"))
+        r = raw_http(server.port, handshake_request("/a%20b"))
         assert r.status == 400
         assert r.closed
         assert b"'%'" in r.body, r.body
-        r = raw_http(server.port, upgrade_request("/" + "n" * 300))
+        r = raw_http(server.port, handshake_request("/" + "n" * 300))
         assert r.status == 400
         assert b"300 characters" in r.body, r.body
-        r = raw_http(server.port, upgrade_request("/"))
+        r = raw_http(server.port, handshake_request("/"))
         assert r.status == 400
         assert b"empty" in r.body, r.body
 
@@ -203,20 +205,17 @@ class TestRFC6455Handshake:
     """RFC 6455 section 4.2.1: a bad opening handshake gets 400 and no upgrade."""
 
     def test_missing_key_400(self, server: ServerProcess) -> None:
-        req = (b"GET /news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Version: 13\r\n\r\n")
-        r = raw_http(server.port, req)
+        r = raw_http(server.port, handshake_request("/news", Sec_WebSocket_Key=None))
         assert r.status == 400
         assert r.closed
 
     def test_bad_key_400(self, server: ServerProcess) -> None:
-        r = raw_http(server.port, upgrade_request("/news", key="tooshort"))
+        r = raw_http(server.port, handshake_request("/news", Sec_WebSocket_Key="tooshort"))
         assert r.status == 400
         assert r.closed
 
     def test_wrong_version_426(self, server: ServerProcess) -> None:
-        req = upgrade_request("/news").replace(b"Version: 13", b"Version: 8")
-        r = raw_http(server.port, req)
+        r = raw_http(server.port, handshake_request("/news", Sec_WebSocket_Version="8"))
         assert r.status == 426
         assert r.headers.get("sec-websocket-version") == "13"
         assert r.closed

@@ -10,8 +10,10 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.support.rawws import OP_CLOSE, OP_PING, RawWebSocket
+
 from .conftest import StartServer
-from .helpers import HOST, OP_CLOSE, OP_PING, RawWebSocket, publish, recv_until_eof, run
+from .helpers import HOST, publish, recv_until_eof, run
 
 FAST_PINGS = {"LIMITS_PING_INTERVAL": 0.5, "LIMITS_PING_TIMEOUT": 0.5, "LIMITS_CLOSE_TIMEOUT": 1}
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import socket
 
+from tests.support.rawws import RawWebSocket, handshake_request
+
 from .conftest import StartServer
 from .helpers import (
     HOST,
     TIMEOUT,
-    RawWebSocket,
     metrics,
     parse_http_response,
     recv_until_eof,
     run,
-    upgrade_request,
     wait_until,
 )
 
@@ -26,15 +26,12 @@ def _connect_from(source: str, port: int) -> socket.socket:
     sock.settimeout(TIMEOUT)
     sock.bind((source, 0))
     sock.connect((HOST, port))
-    sock.sendall(upgrade_request("/news"))
+    sock.sendall(handshake_request("/news"))
     return sock
 
 
 def _open_from(source: str, port: int) -> RawWebSocket:
-    ws = RawWebSocket(_connect_from(source, port))
-    head = ws._read_until(b"\r\n\r\n", TIMEOUT)
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return ws
+    return RawWebSocket.connect(port, "/news", source=source)
 
 
 def _refused_from(source: str, port: int) -> None:

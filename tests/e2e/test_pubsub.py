@@ -11,8 +11,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.rawws import OP_TEXT, RawWebSocket, frame
+
 from .conftest import StartServer
-from .helpers import HOST, RawWebSocket, client_frame, metrics, run
+from .helpers import HOST, metrics, run
 from .server import ServerProcess
 
 OPEN: dict[str, Any] = {
@@ -186,7 +188,7 @@ class TestBatching:
                 try:
                     before = await asyncio.to_thread(metrics, server.port)
                     # All eight frames in one write: one recv on the server, one iteration.
-                    pub.send(b"".join(client_frame(1, m.encode()) for m in burst))
+                    pub.send(b"".join(frame(OP_TEXT, m.encode()) for m in burst))
                     for got in await asyncio.gather(*(recv_n(s, 8) for s in subs)):
                         assert got == burst
                     after = await asyncio.to_thread(metrics, server.port)

@@ -17,13 +17,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket, close_payload
+
 from .conftest import StartServer
 from .helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_TEXT,
-    RawWebSocket,
-    close_payload,
     metrics,
     publish,
     run,
@@ -222,7 +219,7 @@ class TestSlowConsumer:
             conns = await asyncio.gather(*(connect(url, **OPEN) for _ in range(HEALTHY)))
             pub = await connect(url, **OPEN)
             slow = await asyncio.to_thread(
-                RawWebSocket.connect, server.port, "/firehose", SLOW_RCVBUF)
+                RawWebSocket.connect, server.port, "/firehose", rcvbuf=SLOW_RCVBUF)
             healthy = Healthy(list(conns))
             try:
                 baseline = server.rss_bytes()
@@ -284,7 +281,7 @@ def test_non_reader_past_close_timeout_is_reset_and_leaves_no_orphan(
     no orphaned socket keeps its unsent bytes in the kernel afterwards."""
     env = server_env("close") | {"LIMITS_CLOSE_TIMEOUT": 1}
     server = start_server(**env)
-    slow = RawWebSocket.connect(server.port, "/firehose", SLOW_RCVBUF)
+    slow = RawWebSocket.connect(server.port, "/firehose", rcvbuf=SLOW_RCVBUF)
     client_port = slow.sock.getsockname()[1]
     try:
         for i in range(MESSAGES):

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wsload import (
+from tests.support.rawws import (
+    KEY,
+    LENGTH_16,
+    LENGTH_64,
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
+    RSV3,
     close_payload,
     frame,
     handshake_request,
@@ -45,7 +50,7 @@ def _req(line: str, *headers: str, body: bytes = b"") -> bytes:
 
 
 _UPGRADE = ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13")
-_KEY = "Sec-WebSocket-Key: cmluZ2Nhc3QtZmF1bHRzIQ=="
+_KEY = f"Sec-WebSocket-Key: {KEY}"
 
 HTTP_CASES = [
     _http("not http", b"HELLO WORLD\r\n\r\n", 400),
@@ -110,8 +115,8 @@ def _close(code: int, reason: bytes = b"") -> bytes:
 
 WS_CASES = [
     _ws("unmasked frame", frame(OP_TEXT, b"hi", masked=False), PROTOCOL_ERROR),
-    _ws("rsv1 without an extension", frame(OP_TEXT, b"hi", rsv=4), PROTOCOL_ERROR),
-    _ws("rsv3", frame(OP_BINARY, b"hi", rsv=1), PROTOCOL_ERROR),
+    _ws("rsv1 without an extension", frame(OP_TEXT, b"hi", rsv=RSV1), PROTOCOL_ERROR),
+    _ws("rsv3", frame(OP_BINARY, b"hi", rsv=RSV3), PROTOCOL_ERROR),
     _ws("reserved data opcode 3", frame(0x3, b"hi"), PROTOCOL_ERROR),
     _ws("reserved control opcode 11", frame(0xB, b"hi"), PROTOCOL_ERROR),
     _ws("ping with 126 bytes", frame(OP_PING, b"p" * 126), PROTOCOL_ERROR),
@@ -131,6 +136,10 @@ WS_CASES = [
     _ws("close with a 1-byte payload", frame(OP_CLOSE, b"\x03"), PROTOCOL_ERROR),
     _ws("close reason invalid utf-8", _close(1000, b"\xff"), INVALID_DATA),
     _ws("close with 126 bytes", _close(1000, b"r" * 124), PROTOCOL_ERROR),
+    _ws("16-bit length for 5 bytes", frame(OP_BINARY, b"x" * 5, encoding=LENGTH_16),
+        PROTOCOL_ERROR),
+    _ws("64-bit length for 300 bytes", frame(OP_BINARY, b"x" * 300, encoding=LENGTH_64),
+        PROTOCOL_ERROR),
     _ws("64-bit length with the top bit set", frame(OP_BINARY, b"x" * 8, length=1 << 63),
         PROTOCOL_ERROR, TOO_BIG),
     _ws("1 GB frame announced", frame(OP_BINARY, b"x" * 1000, length=1 << 30), TOO_BIG),
@@ -158,6 +167,6 @@ WS_CASES = [
 # A handshake followed at once, in the same write, by a hostile frame.
 PIPELINED = Case(
     "handshake with an unmasked frame in the same write",
-    handshake_request("hostile") + frame(OP_TEXT, b"hi", masked=False),
+    handshake_request("/hostile") + frame(OP_TEXT, b"hi", masked=False),
     frozenset({PROTOCOL_ERROR}),
 )

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rawws import handshake_request
+
 from . import wsload as W
 from .conftest import MakeSwarm, StartServer
 from .report import record
@@ -28,17 +30,21 @@ pytestmark = pytest.mark.timeout(120)
 NOFILE = 256
 EXTRA = 40          # connections beyond what the fd limit lets the server accept
 MAX_CONNECTIONS = 50
+CONFIGURED = 10_000  # a limits.max_connections the fd limit cannot hold: accepts run out
 
 
 def test_out_of_fds_refuses_cleanly_and_recovers(
         start_server: StartServer, swarm: MakeSwarm, backend: str) -> None:
-    srv = start_server(nofile=NOFILE)
+    srv = start_server(nofile=NOFILE, LIMITS_MAX_CONNECTIONS=CONFIGURED)
     # Told at start-up, before any client: the hard limit keeps it below what the
-    # default limits.max_connections needs.
-    assert f"the open-files limit is {NOFILE}, below the" in srv.stderr_text(), \
+    # configured limits.max_connections needs.
+    assert f"the open-files limit is {NOFILE}, below what limits.max_connections" in \
+        srv.stderr_text(), \
         srv.stderr_tail(5)
     sw = swarm(srv.port, window=NOFILE + EXTRA)
-    # One handshake first: the first one imports encodings.idna (see the xfail below).
+    # One handshake first: what the server opens once, for its first client, is open before
+    # `base` is counted (test_first_handshakes_succeed_when_out_of_fds covers a first
+    # handshake with no fd to spare).
     _warm_up(srv, sw)
     base = srv.fd_count()
     room = NOFILE - base
@@ -99,7 +105,7 @@ def _warm_up(srv: ServerProcess, sw: W.Swarm) -> None:
 
 def test_first_handshakes_succeed_when_out_of_fds(
         start_server: StartServer, swarm: MakeSwarm) -> None:
-    srv = start_server(nofile=NOFILE)
+    srv = start_server(nofile=NOFILE, LIMITS_MAX_CONNECTIONS=CONFIGURED)
     base = srv.fd_count()
     room = NOFILE - base
     sw = swarm(srv.port, window=room)
@@ -108,7 +114,7 @@ def test_first_handshakes_succeed_when_out_of_fds(
     W.poll_until(lambda: srv.fd_count() == NOFILE, 10, f"the server to hold {NOFILE} fds")
     sw.run_until(lambda: all(c.state == W.HANDSHAKE for c in conns), 10, "connects")
     for c in conns:
-        c.send(W.handshake_request("live"))
+        c.send(handshake_request("/live"))
     sw.run_until(lambda: all(c.http_status is not None or c.state == W.CLOSED for c in conns),
                  15, lambda: f"an answer to every handshake: {W.states(conns)}")
     statuses = [c.http_status for c in conns]
@@ -119,7 +125,7 @@ def test_first_handshakes_succeed_when_out_of_fds(
 
 def test_out_of_fds_does_not_flood_the_log(
         start_server: StartServer, swarm: MakeSwarm) -> None:
-    srv = start_server(nofile=NOFILE)
+    srv = start_server(nofile=NOFILE, LIMITS_MAX_CONNECTIONS=CONFIGURED)
     sw = swarm(srv.port, window=NOFILE)
     _warm_up(srv, sw)
     subs = sw.connect(NOFILE - srv.fd_count() + 1, W.SUB, "live")
@@ -128,7 +134,9 @@ def test_out_of_fds_does_not_flood_the_log(
     sw.run_for(3.0)     # out of fds for 3 s
     lines = srv.stderr_text().count("accept failed")
     assert lines <= 3, f"{lines} 'accept failed' lines in {time.monotonic() - started:.1f}s"
-    assert subs
+    srv.assert_alive()
+    # Still serving the connections it has; the one past the limit waits in the backlog.
+    assert W.states(subs) == {W.OPEN: len(subs) - 1, W.HANDSHAKE: 1}
 
 
 def _fill_to_the_limit(srv_port: int, sw: W.Swarm, n: int) -> tuple[list[W.Conn], list[W.Conn]]:
@@ -170,3 +178,22 @@ def test_max_connections_is_exact(start_server: StartServer, swarm: MakeSwarm) -
     sw = swarm(srv.port, window=200)
     opened, _ = _fill_to_the_limit(srv.port, sw, 2 * MAX_CONNECTIONS)
     assert len(opened) == MAX_CONNECTIONS
+
+
+def test_auto_takes_what_the_fd_limit_holds_and_answers_the_rest(
+        start_server: StartServer, swarm: MakeSwarm) -> None:
+    # The default, limits.max_connections = "auto", sizes itself to the open files it may
+    # hold: past that, clients get a 503 (or, with many refusals on their way, a reset),
+    # never a stalled accept; and the start-up line says what bounds it.
+    srv = start_server(nofile=NOFILE)
+    found = re.search(r"taking up to (\d+) connections, bound by the open-files limit "
+                      rf"\({NOFILE}\)", srv.stderr_text())
+    assert found is not None, srv.stderr_tail(5)
+    capacity = int(found.group(1))
+    assert 0 < capacity < NOFILE
+    sw = swarm(srv.port, window=NOFILE)
+    opened, refused = _fill_to_the_limit(srv.port, sw, capacity + EXTRA)
+    assert len(opened) == capacity
+    assert refused and all(c.http_status in (503, None) for c in refused)
+    assert "accept failed" not in srv.stderr_text()
+    srv.assert_alive()

@@ -22,6 +22,16 @@ from multiprocessing.connection import Connection
 
 import pytest
 
+from tests.support.rawws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    frame,
+    handshake_request,
+    parse_frames,
+)
 from tests.support.waiting import wait_until
 
 from . import wsload as W
@@ -35,11 +45,11 @@ RATE = 50               # messages per second to the healthy subscribers
 ATTACK_FOR = 3.0        # seconds each attacker keeps reconnecting and flooding
 ATTACKERS = 2           # per kind of flood
 FLOODS = {
-    "pongs": (W.frame(W.OP_PONG, b"", key=b"abcd") * 2000, "control frame rate limit exceeded"),
-    "pings": (W.frame(W.OP_PING, b"p", key=b"abcd") * 2000, "control frame rate limit exceeded"),
+    "pongs": (frame(OP_PONG, b"", key=b"abcd") * 2000, "control frame rate limit exceeded"),
+    "pings": (frame(OP_PING, b"p", key=b"abcd") * 2000, "control frame rate limit exceeded"),
     "empty fragments": (
-        W.frame(W.OP_BINARY, b"", fin=False, key=b"abcd")
-        + W.frame(W.OP_CONT, b"", fin=False, key=b"abcd") * 2000,
+        frame(OP_BINARY, b"", fin=False, key=b"abcd")
+        + frame(OP_CONT, b"", fin=False, key=b"abcd") * 2000,
         "message in more than 1024 frames",
     ),
 }
@@ -72,12 +82,12 @@ class Attacker:
         """Flood one connection until the server's close frame comes; its code and reason
         (the pongs a ping flood earns before it are skipped)."""
         with socket.create_connection((W.HOST, self.port), timeout=10) as sock:
-            sock.sendall(W.handshake_request("flood"))
+            sock.sendall(handshake_request("/flood"))
             got = b""
             while b"\r\n\r\n" not in got:
                 got += sock.recv(4096)
             assert got.startswith(b"HTTP/1.1 101"), got
-            rest = got.split(b"\r\n\r\n", 1)[1]
+            rest = bytearray(got.split(b"\r\n\r\n", 1)[1])
             sock.setblocking(False)
             sending = True
             deadline = time.monotonic() + 10
@@ -98,19 +108,13 @@ class Attacker:
             return close
 
 
-def _close_frame(data: bytes) -> tuple[int, bytes] | None:
-    """The code and reason of the first close frame in ``data`` (server frames: unmasked,
-    control payloads under 126 bytes), or None while it has not arrived whole."""
-    pos = 0
-    while len(data) - pos >= 2:
-        length = data[pos + 1] & 0x7F
-        assert length < 126, f"an unexpected data frame: {data[pos:pos + 20]!r}"
-        if len(data) - pos < 2 + length:
-            return None
-        if data[pos] == 0x88:
-            payload = data[pos + 2 : pos + 2 + length]
-            return int.from_bytes(payload[:2], "big"), payload[2:]
-        pos += 2 + length
+def _close_frame(data: bytearray) -> tuple[int, bytes] | None:
+    """The code and reason of the close frame in ``data``, or None while it has not arrived
+    whole; the pongs a ping flood earns before it are consumed, any other frame fails."""
+    for got in parse_frames(data):
+        if got.opcode == OP_CLOSE:
+            return got.close_code, got.close_reason
+        assert got.opcode == OP_PONG and not got.masked, f"an unexpected frame: {got}"
     return None
 
 
@@ -186,13 +190,13 @@ def test_unfinished_messages_cost_their_size_and_end_at_the_timeout(
     srv = start_server(LIMITS_MESSAGE_TIMEOUT=3)
     rss_before = srv.rss_bytes()
     piece = size // pieces - 16
-    data = W.frame(W.OP_BINARY, b"x" * piece, fin=False, key=b"abcd") + W.frame(
-        W.OP_CONT, b"x" * piece, fin=False, key=b"abcd") * (pieces - 2)
+    data = frame(OP_BINARY, b"x" * piece, fin=False, key=b"abcd") + frame(
+        OP_CONT, b"x" * piece, fin=False, key=b"abcd") * (pieces - 2)
     socks: list[tuple[socket.socket, float]] = []
     try:
         for _ in range(clients):
             sock = socket.create_connection((W.HOST, srv.port), timeout=10)
-            sock.sendall(W.handshake_request("unfinished"))
+            sock.sendall(handshake_request("/unfinished"))
             assert sock.recv(4096).startswith(b"HTTP/1.1 101")
             socks.append((sock, time.monotonic()))
             sock.sendall(data)

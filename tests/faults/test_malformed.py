@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from tests.support.rawws import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, frame, handshake_request
+
 from . import wsload as W
 from .conftest import MakeSwarm, StartServer
 from .hostile import HTTP_CASES, MAX_MESSAGE, PIPELINED, WS_CASES, Case
@@ -46,7 +48,7 @@ def test_hostile_streams_get_the_right_answer_and_spare_a_healthy_subscriber(
     for case in [*HTTP_CASES, PIPELINED]:
         cases.append((case, sw.connect(1, W.RAW, "-", send=case.data)[0]))
     for case in WS_CASES:
-        cases.append((case, sw.connect(1, W.RAW, "hostile", send=W.handshake_request("hostile"),
+        cases.append((case, sw.connect(1, W.RAW, "hostile", send=handshake_request("/hostile"),
                                        after=case.data)[0]))
     sw.run_until(lambda: all(c.state == W.CLOSED for _, c in cases), 30,
                  lambda: "the server to end every hostile connection; still open: "
@@ -117,8 +119,8 @@ def _bounded(port: int, sent: int, what: str) -> None:
 
 def test_ping_flood_without_reading_is_bounded(start_server: StartServer) -> None:
     srv = start_server(LIMITS_QUEUE_MAX_BYTES=QUEUE_CAP, LIMITS_PING_INTERVAL=0)
-    ping = W.frame(W.OP_PING, b"p" * 125, key=b"abcd")
-    sock, sent = _flood(srv.port, W.handshake_request("flood"), ping * 1000, 8 << 20)
+    ping = frame(OP_PING, b"p" * 125, key=b"abcd")
+    sock, sent = _flood(srv.port, handshake_request("/flood"), ping * 1000, 8 << 20)
     try:
         srv.assert_alive()
         _bounded(srv.port, sent, "ping flood")
@@ -197,15 +199,15 @@ def test_frames_dribbled_one_byte_at_a_time_arrive_intact(
     text = "héllo wörld 😀 ½".encode()
     binary = bytes(range(256)) + bytes(44)      # 300 bytes: 16-bit length
     big = bytes(i % 251 for i in range(70_000))  # 64-bit length
-    frames = (W.frame(W.OP_TEXT, text) + W.frame(W.OP_BINARY, binary)
-              + W.frame(W.OP_TEXT, b"frag-", fin=False) + W.frame(W.OP_PING, b"p")
-              + W.frame(W.OP_CONT, "ment ü".encode()))
+    frames = (frame(OP_TEXT, text) + frame(OP_BINARY, binary)
+              + frame(OP_TEXT, b"frag-", fin=False) + frame(OP_PING, b"p")
+              + frame(OP_CONT, "ment ü".encode()))
     pub = sw.connect(1, W.DRIP, "drip", send=frames, drip=1, drip_interval=0.001)[0]
     sw.run_until(lambda: len(got) == 3, 30, lambda: f"3 messages, got {len(got)}")
     # The 70 KB frame in 16 KiB pieces (a byte at a time would take minutes).
-    pub.drip_more(W.frame(W.OP_BINARY, big), 16384)
+    pub.drip_more(frame(OP_BINARY, big), 16384)
     sw.run_until(lambda: len(got) == 4, 30, lambda: f"4 messages, got {len(got)}")
-    assert got == [(W.OP_TEXT, text), (W.OP_BINARY, binary), (W.OP_TEXT, "frag-ment ü".encode()),
-                   (W.OP_BINARY, big)]
+    assert got == [(OP_TEXT, text), (OP_BINARY, binary), (OP_TEXT, "frag-ment ü".encode()),
+                   (OP_BINARY, big)]
     assert pub.state == W.OPEN and pub.http_status == 101
     assert not sw.errors, sw.errors

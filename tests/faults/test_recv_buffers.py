@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from tests.support.rawws import OP_BINARY, OP_CONT, OP_TEXT, frame, handshake_request
+
 from . import wsload as W
 from .conftest import MakeSwarm, StartServer
 from .report import record
@@ -37,7 +39,7 @@ def message(pub: int, seq: int) -> tuple[int, bytes]:
     head = b"%03d %d " % (pub, seq)
     rng = random.Random(pub * 1000 + seq)
     if pub % 2:
-        return W.OP_BINARY, head + rng.randbytes(SIZE - len(head))
+        return OP_BINARY, head + rng.randbytes(SIZE - len(head))
     text = TEXT[rng.randrange(len(TEXT)):] + TEXT * (SIZE // len(TEXT.encode()) + 2)
     body = text.encode()[: SIZE - len(head)]
     while True:     # cut at a character boundary, pad with ASCII to the exact size
@@ -47,7 +49,7 @@ def message(pub: int, seq: int) -> tuple[int, bytes]:
         except UnicodeDecodeError:
             body = body[:-1]
     payload = head + body
-    return W.OP_TEXT, payload + b"." * (SIZE - len(payload))
+    return OP_TEXT, payload + b"." * (SIZE - len(payload))
 
 
 def frames(pub: int) -> bytes:
@@ -57,10 +59,10 @@ def frames(pub: int) -> bytes:
         if pub % 3 == 0:
             third = len(payload) // 3
             parts = [payload[:third], payload[third:2 * third], payload[2 * third:]]
-            out += [W.frame(opcode, parts[0], fin=False), W.frame(W.OP_CONT, parts[1], fin=False),
-                    W.frame(W.OP_CONT, parts[2])]
+            out += [frame(opcode, parts[0], fin=False), frame(OP_CONT, parts[1], fin=False),
+                    frame(OP_CONT, parts[2])]
         else:
-            out.append(W.frame(opcode, payload))
+            out.append(frame(opcode, payload))
     return b"".join(out)
 
 
@@ -87,7 +89,7 @@ def test_tiny_buffer_ring_under_200_publishers_loses_no_byte(
     data = {p: frames(p) for p in range(PUBLISHERS)}
     total = sum(len(d) for d in data.values())
     started = time.monotonic()
-    pubs = [sw.connect(1, W.RAW, f"p{p}", send=W.handshake_request(f"p{p}"), after=data[p])[0]
+    pubs = [sw.connect(1, W.RAW, f"p{p}", send=handshake_request(f"/p{p}"), after=data[p])[0]
             for p in range(PUBLISHERS)]
     sw.run_until(lambda: all(c.received == MESSAGES for c in subs) or bool(bad), 120,
                  lambda: f"{MESSAGES} messages at every subscriber: received "

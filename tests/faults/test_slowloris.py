@@ -7,7 +7,7 @@ Injected, all at once against one server (``limits.handshake_timeout`` 5 s,
 - 2,000 connections that send their WebSocket handshake one byte per second;
 - 2,000 that complete the handshake on the published channel and then never read, with a
   tiny receive buffer and MSS (so the kernel holds little for them and ringcast's own queue
-  fills: see the xfail in tests/e2e/test_slow_consumers.py for what a full-size socket
+  fills: see MAX_HELD in tests/e2e/test_slow_consumers.py for what a full-size socket
   absorbs);
 - 1,000 healthy subscribers of the same channel, and an HTTP publisher sending 20 stamped
   1 KiB messages a second.

@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from tests.support.rawws import handshake_request
+
 from . import wsload as W
 from .conftest import MakeSwarm, StartServer, need_fds
 from .report import record
@@ -57,7 +59,7 @@ def test_storm_of_connects_and_resets_mid_broadcast(
         if not conn.close_sent:
             conn.ws_close(1000)
 
-    half = W.handshake_request("live")[:40]
+    half = handshake_request("/live")[:40]
     started = time.monotonic()
     closers: list[W.Conn] = []
     wave_times = []

@@ -1,5 +1,8 @@
 """Raw WebSocket and HTTP clients for the fault tests: many sockets, one selector, no threads.
 
+The bytes come from tests.support.rawws (frames, the handshake, reading server frames);
+what is here is the driving: who sends what, when, and what is checked on the way back.
+
 A `Swarm` drives every client socket of a test from one selector loop with timers, so
 thousands of connections cost one process and a few system calls each. Each `Conn` has a
 behaviour (its ``kind``):
@@ -23,9 +26,7 @@ states never run out of ephemeral ports. Nothing here sleeps hoping something ha
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import heapq
 import itertools
 import os
@@ -42,14 +43,22 @@ from typing import Any
 
 # Re-exported: tests annotate with W.Metrics.
 from tests.support.metrics import Metrics as Metrics  # noqa: PLC0414
+from tests.support.rawws import (
+    ACCEPT,
+    HOST,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    Frame,
+    close_payload,
+    frame,
+    handshake_request,
+    header,
+    parse_frames,
+)
 
-HOST = "127.0.0.1"
 IP_BIND_ADDRESS_NO_PORT = 24
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-KEY = base64.b64encode(b"ringcast-faults!")
-ACCEPT = base64.b64encode(hashlib.sha1(KEY + WS_GUID).digest())
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 SUB, IDLE, DRIP, RAW, HTTP = "sub", "idle", "drip", "raw", "http"
 CONNECTING, HANDSHAKE, OPEN, CLOSED = "connecting", "handshake", "open", "closed"
@@ -57,47 +66,7 @@ CONNECTING, HANDSHAKE, OPEN, CLOSED = "connecting", "handshake", "open", "closed
 TCP_ESTABLISHED = 1
 
 
-# -- bytes on the wire ---------------------------------------------------------------
-
-
-def handshake_request(channel: str, host: str = HOST, extra: bytes = b"") -> bytes:
-    return (
-        f"GET /{channel} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY.decode()}\r\n"
-        "Sec-WebSocket-Version: 13\r\n"
-    ).encode() + extra + b"\r\n"
-
-
-def mask_bytes(data: bytes, key: bytes) -> bytes:
-    if key == b"\0\0\0\0" or not data:
-        return data
-    n = len(data)
-    pad = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
-          masked: bool = True, key: bytes | None = None, length: int | None = None) -> bytes:
-    """A client frame. ``length`` overrides the announced payload length (to lie)."""
-    n = len(payload) if length is None else length
-    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mbit = 0x80 if masked else 0
-    if n < 126:
-        head.append(mbit | n)
-    elif n < 1 << 16:
-        head.append(mbit | 126)
-        head += struct.pack("!H", n)
-    else:
-        head.append(mbit | 127)
-        head += struct.pack("!Q", n)
-    if not masked:
-        return bytes(head) + payload
-    key = os.urandom(4) if key is None else key
-    return bytes(head) + key + mask_bytes(payload, key)
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
+# -- messages ------------------------------------------------------------------------
 
 
 def stamp(seq: int, size: int = 64) -> bytes:
@@ -196,7 +165,7 @@ class Conn:
         elif kind == HTTP:
             self._to_send = b""
         else:   # DRIP: its handshake, then ``send``, all dripped
-            self._to_send = handshake_request(channel) + send
+            self._to_send = handshake_request(f"/{channel}") + send
         self.http_responses: list[tuple[int, bytes]] = []
         self._after = after     # RAW: sent once the 101 has arrived
         self.posted = 0
@@ -351,8 +320,7 @@ class Conn:
             if self.kind != RAW:
                 self.swarm.window_done(self)
             return
-        accept = re.search(rb"(?i)\r\nsec-websocket-accept:[ \t]*(\S+)", head)
-        if accept is None or accept.group(1) != ACCEPT:
+        if header(head, "Sec-WebSocket-Accept") != ACCEPT:
             self.error = f"bad Sec-WebSocket-Accept in {head!r}"
         del self.rbuf[: end + 4]
         self.state = OPEN
@@ -368,40 +336,19 @@ class Conn:
     def _frames(self) -> None:
         if self.http_status != 101:
             return  # an HTTP error body, kept whole in rbuf
-        buf = self.rbuf
-        pos = 0
-        n = len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length = b1 & 0x7F
-            hdr = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                hdr = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = struct.unpack_from("!Q", buf, pos + 2)[0]
-                hdr = 10
-            if b1 & 0x80:
+        for got in parse_frames(self.rbuf):
+            if got.masked:
                 self.error = "masked frame from the server"
-            if n - pos < hdr + length:
-                break
-            payload = bytes(buf[pos + hdr : pos + hdr + length])
-            pos += hdr + length
-            self._on_frame(b0, payload)
+            self._on_frame(got)
             if self.state == CLOSED:
                 return
-        del buf[:pos]
 
-    def _on_frame(self, b0: int, payload: bytes) -> None:
-        opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
+    def _on_frame(self, got: Frame) -> None:
+        opcode, payload = got.opcode, got.payload
         if self.kind == RAW:
             self.frames.append((opcode, payload))
             if opcode == OP_CLOSE and self.close_code is None:
-                self._record_close(payload)
+                self._record_close(got)
             return
         if opcode == OP_PING:
             self.send(frame(OP_PONG, payload))
@@ -409,14 +356,14 @@ class Conn:
         if opcode == OP_PONG:
             return
         if opcode == OP_CLOSE:
-            self._record_close(payload)
+            self._record_close(got)
             if not self.close_sent:
                 self.close_sent = True
                 self.send(frame(OP_CLOSE, payload[:2]))
             return
         if opcode != OP_CONT:
             self._frag_op = opcode
-        if not fin:
+        if not got.fin:
             self._frag.append(payload)
             return
         if self._frag:
@@ -426,9 +373,9 @@ class Conn:
         self.received += 1
         (self.check or self.swarm.check)(self, self._frag_op, payload)
 
-    def _record_close(self, payload: bytes) -> None:
-        self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        self.close_reason = payload[2:]
+    def _record_close(self, got: Frame) -> None:
+        self.close_code = got.close_code
+        self.close_reason = got.close_reason
 
     def _http_responses(self) -> None:
         buf = self.rbuf

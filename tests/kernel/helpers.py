@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ringcast.ringio import Event, EventKind, Loop
+from ringcast.ringio import ConnId, Event, EventKind, Loop
 
 DEFAULT_TIMEOUT = 5.0
 LOCALHOST = "127.0.0.1"
 SO_LINGER_RESET = struct.pack("ii", 1, 0)
+UNACCEPTED = ConnId(-1)     # a Client's conn until the loop's ACCEPT names it
 
 
 def ids(conns: Iterable[int]) -> array.array[int]:
@@ -77,7 +78,7 @@ class Client:
     """One loopback client socket (non-blocking) and what it has seen."""
 
     sock: socket.socket
-    conn: int = -1                  # the server-side id, once accepted
+    conn: ConnId = UNACCEPTED       # the server-side id, once accepted
     rx: bytearray = field(default_factory=bytearray)
     tx: bytearray = field(default_factory=bytearray)
     eof: bool = False

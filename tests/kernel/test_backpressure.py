@@ -53,9 +53,16 @@ def test_blocked_client_gets_2mb_queued_in_order_and_sends_coalesce(
     assert frames(bytes(c.rx), size) == list(range(count))
     st = stats_settle(loop, slots_live=0, queued_bytes=0)
     assert st["coalesced"] > 0, "frames queued behind a blocked send must go out together"
-    assert st["short_sends"] > 0 or st["coalesced"] > 0
-    if engine is Engine.IO_URING:   # (epoll counts every EAGAIN'd sendmsg attempt as a send)
-        assert st["sends"] < count, "one send per frame: nothing was coalesced"
+    assert st["send_bytes"] == size * count, "every queued byte must go out exactly once"
+    if engine is Engine.IO_URING:
+        # One send in flight; the frames queued behind it leave up to 32 to a sendmsg.
+        assert st["sends"] <= count // 8, (
+            f"{st['sends']} sends for {count} frames: what queued behind the blocked send "
+            "did not coalesce")
+    else:
+        # epoll writes what the socket takes (and counts every EAGAIN'd attempt as a
+        # send): a 4 KiB socket takes 2 MiB only in short writes, resumed mid-frame.
+        assert st["short_sends"] > 0, "the blocked socket never cut a write short"
     assert st["drops"] == 0 and st["overflows"] == 0
     assert not kinds(srv.log, EventKind.OVERFLOW)
 

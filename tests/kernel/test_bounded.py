@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from ringcast.ringio import EventKind
+from ringcast.ringio import ConnId, Event, EventKind
 
-from .helpers import Server, ids, kinds, pattern, stats_settle
+from .helpers import Client, Server, ids, kinds, pattern, stats_settle
 
 pytestmark = pytest.mark.kernel
 
@@ -40,10 +40,10 @@ def test_three_rounds_of_200_connections_return_to_baseline(
         loop.release(slot)
         for c in by_server:
             loop.close_connection(c.conn)
-        hups: set[int] = set()
+        hups: set[ConnId] = set()
 
-        def all_hung_up(ev: list, hups: set[int] = hups, peer_closed: set[int] = peer_closed
-                        ) -> bool:
+        def all_hung_up(ev: list[Event], hups: set[ConnId] = hups,
+                        peer_closed: set[ConnId] = peer_closed) -> bool:
             for e in kinds(ev, EventKind.HUP):
                 if e.conn not in hups:
                     hups.add(e.conn)
@@ -51,8 +51,10 @@ def test_three_rounds_of_200_connections_return_to_baseline(
             return peer_closed <= hups
 
         srv.pump(all_hung_up, what="100 HUPs")
-        srv.pump(lambda _ev, group=by_server: all(c.done for c in group),
-                 what="the server-closed clients to see EOF")
+        def closed_seen(_ev: list[Event], group: list[Client] = by_server) -> bool:
+            return all(c.done for c in group)
+
+        srv.pump(closed_seen, what="the server-closed clients to see EOF")
         for c in by_server:
             srv.peers.drop(c)
         st = stats_settle(loop, conns_live=base["conns_live"], slots_live=0, queued_bytes=0)

@@ -168,7 +168,7 @@ def test_half_closed_peer_still_receives_then_flush_close_ends_it(
     srv.peers.resume(c)
     srv.received([c], len(stream), timeout=10)
     assert c.rx == stream and not c.done
-    loop.close_connection(c.conn, flush=True)              # nothing queued, peer already closed: done
+    loop.close_connection(c.conn, flush=True)      # nothing queued, peer already closed: done
     srv.pump(lambda _ev: c.done, what="EOF")
     assert c.eof
     st = stats_settle(loop, conns_live=base)

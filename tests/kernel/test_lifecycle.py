@@ -1,8 +1,11 @@
-"""The loop's own lifecycle: close_loop() closes every fd the loop owns, is idempotent,
-and a closed loop refuses further use instead of touching freed memory."""
+"""The loop's own lifecycle: Loop.close() closes every fd the loop owns, is idempotent,
+and a closed loop refuses further use (RingioError, EBADF) instead of touching freed
+memory."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
 import subprocess
@@ -21,7 +24,7 @@ from .helpers import LOCALHOST, Server
 pytestmark = pytest.mark.kernel
 
 
-def test_close_loop_closes_every_owned_fd_and_is_idempotent(
+def test_loop_close_closes_every_owned_fd_and_is_idempotent(
         make_server: Callable[..., Server]) -> None:
     srv = make_server()
     clients = srv.connect(3)
@@ -43,29 +46,32 @@ def test_close_loop_closes_every_owned_fd_and_is_idempotent(
 
 
 CHILD = textwrap.dedent(r"""
-    import array, sys
-    from ringcast.ringio import Engine, Loop, LoopParams
+    import array, json, sys
+    from ringcast.ringio import ConnId, Engine, Loop, LoopParams
     loop = Loop(LoopParams(engine=Engine[sys.argv[1]], arena_size=1 << 16))
     loop.close()
     calls = {
         "reap": lambda: loop.reap(0),
         "slot": lambda: loop.slot(b"x"),
         "fanout": lambda: loop.fanout(0, array.array("I", [0]), 1),
-        "send": lambda: loop.send(0, b"x"),
-        "close": lambda: loop.close_connection(0),
-        "queued": lambda: loop.queued(0),
+        "send": lambda: loop.send(ConnId(0), b"x"),
+        "close_connection": lambda: loop.close_connection(ConnId(0)),
+        "queued": lambda: loop.queued(ConnId(0)),
         "probe": lambda: loop.probe(),
         "stats": lambda: loop.stats(),
     }
     for name, call in calls.items():
-        print(name, flush=True)
+        print(json.dumps({"call": name}), flush=True)   # a crash names the call it was in
         try:
             call()
         except Exception as exc:
-            print(" raised", type(exc).__name__, flush=True)
+            print(json.dumps({"call": name, "raised": type(exc).__name__,
+                              "errno": getattr(exc, "errno", None), "message": str(exc)}),
+                  flush=True)
         else:
-            print(" returned", flush=True)
+            print(json.dumps({"call": name, "returned": True}), flush=True)
 """)
+CALLS = ["reap", "slot", "fanout", "send", "close_connection", "queued", "probe", "stats"]
 
 
 def test_a_closed_loop_raises_instead_of_crashing(engine: Engine) -> None:
@@ -76,4 +82,9 @@ def test_a_closed_loop_raises_instead_of_crashing(engine: Engine) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, (
         f"the child died (rc {proc.returncode}) after:\n{proc.stdout}{proc.stderr}")
-    assert "returned" not in proc.stdout, f"a closed loop answered a call:\n{proc.stdout}"
+    outcomes = [json.loads(line) for line in proc.stdout.splitlines()]
+    results = {o["call"]: o for o in outcomes if len(o) > 1}
+    assert list(results) == CALLS, proc.stdout
+    for name, outcome in results.items():
+        assert outcome == {"call": name, "raised": "RingioError", "errno": errno.EBADF,
+                           "message": "[Errno 9] the loop is closed"}, name

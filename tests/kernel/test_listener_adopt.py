@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ringcast.ringio import EventKind, Loop
+from ringcast.ringio import Event, EventKind, Loop
 
 from .helpers import LOCALHOST, Peers, Server, ids, kinds, reap_for, stats_settle
 
@@ -57,7 +57,7 @@ def test_adopted_socketpair_end_receives_data_and_can_be_sent_to(
     peers.send(peer, b"ping" * 1000)
     got = bytearray()
 
-    def pinged(ev: list) -> bool:
+    def pinged(ev: list[Event]) -> bool:
         got[:] = b"".join(e.data for e in kinds(ev, EventKind.DATA) if e.conn == conn)
         return len(got) >= 4000
 

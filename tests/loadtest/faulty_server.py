@@ -22,24 +22,33 @@ and to everybody (valid, must not count as faults):
 and, to everybody, one invalid handshake: ``--bad-accept`` answers with a
 wrong Sec-WebSocket-Accept.
 
-Run: ``python faulty_server.py --port 0 [faults]``; it prints ``PORT <n>`` and
-serves until SIGTERM/SIGINT.
+Run from the repository root: ``python -m tests.loadtest.faulty_server --port 0
+[faults]``; it prints ``PORT <n>`` and serves until SIGTERM/SIGINT. Its frames are
+tests.support.rawws's, unmasked as a server's are.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
 import signal
 import socket
-import struct
 import sys
 from dataclasses import dataclass, field
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from tests.support.rawws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_key,
+    close_payload,
+    frame,
+    parse_frames,
+)
 
 
 def _ints(text: str) -> set[int]:
@@ -60,16 +69,8 @@ class Faults:
     echo: bool = False
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    b0 = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        head = bytes([b0, n])
-    elif n < 65536:
-        head = bytes([b0, 126]) + struct.pack("!H", n)
-    else:
-        head = bytes([b0, 127]) + struct.pack("!Q", n)
-    return head + payload
+def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    return frame(opcode, payload, fin=fin, masked=False)
 
 
 @dataclass(eq=False)
@@ -123,12 +124,11 @@ class FaultyServer:
                              b"Connection: close\r\n\r\n")
                 await writer.drain()
                 return
-            key = headers["sec-websocket-key"].encode()
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-            if self.f.bad_accept:
-                accept = base64.b64encode(hashlib.sha1(key + b"wrong").digest())
+            key = headers["sec-websocket-key"]
+            accept = accept_key(key + "wrong" if self.f.bad_accept else key)
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                         + accept.encode() + b"\r\n\r\n")
             await writer.drain()
             await self._websocket(path.lstrip("/"), reader, writer)
             return
@@ -141,32 +141,26 @@ class FaultyServer:
         self.channels.setdefault(channel, []).append(sub)
         try:
             parts: list[bytes] = []
-            while True:
-                b0, b1 = await reader.readexactly(2)
-                n = b1 & 0x7F
-                if n == 126:
-                    n = struct.unpack("!H", await reader.readexactly(2))[0]
-                elif n == 127:
-                    n = struct.unpack("!Q", await reader.readexactly(8))[0]
-                mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-                data = bytes(b ^ mask[i & 3] for i, b in enumerate(await reader.readexactly(n)))
-                op = b0 & 0x0F
-                if op == 0x8:
-                    async with sub.lock:
-                        if not sub.closed:
-                            sub.closed = True
-                            writer.write(frame(0x8, data[:2]))
-                            await writer.drain()
-                    return
-                if op == 0x9:
-                    async with sub.lock:
-                        writer.write(frame(0xA, data))
-                    continue
-                if op in (0x0, 0x1, 0x2):
-                    parts.append(data)
-                    if b0 & 0x80:
-                        await self.relay(channel, b"".join(parts), sub)
-                        parts = []
+            buf = bytearray()
+            while chunk := await reader.read(1 << 16):
+                buf += chunk
+                for got in parse_frames(buf):
+                    if got.opcode == OP_CLOSE:
+                        async with sub.lock:
+                            if not sub.closed:
+                                sub.closed = True
+                                writer.write(server_frame(OP_CLOSE, got.payload[:2]))
+                                await writer.drain()
+                        return
+                    if got.opcode == OP_PING:
+                        async with sub.lock:
+                            writer.write(server_frame(OP_PONG, got.payload))
+                        continue
+                    if got.opcode in (OP_CONT, OP_TEXT, OP_BINARY):
+                        parts.append(got.payload)
+                        if got.fin:
+                            await self.relay(channel, b"".join(parts), sub)
+                            parts = []
         finally:
             self.channels[channel].remove(sub)
 
@@ -181,7 +175,7 @@ class FaultyServer:
             if affected and f.close_after and sub.received >= f.close_after:
                 sub.closed = True
                 async with sub.lock:
-                    sub.writer.write(frame(0x8, struct.pack("!H", 1011) + b"fault"))
+                    sub.writer.write(server_frame(OP_CLOSE, close_payload(1011, b"fault")))
                 continue
             out: list[bytes] = []
             if not (affected and n in f.drop):
@@ -206,11 +200,12 @@ class FaultyServer:
         if f.fragment > 1 and len(message) >= f.fragment:
             step = -(-len(message) // f.fragment)
             pieces = [message[i:i + step] for i in range(0, len(message), step)]
-            data = frame(0x2, pieces[0], fin=False) + frame(0x9, b"are you there?")
+            data = (server_frame(OP_BINARY, pieces[0], fin=False)
+                    + server_frame(OP_PING, b"are you there?"))
             for i, piece in enumerate(pieces[1:], 1):
-                data += frame(0x0, piece, fin=i == len(pieces) - 1)
+                data += server_frame(OP_CONT, piece, fin=i == len(pieces) - 1)
         else:
-            data = frame(0x2, message)
+            data = server_frame(OP_BINARY, message)
         async with sub.lock:
             if f.split_bytes:
                 for i in range(len(data)):

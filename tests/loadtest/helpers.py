@@ -25,8 +25,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def faulty_server(*args: str) -> Iterator[int]:
     """Run faulty_server.py with ``args``; yields its port."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "faulty_server.py"), "--port", "0",
-                             *args], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.loadtest.faulty_server", "--port", "0",
+                             *args], stdout=subprocess.PIPE, text=True, cwd=HERE.parents[1])
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -26,6 +26,7 @@ from ringcast.config import (
     config_keys,
     diff_configs,
     load_config,
+    plan_reload,
 )
 from ringcast.errors import ConfigError, RingcastError
 
@@ -299,7 +300,7 @@ def test_wrong_type(tmp_path: Path, line: str, message: str) -> None:
 def test_bool_is_not_a_number(tmp_path: Path) -> None:
     errors = load_errors(tmp_path, "[limits]\nmax_connections = true\nping_interval = false\n")
     assert errors == [
-        "ringcast.toml: limits.max_connections: expected an integer, got boolean true",
+        "ringcast.toml: limits.max_connections: expected an integer or \"auto\", got boolean true",
         "ringcast.toml: limits.ping_interval: expected a number, got boolean false",
     ]
 
@@ -496,7 +497,7 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
         "unknown key 'server.wokers' — did you mean 'server.workers'?",
         "server.port: -1 is out of range",
         'server.backend: "uring" is not one of',
-        "limits.max_connections: expected an integer, got boolean true",
+        "limits.max_connections: expected an integer or \"auto\", got boolean true",
         'logging.level: "loud" is not one of',
     ):
         assert fragment in joined
@@ -743,6 +744,39 @@ def test_diff_configs() -> None:
     assert reloadable == ["limits.max_message_size", "http.publish_token", "logging.level"]
     assert restart == ["server.port", "limits.max_connections"]
     assert diff_configs(new, old) == (reloadable, restart)
+
+
+def test_plan_reload_applies_the_live_keys_and_keeps_the_rest() -> None:
+    running = Config()
+    new = config_from_mapping(
+        {
+            "server": {"port": 9000},
+            "limits": {"max_message_size": 4096, "max_connections": 5},
+            "logging": {"level": "debug"},
+        }
+    )
+    plan = plan_reload(running, new)
+    assert plan.live == ("limits.max_message_size", "logging.level")
+    assert plan.restart == ("server.port", "limits.max_connections")
+    assert plan.applied.limits.max_message_size == 4096
+    assert plan.applied.logging.level == "debug"
+    assert plan.applied.server.port == running.server.port  # needs a restart: not applied
+    assert plan.applied.limits.max_connections == running.limits.max_connections
+
+
+def test_plan_reload_without_changes_keeps_the_running_config() -> None:
+    running = Config()
+    plan = plan_reload(running, Config())
+    assert (plan.applied, plan.live, plan.restart) == (running, (), ())
+
+
+def test_plan_reload_reads_a_public_key_file_again_even_unchanged(tmp_path: Path) -> None:
+    key = tmp_path / "jwt.pub.pem"
+    key.write_text("-----BEGIN PUBLIC KEY-----\n")
+    running = config_from_mapping({"auth": {"jwt_public_key_file": str(key)}})
+    plan = plan_reload(running, running)
+    assert plan.live == ("auth.jwt_public_key_file",)
+    assert plan.applied == running
 
 
 def test_diff_configs_covers_every_key() -> None:

@@ -1,6 +1,7 @@
-"""raise_nofile: the soft open-files limit goes up to what max_connections needs, never down.
+"""raise_nofile: the soft open-files limit goes up to what the connections need, never down.
 
-Each case runs in a child process, whose limits it may change freely.
+The server calls it for limits.max_connections, the load tester for its
+connections. Each case runs in a child process, whose limits it may change freely.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import sys
 
 import pytest
 
-from ringcast.server.fdlimit import FD_HEADROOM
+from ringcast.fdlimit import FD_HEADROOM
 
 CHILD = """
 import json, resource, sys
-from ringcast.server.fdlimit import raise_nofile
+from ringcast.fdlimit import raise_nofile
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
 got = raise_nofile(int(sys.argv[3]))
 print(json.dumps([list(got), list(resource.getrlimit(resource.RLIMIT_NOFILE))]))

@@ -3,9 +3,13 @@
 It drives its sockets through `ringcast.ringio` and does its per-delivery work
 in C (`scanner`, over the ``_wsscan`` extension); it uses nothing of the server.
 
-Modules: `client` (`LoadTest`, `Options`, `LoadError`), `report` (the result
-and its text), `scanner` (the C scanner), `target` (URL and loopback guard),
-`procstat` (/proc sampling), `plot` (matplotlib, optional), `cli` (the
-subcommand). This package imports none of them, so that importing it (the CLI
-does, for every command) costs nothing and works before ``_wsscan`` is built.
+Modules: `client` (`LoadTest`: connects, publishes, counts), `options`
+(`Options`, `LoadError`), `handshake` (the WebSocket upgrade, read by h11),
+`http_publish` (HTTP publishing, read by h11), `scanner` (the C scanner),
+`record` (what a run recorded: `RunRecord`, `Tally`), `report` (the result
+and its text), `target` (URL and loopback guard), `procstat` (/proc
+sampling), `plot` (matplotlib, optional), `cli` (the subcommand). The open-files
+limit is raised by `ringcast.fdlimit`, shared with the server. This package
+imports none of them, so that importing it (the CLI does, for every command)
+costs nothing and works before ``_wsscan`` is built.
 """

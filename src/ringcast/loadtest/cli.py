@@ -69,7 +69,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ringcast.loadtest.client import LoadError, LoadTest, Options  # noqa: PLC0415
+    from ringcast.loadtest.client import LoadTest  # noqa: PLC0415
+    from ringcast.loadtest.options import LoadError, Options  # noqa: PLC0415
     from ringcast.loadtest.report import format_text, write_json  # noqa: PLC0415
     from ringcast.loadtest.target import TargetError  # noqa: PLC0415
 

@@ -15,14 +15,13 @@ Phases of `LoadTest.run`:
    subscriber has not received is undelivered.
 
 Per delivery nothing happens in Python: every ``reap`` goes to the C scanner in
-one call (`Scanner.feed_batch`).
+one call (`Scanner.feed_batch`). HTTP is read by h11: the handshake's answer
+(`handshake`) and the answers to HTTP publishes (`http_publish`).
 """
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import math
 import os
 import random
@@ -32,14 +31,20 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import IO, Any
 
+from ringcast.fdlimit import raise_nofile
 from ringcast.loadtest import procstat
+from ringcast.loadtest.handshake import Handshake, HandshakeFailed
+from ringcast.loadtest.http_publish import HttpPublisher, PublishError
+from ringcast.loadtest.options import LoadError, Options
+from ringcast.loadtest.record import RunRecord, Tally
 from ringcast.loadtest.report import build_result
 from ringcast.loadtest.scanner import (
+    HIST_DELIVERY,
     HIST_DELIVERY_INTERVAL,
-    MIN_SIZE,
+    HIST_LAST,
     NOTE_CLOSE,
     NOTE_PING,
     NOTE_PROTOCOL,
@@ -55,74 +60,18 @@ from ringcast.loadtest.scanner import (
     payload,
 )
 from ringcast.loadtest.target import Target, ephemeral_ports, parse_target
-from ringcast.ringio import Engine, EventKind, Loop, LoopParams, RingUnavailable
+from ringcast.ringio import ConnId, Engine, EventKind, Loop, LoopParams, RingUnavailable
 from ringcast.ringio.loop import Event
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# The client's public face: `Options` and `LoadError` live in `options` (the report reads
+# options too), and are named here for whoever runs a load test.
+__all__ = ["LoadError", "LoadTest", "Options"]
+
 IP_BIND_ADDRESS_NO_PORT = 24
-MAX_HANDSHAKE = 16 * 1024
 DATA = int(EventKind.DATA)
 HUP = int(EventKind.HUP)
 
 KIND_SUB, KIND_PUB, KIND_HTTP = "subscriber", "publisher", "http-publisher"
-
-
-class LoadError(Exception):
-    """The run cannot start or go on (no connection at all, bad options...)."""
-
-
-@dataclass(frozen=True)
-class Options:
-    url: str
-    connections: int = 100
-    messages: int | None = None
-    duration: float | None = None
-    size: int = 64
-    window: int = 8
-    rate: float | None = None
-    publisher: str = "ws"                    # "ws" or "http"
-    publishers: int = 1
-    publish_path: str | None = None          # http: default /publish/<channel>
-    http_connections: int = 16
-    connect_concurrency: int = 256
-    connect_timeout: float = 10.0
-    message_timeout: float = 5.0
-    drain_timeout: float = 5.0
-    max_time: float = 600.0
-    engine: str = "auto"                     # "auto", "io_uring" or "epoll"
-    server_pids: tuple[int, ...] = ()
-    allow_remote: bool = False
-    source_addresses: int = 0                # 0: as many as the connection count needs
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.messages is None and self.duration is None:
-            raise LoadError("give a bound: --messages and/or --duration")
-        if self.connections < 1:
-            raise LoadError("--connections must be at least 1")
-        if self.messages is not None and self.messages < 0:
-            raise LoadError("--messages must be >= 0")
-        if self.messages == 0 and self.duration is None:
-            raise LoadError("--messages 0 (idle connections) needs --duration")
-        if self.duration is not None and not 0 < self.duration <= self.max_time:
-            raise LoadError(f"--duration must be in (0, {self.max_time:g}] seconds")
-        if self.size < MIN_SIZE:
-            raise LoadError(f"--size must be at least {MIN_SIZE} bytes (sequence number, "
-                            "timestamp, publisher id and a checked pattern)")
-        if self.window < 1:
-            raise LoadError("--window must be at least 1")
-        if self.rate is not None and not 0 < self.rate <= 10_000_000:
-            raise LoadError("--rate must be in (0, 10000000] messages/s")
-        if self.publisher not in ("ws", "http"):
-            raise LoadError("--publisher is ws or http")
-        if not 1 <= self.publishers <= 64:
-            raise LoadError("--publishers must be in 1..64")
-        if self.engine not in ("auto", "io_uring", "epoll"):
-            raise LoadError("--engine is auto, io_uring or epoll")
-        if not 1 <= self.connect_concurrency <= 100_000:
-            raise LoadError("--connect-concurrency must be in 1..100000")
-        if self.max_time <= 0:
-            raise LoadError("--max-time must be positive")
 
 
 @dataclass
@@ -138,20 +87,9 @@ class _Conn:
     kind: str
     index: int
     started: float
-    key: bytes = b""
-    buf: bytearray = field(default_factory=bytearray)
     open: bool = False
-    # http publisher: the request in flight, or None
-    busy: bool = False
-
-
-@dataclass
-class _Tally:
-    requested: int = 0
-    opened: int = 0
-    refused: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-    handshake_ns: list[int] = field(default_factory=list)
+    handshake: Handshake | None = None      # a WebSocket being opened
+    http: HttpPublisher | None = None       # an HTTP publisher's connection
 
 
 class Progress:
@@ -178,10 +116,6 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._width = 0
-
-
-def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
 
 
 def _open_loop(engine: str, max_conns: int, size: int) -> tuple[Loop, str]:
@@ -223,7 +157,7 @@ class LoadTest:
         self.n_ws_pub = 0 if (self.idle or opts.publisher == "http") else opts.publishers
         total = opts.connections + self.n_ws_pub + self.n_http
         self.max_conns = total + 64
-        procstat.raise_nofile(total + 256)
+        raise_nofile(self.max_conns)    # what it cannot get shows as failed connections
         self.loop, self.engine_note = _open_loop(opts.engine, self.max_conns, opts.size)
         ring_bits = 16
         if opts.rate is not None:
@@ -235,13 +169,13 @@ class LoadTest:
         self.npub = nhttp if nhttp else opts.publishers
         self.scanner = Scanner(self.max_conns, self.npub, opts.size,
                                opcode=OP_BINARY, ring_bits=min(ring_bits, 24))
-        self.conns: dict[int, _Conn] = {}
-        self.handshaking: set[int] = set()
+        self.conns: dict[ConnId, _Conn] = {}
+        self.handshaking: set[ConnId] = set()
         self.scan_ok = bytearray(self.max_conns)
-        self.tally = {k: _Tally() for k in (KIND_SUB, KIND_PUB, KIND_HTTP)}
+        self.tally = {k: Tally() for k in (KIND_SUB, KIND_PUB, KIND_HTTP)}
         self.subs = 0                   # subscribers open now
-        self.pub_conns: list[int] = []  # ws publisher conn ids by publisher index
-        self.http_idle: deque[int] = deque()
+        self.pub_conns: list[ConnId | None] = []  # ws publishers by index; None: not open
+        self.http_idle: deque[ConnId] = deque()
         self.http_queue: deque[int] = deque()   # send timestamps of messages waiting
         self.http_errors: Counter[str] = Counter()
         self.closed_by_server: Counter[str] = Counter()
@@ -310,19 +244,15 @@ class LoadTest:
         c = _Conn(p.kind, p.index, p.started)
         self.conns[conn] = c
         if p.kind == KIND_HTTP:
+            path = self.opts.publish_path or f"/publish/{self.target.channel}"
+            c.http = HttpPublisher(self.target, path, self.opts.size)
             self._opened(conn, c)
             return
         self.handshaking.add(conn)
-        c.key = base64.b64encode(os.urandom(16))
-        t = self.target
-        req = (
-            f"GET {t.path} HTTP/1.1\r\nHost: {t.host_header}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {c.key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\nUser-Agent: ringcast-loadtest\r\n\r\n"
-        ).encode()
-        self.loop.send(conn, req, force=True)
+        c.handshake = Handshake(self.target)
+        self.loop.send(conn, c.handshake.request, force=True)
 
-    def _opened(self, conn: int, c: _Conn) -> None:
+    def _opened(self, conn: ConnId, c: _Conn) -> None:
         c.open = True
         self.handshaking.discard(conn)
         tally = self.tally[c.kind]
@@ -336,49 +266,27 @@ class LoadTest:
             self.scanner.set_role(conn, ROLE_PUB)
             self.scan_ok[conn] = 1
             while len(self.pub_conns) <= c.index:
-                self.pub_conns.append(-1)
+                self.pub_conns.append(None)
             self.pub_conns[c.index] = conn
         else:
             self.http_idle.append(conn)
 
-    def _handshake_data(self, conn: int, c: _Conn, data: bytes) -> None:
-        c.buf += data
-        end = c.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(c.buf) > MAX_HANDSHAKE:
-                self._handshake_failed(conn, c, "handshake response too large")
+    def _handshake_data(self, conn: ConnId, c: _Conn, data: bytes) -> None:
+        assert c.handshake is not None
+        try:
+            rest = c.handshake.receive(data)
+        except HandshakeFailed as exc:
+            self._handshake_failed(conn, c, str(exc))
             return
-        head, rest = bytes(c.buf[:end]), bytes(c.buf[end + 4:])
-        c.buf = bytearray()
-        lines = head.split(b"\r\n")
-        status = lines[0].split(None, 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/1."):
-            self._handshake_failed(conn, c, "not an HTTP response")
+        if rest is None:
             return
-        if status[1] != b"101":
-            self._handshake_failed(conn, c, f"HTTP {status[1].decode('latin-1')}")
-            return
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get(b"upgrade", b"").lower() != b"websocket" or b"upgrade" not in [
-            v.strip().lower() for v in headers.get(b"connection", b"").split(b",")
-        ]:
-            self._handshake_failed(conn, c, "101 without Upgrade: websocket")
-            return
-        if headers.get(b"sec-websocket-accept") != accept_key(c.key):
-            self._handshake_failed(conn, c, "bad Sec-WebSocket-Accept")
-            return
-        if headers.get(b"sec-websocket-extensions"):
-            self._handshake_failed(conn, c, "extension not asked for")
-            return
+        c.handshake = None
         self._opened(conn, c)
         if rest:
             self.scanner.feed(conn, rest)
             self._notes()
 
-    def _handshake_failed(self, conn: int, c: _Conn, why: str) -> None:
+    def _handshake_failed(self, conn: ConnId, c: _Conn, why: str) -> None:
         self.tally[c.kind].failed[why] += 1
         del self.conns[conn]
         self.handshaking.discard(conn)
@@ -496,7 +404,7 @@ class LoadTest:
         elif kind == HUP:
             self._lost_conn(conn, c, "reset" if ev.res else "closed (EOF)")
 
-    def _lost_conn(self, conn: int, c: _Conn, how: str) -> None:
+    def _lost_conn(self, conn: ConnId, c: _Conn, how: str) -> None:
         del self.conns[conn]
         self.handshaking.discard(conn)
         if not c.open:
@@ -506,7 +414,7 @@ class LoadTest:
             self._forget(conn, c)
         self.loop.close_connection(conn)
 
-    def _forget(self, conn: int, c: _Conn) -> None:
+    def _forget(self, conn: ConnId, c: _Conn) -> None:
         if self.scan_ok[conn]:
             self.scan_ok[conn] = 0
             self.scanner.gone(conn)
@@ -514,32 +422,33 @@ class LoadTest:
         if c.kind == KIND_SUB:
             self.subs -= 1
         elif c.kind == KIND_PUB and c.index < len(self.pub_conns):
-            self.pub_conns[c.index] = -1
+            self.pub_conns[c.index] = None
         elif c.kind == KIND_HTTP and conn in self.http_idle:
             self.http_idle.remove(conn)
 
     def _notes(self) -> None:
         for n in self.scanner.notes():
-            c = self.conns.get(n.conn)
+            conn = ConnId(n.conn)
+            c = self.conns.get(conn)
             if c is None:
                 continue
             if n.kind == NOTE_PING:
-                self.loop.send(n.conn, _client_frame(0xA, n.payload), force=True)
+                self.loop.send(conn, _client_frame(0xA, n.payload), force=True)
             elif n.kind == NOTE_CLOSE:
                 if not self.closing:
                     self.closed_by_server[f"{c.kind}: close code {n.aux}"] += 1
                 code = n.aux if n.aux not in (1005, 1006, 1015) else 1000
-                self.loop.send(n.conn, _client_frame(0x8, code.to_bytes(2, "big")), force=True)
-                del self.conns[n.conn]
-                self._forget(n.conn, c)
-                self.loop.close_connection(n.conn, flush=True)
+                self.loop.send(conn, _client_frame(0x8, code.to_bytes(2, "big")), force=True)
+                del self.conns[conn]
+                self._forget(conn, c)
+                self.loop.close_connection(conn, flush=True)
             elif n.kind == NOTE_PROTOCOL:
                 if not self.closing:
                     why = PROTOCOL_ERRORS.get(n.aux, str(n.aux))
                     self.closed_by_server[f"{c.kind}: protocol error ({why})"] += 1
-                del self.conns[n.conn]
-                self._forget(n.conn, c)
-                self.loop.close_connection(n.conn)
+                del self.conns[conn]
+                self._forget(conn, c)
+                self.loop.close_connection(conn)
 
     # -- publishing ---------------------------------------------------------
 
@@ -563,8 +472,8 @@ class LoadTest:
                 off[0] += build_frames(buf, off[0], pub=pub, seq=seq, ts_ns=ts, size=o.size,
                                        mask_key=random.getrandbits(32))
             for pub, (buf, off) in bufs.items():
-                conn = self.pub_conns[pub] if pub < len(self.pub_conns) else -1
-                if conn >= 0:
+                conn = self.pub_conns[pub] if pub < len(self.pub_conns) else None
+                if conn is not None:
                     self.loop.send(conn, bytes(buf[:off[0]]), force=True)
         else:
             for i in range(count):
@@ -573,54 +482,40 @@ class LoadTest:
         self.sent += count
 
     def _http_send(self) -> None:
-        t = self.target
-        path = self.opts.publish_path or f"/publish/{t.channel}"
         sc = self.scanner
         while self.http_queue and self.http_idle:
             conn = self.http_idle.popleft()
             c = self.conns[conn]
+            assert c.http is not None
             ts = self.http_queue.popleft()
             seq = sc.published(c.index)
             sc.publish(c.index, seq, ts, self.subs)
-            body = payload(c.index, seq, ts, self.opts.size)
-            head = (f"POST {path} HTTP/1.1\r\nHost: {t.host_header}\r\n"
-                    "Content-Type: application/octet-stream\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
-            c.busy = True
-            self.loop.send(conn, head + body, force=True)
+            self.loop.send(conn, c.http.post(payload(c.index, seq, ts, self.opts.size)),
+                           force=True)
 
-    def _http_data(self, conn: int, c: _Conn, data: bytes) -> None:
-        c.buf += data
-        while True:
-            end = c.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(c.buf[:end]).split(b"\r\n")
-            length = 0
-            close = False
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value.strip() or b"0")
-                elif name == b"connection" and b"close" in value.lower():
-                    close = True
-            if len(c.buf) < end + 4 + length:
-                return
-            del c.buf[:end + 4 + length]
-            status = lines[0].split(None, 2)
-            code = status[1].decode("latin-1") if len(status) > 1 else "?"
-            if not code.startswith("2"):
-                self.http_errors[f"HTTP {code}"] += 1
-            c.busy = False
-            if close:
-                self.http_errors["server closed the publish connection"] += 1
-                del self.conns[conn]
-                self._forget(conn, c)
-                self.loop.close_connection(conn)
-                return
-            self.http_idle.append(conn)
-            self._http_send()
+    def _http_data(self, conn: ConnId, c: _Conn, data: bytes) -> None:
+        assert c.http is not None
+        try:
+            answer = c.http.receive(data)
+        except PublishError as exc:
+            self.http_errors[f"invalid HTTP answer ({exc})"] += 1
+            self._drop_http(conn, c)
+            return
+        if answer is None:
+            return
+        if not 200 <= answer.status < 300:
+            self.http_errors[f"HTTP {answer.status}"] += 1
+        if not answer.keep_alive:
+            self.http_errors["server closed the publish connection"] += 1
+            self._drop_http(conn, c)
+            return
+        self.http_idle.append(conn)
+        self._http_send()
+
+    def _drop_http(self, conn: ConnId, c: _Conn) -> None:
+        del self.conns[conn]
+        self._forget(conn, c)
+        self.loop.close_connection(conn)
 
     # -- running --------------------------------------------------------------
 
@@ -654,9 +549,20 @@ class LoadTest:
             self.scanner.finish()
             self._show_progress(force=True)
             self.progress.done()
-            pubs = self.tally[KIND_PUB if o.publisher == "ws" else KIND_HTTP]
-            return build_result(self, subs=self.tally[KIND_SUB], pubs=pubs,
-                                server=(server0, server1, server2), client_cpu_ns=cpu1 - cpu0)
+            sc = self.scanner
+            return build_result(RunRecord(
+                options=o, engine=self.engine_note, started_at=self.started_at,
+                idle=self.idle, source_addresses=len(self.sources),
+                subscribers=self.tally[KIND_SUB],
+                publishers=self.tally[KIND_PUB if o.publisher == "ws" else KIND_HTTP],
+                connect_seconds=self.t_connected - self.t_start,
+                sending_seconds=self.t_end_send - self.t_run0,
+                run_seconds=self.t_end - self.t_run0,
+                sent=self.sent, reads=self.reads, counts=sc.counts(),
+                delivery=sc.histogram(HIST_DELIVERY), to_last=sc.histogram(HIST_LAST),
+                closed_by_server=dict(self.closed_by_server),
+                publish_errors=dict(self.http_errors), timeline=self.timeline,
+                server=(server0, server1, server2), client_cpu_ns=cpu1 - cpu0))
         finally:
             self.close()
 
@@ -815,11 +721,11 @@ def _reason(err: int | None) -> str:
     return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"
 
 
-def _failures(t: _Tally) -> str:
+def _failures(t: Tally) -> str:
     parts = [f"{t.refused} refused"] if t.refused else []
     parts += [f"{n} {why}" for why, n in t.failed.most_common()]
     return ", ".join(parts) or "no reason recorded"
 
 
-def _no_subscribers(t: _Tally, url: str) -> str:
+def _no_subscribers(t: Tally, url: str) -> str:
     return f"no subscriber could connect to {url}: {_failures(t)}"

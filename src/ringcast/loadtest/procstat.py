@@ -73,13 +73,3 @@ def sample(pid: int) -> ProcSample:
 def self_cpu_ns() -> int:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return int((r.ru_utime + r.ru_stime) * 1e9)
-
-
-def raise_nofile(want: int) -> int:
-    """Raise the soft open-files limit towards ``want`` (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return target
-    return soft

@@ -1,7 +1,7 @@
-"""The result of a run: a JSON-able dict, and the text a person reads.
+"""The result of a run: a JSON-able dict made from its `RunRecord`, and the text a person reads.
 
-Latencies are kept in C buckets during the run and turned into HDR histograms
-(``hdrhistogram``) here, one ``record_value(value, count)`` per bucket.
+Latencies arrive as HDR histograms (``hdrhistogram``), made from the scanner's C
+buckets at the end of the run; percentiles and curves are read from them here.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
 from ringcast import __version__
 from ringcast.loadtest.procstat import ProcSample
-from ringcast.loadtest.scanner import HIST_DELIVERY, HIST_LAST
-
-if TYPE_CHECKING:
-    from ringcast.loadtest.client import LoadTest, _Tally
+from ringcast.loadtest.record import RunRecord
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 FAULT_KEYS = ("lost", "undelivered", "duplicated", "out_of_order", "corrupted", "bad_opcode",
@@ -77,43 +74,40 @@ def _server(pids: list[int], samples: tuple[list[ProcSample], ...], *, deliverie
     return out
 
 
-def build_result(lt: LoadTest, *, subs: _Tally, pubs: _Tally,
-                 server: tuple[list[ProcSample], ...], client_cpu_ns: int) -> dict[str, Any]:
-    """The result of a finished run; ``server`` holds the samples taken before
-    connecting, once connected and at the end."""
-    o = lt.opts
-    sc = lt.scanner
-    c = sc.counts()
-    connect_s = lt.t_connected - lt.t_start
-    run_s = max(1e-9, lt.t_end - lt.t_run0)
-    send_s = max(1e-9, lt.t_end_send - lt.t_run0)
+def build_result(rec: RunRecord) -> dict[str, Any]:
+    """The result of a finished run: what `format_text` shows and ``--json`` writes."""
+    o = rec.options
+    c = rec.counts
+    subs, pubs = rec.subscribers, rec.publishers
+    connect_s = rec.connect_seconds
+    run_s = max(1e-9, rec.run_seconds)
+    send_s = max(1e-9, rec.sending_seconds)
     delivered = c["delivered"]
     handshakes = HdrHistogram(1, 3_600_000_000_000, 3)
     for ns in subs.handshake_ns:
         handshakes.record_value(max(1, ns))
     conn_failures = dict(subs.failed) | {f"publisher: {k}": v for k, v in pubs.failed.items()}
-    closed = sum(lt.closed_by_server.values())
+    closed = sum(rec.closed_by_server.values())
     faults = {k: c[k] for k in FAULT_KEYS}
     faults["connections_refused"] = subs.refused + pubs.refused
     faults["connections_failed"] = sum(conn_failures.values())
     faults["closed_by_server"] = closed
-    faults["publish_errors"] = sum(lt.http_errors.values())
+    faults["publish_errors"] = sum(rec.publish_errors.values())
     total_faults = sum(faults.values())
-    passed = total_faults == 0 and (lt.idle or delivered > 0)
-    client_pct = client_cpu_ns / 1e9 / run_s * 100
-    if lt.idle:
+    passed = total_faults == 0 and (rec.idle or delivered > 0)
+    client_pct = rec.client_cpu_ns / 1e9 / run_s * 100
+    if rec.idle:
         mode = "idle connections"
     elif o.rate is None:
         mode = f"closed loop, window {o.window}"
     else:
         mode = f"open loop, {o.rate:g} messages/s"
-    h_del = sc.histogram(HIST_DELIVERY)
-    h_last = sc.histogram(HIST_LAST)
+    h_del, h_last = rec.delivery, rec.to_last
     return {
         "tool": f"ringcast loadtest {__version__}",
         "target": o.url,
-        "engine": lt.engine_note,
-        "started_at": dt.datetime.fromtimestamp(lt.started_at, dt.UTC).isoformat(
+        "engine": rec.engine,
+        "started_at": dt.datetime.fromtimestamp(rec.started_at, dt.UTC).isoformat(
             timespec="seconds"),
         "host": {"machine": platform.machine(), "kernel": platform.release(),
                  "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -128,23 +122,23 @@ def build_result(lt: LoadTest, *, subs: _Tally, pubs: _Tally,
             "seconds": round(connect_s, 3),
             "per_second": round(subs.opened / connect_s, 1) if connect_s > 0 else None,
             "handshake_ms": _latency(handshakes),
-            "source_addresses": len(lt.sources) or 1,
+            "source_addresses": rec.source_addresses or 1,
         },
         "run": {
             "seconds": round(run_s, 3),
             "sending_seconds": round(send_s, 3),
-            "messages_sent": lt.sent,
+            "messages_sent": rec.sent,
             "messages_completed": c["completed"],
             "messages_fully_delivered": c["completed_all"],
             "messages_given_up": c["expired"],
             "deliveries": delivered,
-            "expected_deliveries": _expected(lt),
+            "expected_deliveries": _expected(c),
             "deliveries_per_s": round(delivered / run_s, 1),
             "messages_fully_delivered_per_s": round(c["completed_all"] / run_s, 1),
             "bytes_received": c["bytes"],
             "frames": c["frames"],
-            "reads": lt.reads,
-            "frames_per_read": round(c["frames"] / lt.reads, 2) if lt.reads else None,
+            "reads": rec.reads,
+            "frames_per_read": round(c["frames"] / rec.reads, 2) if rec.reads else None,
             "fragmented_messages": c["fragmented"],
             "pings_answered": c["pings"],
             "publisher_echoes_ignored": c["ignored"],
@@ -152,24 +146,23 @@ def build_result(lt: LoadTest, *, subs: _Tally, pubs: _Tally,
         "latency_ms": {"delivery": _latency(h_del), "to_last_subscriber": _latency(h_last)},
         "faults": faults,
         "pass": passed,
-        "closed_by_server": dict(lt.closed_by_server),
-        "publish_errors": dict(lt.http_errors),
-        "server": _server(list(o.server_pids), server, deliveries=delivered,
+        "closed_by_server": dict(rec.closed_by_server),
+        "publish_errors": dict(rec.publish_errors),
+        "server": _server(list(o.server_pids), rec.server, deliveries=delivered,
                           conns=subs.opened + pubs.opened),
         "client": {
-            "cpu_seconds": round(client_cpu_ns / 1e9, 4),
+            "cpu_seconds": round(rec.client_cpu_ns / 1e9, 4),
             "cpu_percent_of_one_core": round(client_pct, 1),
-            "cpu_us_per_1000_deliveries": (round(client_cpu_ns / 1e3 / (delivered / 1000), 2)
+            "cpu_us_per_1000_deliveries": (round(rec.client_cpu_ns / 1e3 / (delivered / 1000), 2)
                                            if delivered else None),
             "client_may_be_the_limit": client_pct >= CLIENT_BUSY,
         },
-        "timeline": lt.timeline,
+        "timeline": rec.timeline,
         "percentile_curves": {"delivery": _curve(h_del), "to_last_subscriber": _curve(h_last)},
     }
 
 
-def _expected(lt: LoadTest) -> int:
-    c = lt.scanner.counts()
+def _expected(c: dict[str, int]) -> int:
     return sum(c[k] for k in ("delivered", "lost", "undelivered", "corrupted", "bad_opcode"))
 
 

@@ -7,6 +7,7 @@ from ringcast: it could be published alone. See `loop.Loop` for the contract.
 from ringcast.ringio.errors import RingioError, RingUnavailable
 from ringcast.ringio.loop import (
     NO_CONN,
+    ConnId,
     Engine,
     Event,
     EventKind,
@@ -18,6 +19,7 @@ from ringcast.ringio.loop import (
 
 __all__ = [
     "NO_CONN",
+    "ConnId",
     "Engine",
     "Event",
     "EventKind",

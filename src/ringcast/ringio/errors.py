@@ -2,7 +2,7 @@
 
 ::
 
-    RingioError (OSError)
+    RingioError (OSError)    a call failed; a failed reap() means the loop has failed
     └── RingUnavailable      io_uring_setup or a required registration failed
 
 ``RingUnavailable`` carries ``cause`` (what happened, in words) and ``remedy``
@@ -14,11 +14,14 @@ sysctl (Linux 6.6+, default on RHEL 9), a kernel older than 6.0, and
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import platform
 import resource
 from pathlib import Path
+
+from ringcast.ringio._ringio import lib
 
 
 class RingioError(OSError):
@@ -34,8 +37,47 @@ class RingUnavailable(RingioError):
         self.remedy = remedy
 
 
-# Where rio_open failed (the C side's *stage).
-STAGE_SETUP, STAGE_BUFFER_RING, STAGE_MEMORY, STAGE_EPOLL, STAGE_KERNEL = range(5)
+class Stage(enum.IntEnum):
+    """Where rio_open failed: its ``*stage``, one of RIO_STAGE_* in csrc/ringio_api.h."""
+
+    SETUP = lib.RIO_STAGE_SETUP              # io_uring_setup
+    BUFFER_RING = lib.RIO_STAGE_BUFFER_RING  # registering the provided-buffer ring
+    MEMORY = lib.RIO_STAGE_MEMORY            # allocating the loop's memory
+    EPOLL = lib.RIO_STAGE_EPOLL              # epoll_create1
+    KERNEL = lib.RIO_STAGE_KERNEL            # a kernel older than 6.0
+    PARAMS = lib.RIO_STAGE_PARAMS            # invalid parameters
+
+
+def open_failed(err: int, stage: int, *, uring: bool) -> RingioError:
+    """The error for a failed rio_open: why the loop could not be created.
+
+    With ``uring``, every failure but invalid parameters is a `RingUnavailable`
+    (the caller may fall back to epoll); see `diagnose`.
+    """
+    where = Stage(stage)
+    if where is Stage.PARAMS:
+        return RingioError(err, "invalid loop parameters: max_conns and data_capacity must be "
+                                "positive, data_capacity at least buf_size, event_limit 0 or "
+                                "at least 3")
+    if uring:
+        return diagnose(err, where)
+    what = "epoll_create1" if where is Stage.EPOLL else "allocating the loop"
+    return RingioError(err, f"{what} failed: {os.strerror(err)}")
+
+
+def reap_failed(err: int, *, uring: bool) -> RingioError:
+    """The error for a failed rio_reap: the loop has failed for good and must be closed."""
+    if not uring:
+        cause = f"epoll_wait failed: {os.strerror(err)}"
+    elif err == errno.EBADR:
+        cause = "the kernel dropped completions (CQ overflow with no memory to hold them)"
+    else:
+        cause = f"io_uring_enter failed with {errno.errorcode.get(err, err)} ({os.strerror(err)})"
+        if err in (errno.EEXIST, errno.EINVAL, errno.EBADF):
+            # SINGLE_ISSUER answers EEXIST, and a registered ring fd, known to its thread
+            # only, EINVAL or EBADF.
+            cause += "; was it used from a thread other than the one that created it?"
+    return RingioError(err, f"the loop has failed: {cause}; close it")
 
 SECCOMP_REMEDY = (
     "Allow io_uring in the container's seccomp profile: docker/podman run "
@@ -58,22 +100,22 @@ def _seccomp_filtered() -> bool:
     return False
 
 
-def diagnose(err: int, stage: int) -> RingUnavailable:
+def diagnose(err: int, stage: Stage) -> RingUnavailable:
     """Turn the errno and stage of a failed ring setup into a RingUnavailable."""
     release = platform.release()
-    if stage == STAGE_KERNEL:
+    if stage is Stage.KERNEL:
         return RingUnavailable(
             err,
             f"kernel {release} is too old (multishot receive needs Linux 6.0)",
             "Upgrade the kernel, or run with backend = \"epoll\"",
         )
-    if stage == STAGE_BUFFER_RING:
+    if stage is Stage.BUFFER_RING:
         return RingUnavailable(
             err,
             f"registering the provided-buffer ring failed ({os.strerror(err)}) on kernel {release}",
             "Lower ring.buffer_count, or use backend = \"epoll\"",
         )
-    if stage == STAGE_MEMORY:
+    if stage is Stage.MEMORY:
         return RingUnavailable(
             err, f"out of memory setting up the loop ({os.strerror(err)})",
             "Lower limits.max_connections or ring sizes",

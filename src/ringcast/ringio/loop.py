@@ -13,15 +13,22 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NewType
 
 from typing_extensions import Buffer
 
 from ringcast.ringio._ringio import ffi, lib
-from ringcast.ringio.errors import STAGE_EPOLL, RingioError, RingUnavailable, diagnose
+from ringcast.ringio.errors import RingioError, RingUnavailable, open_failed, reap_failed
 
-NO_CONN = 0xFFFFFFFF
-"""Pass as ``exclude`` to exclude nobody."""
+if TYPE_CHECKING:
+    from ringcast.ringio._ringio import LoopHandle, Stats
+
+ConnId = NewType("ConnId", int)
+"""A connection's id in the loop's table (listeners have one too): a small integer,
+reused for a new connection once the old one is reported CLOSED."""
+
+NO_CONN: Final = ConnId(0xFFFFFFFF)
+"""No connection (UINT32_MAX): pass as ``exclude`` to exclude nobody."""
 
 # io_uring setup flags (linux/io_uring.h): what we ask for first.
 IORING_SETUP_CLAMP = 1 << 4
@@ -49,18 +56,32 @@ class Engine(enum.IntEnum):
 
 
 class EventKind(enum.IntEnum):
-    ACCEPT = 1        # conn: new id, res: its fd, aux: listener id
-    DATA = 2          # conn, data: the bytes received
-    HUP = 3           # conn, res: 0 on EOF, else errno
-    OVERFLOW = 4      # conn, aux: bytes queued when a capped send was refused
-    ACCEPT_ERROR = 5  # conn: listener, res: errno; call resume_accept() later
-    REFUSED = 6       # conn: listener; a connection arrived with the id table full
-    CLOSED = 7        # conn: an id the caller closed is free (flush and linger over)
+    """What an `Event` reports: RIO_EV_* in csrc/ringio_api.h."""
+
+    #: conn: the new id, res: its fd, aux: the listener's id
+    ACCEPT = lib.RIO_EV_ACCEPT
+    #: conn, data: the bytes received
+    DATA = lib.RIO_EV_DATA
+    #: conn, res: 0 on EOF, else an errno
+    HUP = lib.RIO_EV_HUP
+    #: conn, aux: the bytes queued when a capped send was refused
+    OVERFLOW = lib.RIO_EV_OVERFLOW
+    #: conn: the listener, res: an errno; accepting stopped, call resume_accept() later
+    ACCEPT_ERROR = lib.RIO_EV_ACCEPT_ERROR
+    #: conn: the listener; a connection arrived with the id table full and was closed
+    REFUSED = lib.RIO_EV_REFUSED
+    #: conn: an id the caller closed is free (flush and linger over); it may be reused
+    CLOSED = lib.RIO_EV_CLOSED
+
+
+# reap() maps the kind of each C event through this dict, not through
+# EventKind(kind), which costs a call per event.
+_KIND: Final[dict[int, EventKind]] = {kind.value: kind for kind in EventKind}
 
 
 class Event(NamedTuple):
-    kind: int
-    conn: int
+    kind: EventKind
+    conn: ConnId
     res: int
     aux: int
     data: bytes
@@ -80,6 +101,9 @@ class LoopParams:
     zc_loopback: bool = False
     data_capacity: int = 4 << 20
     setup_flags: int = DEFAULT_SETUP_FLAGS
+    event_limit: int = 0
+    """Events held at once, at most (0: as many as memory allows). For tests: a small
+    limit (>= 3) takes the paths an out-of-memory event array takes."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,7 @@ def _strerror(err: int) -> str:
 
 _EVENT = struct.Struct("=IIiIQ")
 assert _EVENT.size == ffi.sizeof("rio_event")
+_DATA: Final = lib.RIO_EV_DATA
 _STAT_NAMES = [f[0] for f in ffi.typeof("rio_stats").fields]
 
 
@@ -158,30 +183,28 @@ class Loop:
             setattr(p, f.name, int(getattr(params, f.name)))
         err = ffi.new("int *")
         stage = ffi.new("int *")
-        self._l = lib.rio_open(p, err, stage)
-        if self._l == ffi.NULL:
-            if params.engine is Engine.IO_URING:
-                raise diagnose(err[0], stage[0])
-            what = "epoll_create1" if stage[0] == STAGE_EPOLL else "allocating the loop"
-            raise RingioError(err[0], f"{what} failed: {_strerror(err[0])}")
+        handle = lib.rio_open(p, err, stage)
+        if handle == ffi.NULL:
+            raise open_failed(err[0], stage[0], uring=params.engine is Engine.IO_URING)
+        self._l: LoopHandle | None = handle
+        self._stats: Stats | None = lib.rio_get_stats(handle)
         self.params = params
         self.engine = params.engine
-        self._stats = lib.rio_get_stats(self._l)
         self._socks: dict[int, socket.socket] = {}
 
     # -- lifecycle --------------------------------------------------------
 
     @property
-    def _loop(self) -> Any:
-        if self._l == ffi.NULL:
+    def _loop(self) -> LoopHandle:
+        if self._l is None:
             raise RingioError(errno.EBADF, "the loop is closed")
         return self._l
 
     def close(self) -> None:
         """Close every socket and free the loop. Idempotent; any later call raises."""
-        if self._l != ffi.NULL:
+        if self._l is not None:
             lib.rio_destroy(self._l)
-            self._l = ffi.NULL
+            self._l = None
             self._stats = None
             for s in self._socks.values():
                 s.detach()
@@ -204,30 +227,32 @@ class Loop:
         return Probe(**values)
 
     def stats(self) -> dict[str, int]:
+        """The loop's counters (rio_stats in csrc/ringio_api.h says what each counts)."""
         self._loop  # noqa: B018 - raises once closed: the stats lived in the loop
         s = self._stats
         return {name: int(getattr(s, name)) for name in _STAT_NAMES}
 
     # -- sockets ----------------------------------------------------------
 
-    def listen(self, sock: socket.socket) -> int:
+    def listen(self, sock: socket.socket) -> ConnId:
         """Accept on a listening socket; returns its id. The loop owns the fd."""
         return self._own(sock, lib.rio_listen(self._loop, sock.fileno()))
 
-    def adopt(self, sock: socket.socket) -> int:
+    def adopt(self, sock: socket.socket) -> ConnId:
         """Receive and send on a connected socket; returns its id. The loop owns the fd."""
         return self._own(sock, lib.rio_adopt(self._loop, sock.fileno()))
 
-    def _own(self, sock: socket.socket, rc: int) -> int:
+    def _own(self, sock: socket.socket, rc: int) -> ConnId:
         if rc < 0:
             raise RingioError(-rc, _strerror(-rc))
         sock.detach()
-        return int(rc)
+        return ConnId(rc)
 
-    def resume_accept(self, listener: int) -> None:
+    def resume_accept(self, listener: ConnId) -> None:
         _check(lib.rio_resume_accept(self._loop, listener))
 
-    def close_connection(self, conn: int, *, flush: bool = False, abort: bool = False) -> None:
+    def close_connection(self, conn: ConnId, *, flush: bool = False,
+                         abort: bool = False) -> None:
         """Close a connection.
 
         Default: what is queued is dropped; the peer gets what the kernel already
@@ -241,7 +266,7 @@ class Loop:
         how = lib.RIO_CLOSE_FLUSH if flush else lib.RIO_CLOSE_ABORT if abort else lib.RIO_CLOSE_HARD
         lib.rio_close(self._loop, conn, how)
 
-    def trim(self, conn: int) -> int:
+    def trim(self, conn: ConnId) -> int:
         """Drop the queued frames that have not started going out; return their bytes.
 
         What is already on its way (a send in flight, a partly written frame)
@@ -249,11 +274,11 @@ class Loop:
         """
         return max(0, int(lib.rio_trim(self._loop, conn)))
 
-    def generation(self, conn: int) -> int:
+    def generation(self, conn: ConnId) -> int:
         """The id's current generation, -1 if the id is free."""
         return max(-1, int(lib.rio_generation(self._loop, conn)))
 
-    def queued(self, conn: int) -> int:
+    def queued(self, conn: ConnId) -> int:
         return max(0, int(lib.rio_queued(self._loop, conn)))
 
     # -- sending ----------------------------------------------------------
@@ -265,7 +290,7 @@ class Loop:
     def release(self, slot: int) -> None:
         lib.rio_slot_put(self._loop, slot)
 
-    def fanout(self, slot: int, conns: Buffer, count: int, *, exclude: int = NO_CONN,
+    def fanout(self, slot: int, conns: Buffer, count: int, *, exclude: ConnId = NO_CONN,
                cap: int = 0, force: bool = False) -> int:
         """Queue ``slot`` to the first ``count`` uint32 ids of ``conns`` and submit.
 
@@ -278,29 +303,34 @@ class Loop:
             raise ValueError(f"count {count} is outside the {len(ids)} ids given")
         return int(_check(lib.rio_fanout(self._loop, slot, ids, count, exclude, cap, int(force))))
 
-    def send(self, conn: int, data: bytes, *, cap: int = 0, force: bool = False) -> bool:
+    def send(self, conn: ConnId, data: bytes, *, cap: int = 0, force: bool = False) -> bool:
         """Queue bytes to one connection; False if the cap refused them."""
         return bool(_check(lib.rio_send(self._loop, conn, data, len(data), cap, int(force))))
 
     # -- waiting ----------------------------------------------------------
 
     def reap(self, timeout: float | None) -> list[Event]:
-        """Wait up to ``timeout`` seconds (None: forever) and return the events."""
+        """Wait up to ``timeout`` seconds (None: forever) and return the events.
+
+        Raises `RingioError` when the loop has failed (the kernel refused its work:
+        see rio_reap in csrc/ringio_api.h); it then raises again on every call, and
+        the loop can only be closed.
+        """
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
         n = lib.rio_reap(self._loop, ms)
         if n < 0:
-            raise RingioError(-n, _strerror(-n))
+            raise reap_failed(-n, uring=self.engine is Engine.IO_URING)
         if n == 0:
             return []
         raw = ffi.buffer(lib.rio_events(self._loop), n * _EVENT.size)
         events = list(_EVENT.iter_unpack(raw))
         end = 0
         for kind, _conn, _res, length, aux in events:
-            if kind == EventKind.DATA:
+            if kind == _DATA:
                 end = max(end, aux + length)
         blob = ffi.buffer(lib.rio_data(self._loop), end)[:] if end else b""
         return [
-            Event(kind, conn, res, aux, blob[aux:aux + length] if kind == EventKind.DATA else b"")
+            Event(_KIND[kind], conn, res, aux, blob[aux:aux + length] if kind == _DATA else b"")
             for kind, conn, res, length, aux in events
         ]
 
@@ -322,4 +352,6 @@ def probe(engine: Engine = Engine.IO_URING) -> Probe | RingUnavailable:
         return exc
 
 
-__all__ = ["NO_CONN", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "probe"]
+__all__ = [
+    "NO_CONN", "ConnId", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "probe",
+]

@@ -12,23 +12,6 @@ from dataclasses import dataclass
 from ringcast.config import Config
 from ringcast.errors import BackendError
 from ringcast.ringio import Engine, Loop, LoopParams, RingUnavailable
-from ringcast.server.workers import worker_count
-
-# Ids the loop needs beyond client connections: listeners, the signal wake-up
-# socket, the broker bridge's two connections; plus two links per other worker
-# (see `loop_ids`). Kept apart so max_connections means client connections.
-RESERVED_IDS = 16
-# Connections refused at a limit whose 503 is still on its way; more are reset.
-REFUSALS_IN_FLIGHT = 64
-
-
-def loop_ids(config: Config) -> int:
-    """Connection ids one process's loop holds: client connections (open or
-    closing), ``REFUSALS_IN_FLIGHT``, ``RESERVED_IDS`` and two links per other
-    worker."""
-    workers = worker_count(config.server.workers)
-    return (config.limits.max_connections + REFUSALS_IN_FLIGHT + RESERVED_IDS
-            + 2 * max(0, workers - 1))
 
 
 @dataclass(frozen=True)
@@ -38,11 +21,12 @@ class Backend:
     reason: str     # why this one, for the start-up log line
 
 
-def loop_params(config: Config, engine: Engine) -> LoopParams:
+def loop_params(config: Config, engine: Engine, ids: int) -> LoopParams:
+    """The loop of a process that holds ``ids`` connection ids (see :mod:`.capacity`)."""
     ring = config.ring
     return LoopParams(
         engine=engine,
-        max_conns=loop_ids(config),
+        max_conns=ids,
         sq_entries=ring.sq_entries,
         cq_entries=ring.cq_entries,
         buf_count=ring.buffer_count,
@@ -53,19 +37,20 @@ def loop_params(config: Config, engine: Engine) -> LoopParams:
     )
 
 
-def open_backend(config: Config) -> Backend:
+def open_backend(config: Config, ids: int) -> Backend:
+    """The loop of this process, for ``ids`` connection ids."""
     choice = config.server.backend
     if choice == "epoll":
-        return Backend(Loop(loop_params(config, Engine.EPOLL)), "epoll", "configured")
+        return Backend(Loop(loop_params(config, Engine.EPOLL, ids)), "epoll", "configured")
     try:
-        loop = Loop(loop_params(config, Engine.IO_URING))
+        loop = Loop(loop_params(config, Engine.IO_URING, ids))
     except RingUnavailable as exc:
         if choice == "io_uring":
             raise BackendError(
                 f"{exc} (server.backend is \"io_uring\", so ringcast will not fall back to "
                 "epoll; set it to \"auto\" to allow that)"
             ) from exc
-        return Backend(Loop(loop_params(config, Engine.EPOLL)), "epoll", str(exc))
+        return Backend(Loop(loop_params(config, Engine.EPOLL, ids)), "epoll", str(exc))
     probe = loop.probe()
     zc = "zero-copy on" if probe.zc_enabled else "zero-copy off"
     return Backend(loop, "io_uring", f"kernel {probe.kernel_major}.{probe.kernel_minor}, {zc}")

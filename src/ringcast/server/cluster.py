@@ -31,13 +31,13 @@ import socket
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
 from ringcast.redact import mask_credentials
-from ringcast.ringio import Loop
+from ringcast.ringio import NO_CONN
 
 log = logging.getLogger("ringcast")
 
@@ -48,7 +48,6 @@ CONNECT_TIMEOUT = 2.0
 PING_INTERVAL, PING_TIMEOUT = 2.0, 3.0
 OUTBOUND_CAP = 64 << 20
 INFLIGHT_MAX = 100_000              # own messages awaiting their echo
-NO_CONN = 0xFFFFFFFF
 
 Deliver = Callable[[str, bytes, int], None]  # channel, frame, excluded local conn
 
@@ -75,12 +74,17 @@ class Bridge(Protocol):
     def close(self) -> None: ...
 
 
-def resp(*args: bytes) -> bytes:
-    """Encode one command in RESP (what redis-cli sends)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+class SocketLoop(Protocol):
+    """What a bridge needs of the worker's loop (`ringcast.ringio.Loop` is one)."""
+
+    def adopt(self, sock: socket.socket) -> int: ...
+    def send(self, conn: int, data: bytes, *, cap: int = 0, force: bool = False) -> bool: ...
+    def close_connection(self, conn: int) -> None: ...
+
+
+# One command in RESP, what redis-cli sends. The cast: hiredis's stub types the
+# argument as a 1-tuple and the result as Any.
+pack_command = cast("Callable[[tuple[bytes, ...]], bytes]", hiredis.pack_command)
 
 
 def _rname(channel: str) -> bytes:
@@ -94,7 +98,7 @@ class RedisBridge:
     ``pub`` sends AUTH, PUBLISH and PING and gets their replies in order.
     """
 
-    def __init__(self, url: str, loop: Loop, deliver: Deliver,
+    def __init__(self, url: str, loop: SocketLoop, deliver: Deliver,
                  channels: Callable[[], list[str]], *,
                  on_confirmed: Callable[[str], None] = lambda _ch: None,
                  on_down: Callable[[], None] = lambda: None) -> None:
@@ -206,8 +210,8 @@ class RedisBridge:
         self._confirmed.clear()
         self._wanted = set(self.local_channels()) | self._wanted
         if self._wanted:
-            self.loop.send(self.sub, resp(b"SUBSCRIBE", *map(_rname, sorted(self._wanted))),
-                           force=True)
+            names = map(_rname, sorted(self._wanted))
+            self.loop.send(self.sub, pack_command((b"SUBSCRIBE", *names)), force=True)
         self._handshaking = True
         self._send_ping(now)
 
@@ -220,8 +224,8 @@ class RedisBridge:
         if self.password is None:
             return None
         if self.username:
-            return resp(b"AUTH", self.username.encode(), self.password.encode())
-        return resp(b"AUTH", self.password.encode())
+            return pack_command((b"AUTH", self.username.encode(), self.password.encode()))
+        return pack_command((b"AUTH", self.password.encode()))
 
     def _maybe_up(self) -> None:
         if not self._handshaking or self._ping_sent is not None or self._sub_auth_pending:
@@ -245,7 +249,7 @@ class RedisBridge:
             self._send_ping(now)
 
     def _send_ping(self, now: float) -> None:
-        self.loop.send(self.pub, resp(b"PING"), force=True)
+        self.loop.send(self.pub, pack_command((b"PING",)), force=True)
         self._pub_expect.append(b"ping")
         self._ping_sent = now
         self._ping_due = now + PING_INTERVAL
@@ -274,11 +278,11 @@ class RedisBridge:
         self.redelivered += len(pending)
         for channel, frame, exclude in pending.values():
             self.deliver(channel, frame, exclude)
+        if was_up and not self._down_logged:   # before _failed, which says "unreachable"
+            log.warning("cluster: lost the connection to redis at %s:%d (%s); delivering "
+                        "locally only until it is back", *self.addr, why)
+            self._down_logged = True
         self._failed(self._now, why)
-        if was_up and not self._down_logged:
-            log.warning("cluster: lost redis at %s:%d (%s); delivering locally only until it "
-                        "is back", *self.addr, why)
-        self._down_logged = True
         self.on_down()
 
     def connection_lost(self, conn: int) -> None:
@@ -303,7 +307,7 @@ class RedisBridge:
             return
         self._wanted.add(channel)
         if self.connected or self._handshaking:
-            self.loop.send(self.sub, resp(b"SUBSCRIBE", _rname(channel)), force=True)
+            self.loop.send(self.sub, pack_command((b"SUBSCRIBE", _rname(channel))), force=True)
 
     def unsubscribe(self, channel: str) -> None:
         if channel not in self._wanted:
@@ -311,7 +315,7 @@ class RedisBridge:
         self._wanted.discard(channel)
         self._confirmed.discard(channel)
         if self.connected or self._handshaking:
-            self.loop.send(self.sub, resp(b"UNSUBSCRIBE", _rname(channel)), force=True)
+            self.loop.send(self.sub, pack_command((b"UNSUBSCRIBE", _rname(channel))), force=True)
 
     def publish(self, channel: str, frame: bytes, origin_conn: int) -> bool:
         """Send to the broker; False when the bridge is down (deliver locally)."""
@@ -320,7 +324,7 @@ class RedisBridge:
             return False
         self._seq += 1
         body = _ORIGIN.pack(self.nonce, origin_conn, self._seq) + frame
-        if not self.loop.send(self.pub, resp(b"PUBLISH", _rname(channel), body),
+        if not self.loop.send(self.pub, pack_command((b"PUBLISH", _rname(channel), body)),
                               cap=OUTBOUND_CAP):
             self.local_only += 1
             return False

@@ -1,25 +1,26 @@
 """Prometheus metrics, rendered by prometheus_client from live counters.
 
-The hot path keeps plain integers (on the server and in ringio's C stats);
-a scrape reads them through a custom collector, so nothing is paid per
-message for metrics.
+The hot path keeps plain integers (:class:`Counters`, and ringio's C stats); a scrape
+reads them, and the live state of the runtime's parts, through a custom collector
+(:class:`Metrics`), so nothing is paid per message for metrics.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ringcast.ringio import Loop
+from ringcast.server.cluster import Bridge
+from ringcast.server.hub import Hub
+from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.refusals import Refusal
-
-if TYPE_CHECKING:
-    from ringcast.server.runtime import Server
 
 # ringio stat -> (metric name, help, is_counter)
 _RING_STATS = {
@@ -43,15 +44,19 @@ _RING_STATS = {
     "queued_bytes": ("ringcast_queued_bytes", "Bytes queued to connections, not yet sent", False),
     "slots_live": ("ringcast_frame_slots", "Frame slots alive", False),
     "arena_used": ("ringcast_arena_used_bytes", "Registered arena bytes in use", False),
+    "events_deferred": ("ringcast_events_deferred_total",
+                        "Events that waited for memory to be reported (none is lost)", True),
+    "submit_retries": ("ringcast_ring_submit_retries_total",
+                       "io_uring_enter calls retried (EINTR, EAGAIN, EBUSY)", True),
+    "submit_errors": ("ringcast_ring_submit_errors_total",
+                      "io_uring_enter or epoll_wait failures that stopped the loop", True),
 }
 
 
-class Metrics(Collector):
-    content_type = CONTENT_TYPE_LATEST
+class Counters:
+    """What the runtime counts as it goes: plain integers, read at scrape time."""
 
-    def __init__(self, server: Server, worker: int = 0) -> None:
-        self.server = server
-        self.worker = str(worker)
+    def __init__(self) -> None:
         self.accepted = 0
         self.refused = 0
         self.refusals_reset = 0
@@ -65,31 +70,60 @@ class Metrics(Collector):
         self.received_peers = 0
         self.closes: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
 
     def count_close(self, reason: str) -> None:
         self.closes[reason] += 1
 
+
+class ClientsView(Protocol):
+    """What the metrics read of the client connections."""
+
+    @property
+    def open(self) -> int: ...
+    @property
+    def closing(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+
+
+class Metrics(Collector):
+    """The Prometheus collector of one worker: its counters and the state of its parts."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, counters: Counters, worker: int, backend_name: str, *, loop: Loop,
+                 hub: Hub, clients: ClientsView, peers: PeerLinks | None,
+                 bridge: Bridge | None) -> None:
+        self.counters = counters
+        self.worker = str(worker)
+        self._backend_name = backend_name
+        self._loop = loop
+        self._hub = hub
+        self._clients = clients
+        self._peers = peers
+        self._bridge = bridge
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
     def snapshot(self) -> dict[str, float]:
         """The headline numbers this worker shares with the others every second."""
-        s = self.server
-        stats = s.loop.stats()
+        c = self.counters
+        stats = self._loop.stats()
         return {
-            "connections": len(s.sessions),
-            "connections_accepted": self.accepted,
-            "messages_published": self.published_ws + self.published_http,
+            "connections": self._clients.open,
+            "connections_accepted": c.accepted,
+            "messages_published": c.published_ws + c.published_http,
             "deliveries": stats["deliveries"],
             "bytes_out": stats["send_bytes"],
             "dropped_deliveries": stats["drops"],
-            "slow_consumer_closes": self.slow_closes,
+            "slow_consumer_closes": c.slow_closes,
         }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
-        s = self.server
+        c = self.counters
         w = ["worker"]
         lv = [self.worker]
 
@@ -99,83 +133,84 @@ class Metrics(Collector):
             return g
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            c = CounterMetricFamily(name, doc, labels=w)
-            c.add_metric(lv, value)
-            return c
+            family = CounterMetricFamily(name, doc, labels=w)
+            family.add_metric(lv, value)
+            return family
 
         info = InfoMetricFamily("ringcast_backend", "I/O backend in use", labels=w)
-        info.add_metric(lv, {"backend": s.backend.name})
+        info.add_metric(lv, {"backend": self._backend_name})
         yield info
-        yield gauge("ringcast_connections", "Open client connections", len(s.sessions))
+        yield gauge("ringcast_connections", "Open client connections", self._clients.open)
         yield gauge("ringcast_connections_closing",
                     "Closed client connections still flushing or waiting for the peer's "
                     "close; they count against the connection limits until released",
-                    s.closing_count)
-        yield counter("ringcast_connections_accepted", "Connections accepted", self.accepted)
+                    self._clients.closing)
+        yield counter("ringcast_connections_accepted", "Connections accepted", c.accepted)
         yield counter("ringcast_connections_refused",
-                      "Connections refused: limits.max_connections reached", self.refused)
+                      "Connections refused: limits.max_connections reached", c.refused)
         yield counter("ringcast_accept_errors", "accept() failures (e.g. out of fds)",
-                      self.accept_errors)
+                      c.accept_errors)
         closed = CounterMetricFamily("ringcast_connections_closed",
                                      "Connections closed, by reason", labels=["worker", "reason"])
-        for reason, n in sorted(self.closes.items()):
+        for reason, n in sorted(c.closes.items()):
             closed.add_metric([self.worker, reason], n)
         yield closed
         yield counter("ringcast_refusals_reset",
                       "Connections refused at a limit with a reset instead of a 503: "
-                      "too many refusals were already on their way", self.refusals_reset)
+                      "too many refusals were already on their way", c.refusals_reset)
         refused = CounterMetricFamily("ringcast_refusals",
                                       "Requests and connections refused, by reason",
                                       labels=["worker", "reason"])
-        for reason, n in sorted(self.refusals.items()):
+        for reason, n in sorted(c.refusals.items()):
             refused.add_metric([self.worker, str(reason)], n)
         yield refused
-        yield gauge("ringcast_channels", "Channels with local subscribers", len(s.hub.channels))
-        yield gauge("ringcast_subscribers", "Subscriptions", s.hub.subscriber_count())
+        yield gauge("ringcast_channels", "Channels with local subscribers",
+                    len(self._hub.channels))
+        yield gauge("ringcast_subscribers", "Subscriptions", self._hub.subscriber_count())
         published = CounterMetricFamily("ringcast_messages_published",
                                         "Messages published, by source",
                                         labels=["worker", "source"])
-        published.add_metric([self.worker, "websocket"], self.published_ws)
-        published.add_metric([self.worker, "http"], self.published_http)
+        published.add_metric([self.worker, "websocket"], c.published_ws)
+        published.add_metric([self.worker, "http"], c.published_http)
         yield published
         yield counter("ringcast_messages_fanned_out",
-                      "Messages sent to at least one subscriber", self.messages_out)
+                      "Messages sent to at least one subscriber", c.messages_out)
         yield counter("ringcast_slow_consumer_closes",
-                      "Connections closed with 3008 for falling behind", self.slow_closes)
+                      "Connections closed with 3008 for falling behind", c.slow_closes)
         yield counter("ringcast_slow_consumer_dropped_bytes",
                       "Queued bytes dropped, never sent, when a slow consumer was closed",
-                      self.slow_trimmed_bytes)
+                      c.slow_trimmed_bytes)
         yield counter("ringcast_slow_consumer_overflows",
-                      "Times a connection's queue reached its cap (drop policy)",
-                      self.slow_drops)
-        stats = s.loop.stats()
+                      "Times a connection's queue reached its cap (drop policy)", c.slow_drops)
+        stats = self._loop.stats()
         for key, (name, doc, is_counter) in _RING_STATS.items():
             yield (counter if is_counter else gauge)(
                 name.removesuffix("_total") if is_counter else name, doc, stats[key])
-        yield gauge("ringcast_draining", "1 while shutting down", int(s.draining))
+        yield gauge("ringcast_draining", "1 while shutting down", int(self._clients.draining))
         yield counter("ringcast_messages_from_workers",
-                      "Messages handed over by other workers of this host", self.received_peers)
+                      "Messages handed over by other workers of this host", c.received_peers)
+        bridge, peers = self._bridge, self._peers
         yield counter("ringcast_messages_from_cluster",
                       "Messages received from the cluster broker",
-                      0 if s.bridge is None else s.bridge.received)
-        if s.peers is not None:
+                      0 if bridge is None else bridge.received)
+        if peers is not None:
             yield gauge("ringcast_workers_linked", "Other workers this one can send to",
-                        len(s.peers.out))
+                        len(peers.out))
             yield counter("ringcast_worker_handoff_drops",
-                          "Hand-offs dropped: a peer worker fell 64 MiB behind", s.peers.dropped)
-        if s.bridge is not None:
+                          "Hand-offs dropped: a peer worker fell 64 MiB behind", peers.dropped)
+        if bridge is not None:
             yield gauge("ringcast_cluster_connected", "1 while the broker bridge is up",
-                        int(s.bridge.connected))
+                        int(bridge.connected))
             yield counter("ringcast_cluster_local_only_publishes",
                           "Publishes delivered on this host only: the broker was down",
-                          s.bridge.local_only)
+                          bridge.local_only)
             yield counter("ringcast_cluster_redelivered",
                           "This host's messages the broker never echoed before it went down, "
-                          "delivered locally then", s.bridge.redelivered)
-        # Every worker's headline numbers (this one live, the others as of their
-        # last report, at most a second old), and their sum across the host.
-        if s.peers is not None:
-            snaps = {**s.peer_stats, self.worker: self.snapshot()}
+                          "delivered locally then", bridge.redelivered)
+        # Every worker's headline numbers (this one live, the others as of their last
+        # report, at most a second old), and their sum across the host.
+        if peers is not None:
+            snaps = {**peers.stats, self.worker: self.snapshot()}
             for key in next(iter(snaps.values())):
                 fam = GaugeMetricFamily(f"ringcast_host_{key}",
                                         f"{key} per worker and for the host (worker=\"all\")",

@@ -1,17 +1,11 @@
-"""One worker per core: the supervisor that forks them, and their links.
+"""One worker per core: the supervisor that forks them.
 
 The supervisor binds nothing but a placeholder for the port (so ``port = 0``
 resolves once for everyone), forks the workers, forwards SIGTERM/SIGINT/SIGHUP
 to them and restarts one that dies, with backoff, logging why. Each worker
 makes its own ring after the fork (SINGLE_ISSUER rings belong to the task that
 made them) and its own ``SO_REUSEPORT`` listener, so the kernel spreads
-connections over workers.
-
-Workers reach each other over Unix stream sockets in the abstract namespace,
-named after the supervisor's pid and the worker index. Worker *i* sends to
-worker *j* over the connection *i* opened, and receives on the connections it
-accepted; so a restarted worker simply connects again and is connected to.
-Those sockets live on the worker's loop like any client socket.
+connections over workers. How workers reach each other: :mod:`.peers`.
 """
 
 from __future__ import annotations
@@ -23,87 +17,17 @@ import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ringcast.ringio import Loop
 from ringcast.server import sdnotify
-from ringcast.server.links import RecordReader
 
 log = logging.getLogger("ringcast")
 
-LINK_CAP = 64 << 20          # bytes a stuck peer worker may hold before we drop
-LINK_RETRY = 0.2
 RESTART_MIN, RESTART_MAX = 0.5, 10.0
 PR_SET_PDEATHSIG = 1    # linux/prctl.h
-
-
-def link_address(token: str, worker: int) -> bytes:
-    return f"\0{token}-{worker}".encode()
-
-
-class PeerLinks:
-    """This worker's links to the other workers of the host."""
-
-    def __init__(self, loop: Loop, token: str, worker: int, count: int) -> None:
-        self.loop = loop
-        self.token = token
-        self.worker = worker
-        self.count = count
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(link_address(token, worker))
-        sock.listen(64)
-        self.listener = loop.listen(sock)
-        self.out: dict[int, int] = {}                   # peer worker -> conn
-        self.inbound: dict[int, RecordReader] = {}      # conn -> reader
-        self._retry: dict[int, float] = {p: 0.0 for p in range(count) if p != worker}
-        self.dropped = 0
-        self.sent = 0
-
-    def maintain(self, now: float) -> None:
-        for peer, when in list(self._retry.items()):
-            if when > now:
-                continue
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(LINK_RETRY)
-            try:
-                sock.connect(link_address(self.token, peer))
-            except OSError:
-                sock.close()
-                self._retry[peer] = now + LINK_RETRY
-                continue
-            self.out[peer] = self.loop.adopt(sock)
-            del self._retry[peer]
-            log.debug("linked to worker %d", peer)
-
-    def next_attempt(self) -> float | None:
-        return min(self._retry.values(), default=None)
-
-    def accepted(self, conn: int) -> None:
-        self.inbound[conn] = RecordReader()
-
-    def lost(self, conn: int, now: float) -> bool:
-        """A link hung up: forget it (and reconnect if it was outbound)."""
-        if self.inbound.pop(conn, None) is not None:
-            self.loop.close_connection(conn)
-            return True
-        for peer, c in list(self.out.items()):
-            if c == conn:
-                del self.out[peer]
-                self.loop.close_connection(conn)
-                self._retry[peer] = now + LINK_RETRY
-                return True
-        return False
-
-    def broadcast(self, record: bytes) -> None:
-        for conn in self.out.values():
-            if self.loop.send(conn, record, cap=LINK_CAP):
-                self.sent += 1
-            else:
-                self.dropped += 1
 
 
 # -- the supervisor ---------------------------------------------------------

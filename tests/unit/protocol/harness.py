@@ -1,14 +1,13 @@
 """Test helpers: real client-side wsproto and h11 connections wired to a Session.
 
 Tests check wire bytes, never internals: a client library produces what the session
-reads and parses what it writes.
+reads and parses what it writes. What a client library refuses to send (invalid frames,
+odd handshakes) is built with tests.support.rawws.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from ringcast.server.protocol import (
     Session,
     SessionState,
 )
+from tests.support.rawws import handshake_request
 
 SETTINGS = ProtocolSettings(
     max_message_size=1024,
@@ -146,40 +146,6 @@ def open_client(protocol_settings: ProtocolSettings = SETTINGS, target: str = "/
     return client
 
 
-def client_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    length: int | None = None,
-    masked: bool = True,
-) -> bytes:
-    """A client frame built by hand, to say things wsproto's client refuses to say.
-
-    ``length`` announces a payload length other than ``len(payload)``; ``rsv`` sets the
-    RSV bits (0-7); ``masked=False`` omits the mask a client must use.
-    """
-    n = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if masked else 0
-    if n <= 125:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif n <= 0xFFFF:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + body
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
-
-
 # -- HTTP ------------------------------------------------------------------------------
 
 
@@ -206,19 +172,9 @@ def http_request(
 
 
 def upgrade_request(target: str = "/news", **header_changes: str | None) -> bytes:
-    """An opening handshake by hand; ``header_changes`` replace (or with None, drop) the
-    headers, named with underscores: ``Sec_WebSocket_Key="..."``."""
-    headers: dict[str, str | None] = {
-        "Host": "example.com",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version": "13",
-    }
-    for name, value in header_changes.items():
-        headers[name.replace("_", "-")] = value
-    present = [(name, value) for name, value in headers.items() if value is not None]
-    return http_request("GET", target, present, host=False)
+    """`rawws.handshake_request` to example.com: ``header_changes`` replace (or with None,
+    drop) the headers, named with underscores: ``Sec_WebSocket_Key="..."``."""
+    return handshake_request(target, **{"Host": "example.com", **header_changes})
 
 
 @dataclass

@@ -22,8 +22,9 @@ from ringcast.server.protocol import (
     SendBytes,
     SessionState,
 )
+from tests.support.rawws import frame
 
-from .harness import WsClient, client_frame, open_client, refusals, settings
+from .harness import WsClient, open_client, refusals, settings
 
 BUDGET = settings(max_control_frames_per_second=1.0, control_frame_burst=3, ping_interval=0.0)
 TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
@@ -57,7 +58,7 @@ class TestControlFrameBudget:
 
     def test_a_flood_in_one_read_is_cut_at_the_budget(self) -> None:
         client = open_client(BUDGET)
-        actions = client.feed(client_frame(PONG, b"") * 1000)
+        actions = client.feed(frame(PONG, b"") * 1000)
         assert_refused(client, actions, Refusal.CONTROL_FLOOD, self.REASON)
 
     def test_the_budget_refills_on_the_session_clock(self) -> None:
@@ -93,28 +94,28 @@ class TestControlFrameBudget:
 
     def test_zero_turns_it_off(self) -> None:
         client = open_client(settings(max_control_frames_per_second=0.0, ping_interval=0.0))
-        assert len(client.feed(client_frame(PING, b"p") * 500)) == 500
+        assert len(client.feed(frame(PING, b"p") * 500)) == 500
 
 
 class TestMessageFrameBudget:
     def test_a_flood_of_empty_fragments_closes_at_the_limit(self) -> None:
         client = open_client(settings(max_message_frames=16))
-        data = client_frame(BINARY, b"", fin=False)
-        data += client_frame(CONTINUATION, b"", fin=False) * 100
+        data = frame(BINARY, b"", fin=False)
+        data += frame(CONTINUATION, b"", fin=False) * 100
         reason = "message in more than 16 frames"
         assert_refused(client, client.feed(data), Refusal.TOO_MANY_FRAMES, reason)
 
     def test_a_message_in_as_many_frames_as_allowed_is_published(self) -> None:
         client = open_client(settings(max_message_frames=16))
-        data = client_frame(TEXT, b"a", fin=False)
-        data += client_frame(CONTINUATION, b"b", fin=False) * 14 + client_frame(CONTINUATION, b"c")
+        data = frame(TEXT, b"a", fin=False)
+        data += frame(CONTINUATION, b"b", fin=False) * 14 + frame(CONTINUATION, b"c")
         assert client.feed(data) == [Publish("news", b"a" + b"b" * 14 + b"c", True)]
 
     def test_the_default_allows_a_thousand_fragments(self) -> None:
         client = open_client()
-        data = client_frame(BINARY, b"x", fin=False)
-        data += client_frame(CONTINUATION, b"x", fin=False) * 999
-        assert client.feed(data + client_frame(CONTINUATION, b"")) == [
+        data = frame(BINARY, b"x", fin=False)
+        data += frame(CONTINUATION, b"x", fin=False) * 999
+        assert client.feed(data + frame(CONTINUATION, b"")) == [
             Publish("news", b"x" * 1000, False)
         ]
 
@@ -142,7 +143,7 @@ class TestMessageTimeout:
     def test_each_message_has_its_own_time(self) -> None:
         # A publisher streaming messages split anywhere is never closed.
         client = open_client(self.TIMEOUT)
-        stream = client_frame(BINARY, b"x" * 100) * 1000
+        stream = frame(BINARY, b"x" * 100) * 1000
         published = 0
         for second in range(0, len(stream) // 37):
             piece = stream[second * 37 : second * 37 + 37]
@@ -162,7 +163,7 @@ class TestMessageTimeout:
 
     def test_a_frame_header_alone_counts_too(self) -> None:
         client = open_client(self.TIMEOUT)
-        client.feed(client_frame(PING, b"0123456789")[:4], now=5.0)  # half a ping
+        client.feed(frame(PING, b"0123456789")[:4], now=5.0)  # half a ping
         assert client.session.next_deadline() == 15.0
         assert_refused(client, client.tick(15.0), Refusal.MESSAGE_TIMEOUT, self.REASON)
 

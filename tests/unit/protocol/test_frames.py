@@ -1,9 +1,10 @@
 """The frame reader on its own: client bytes in, frame events or a FrameError out.
 
-Frames are built by hand so that every rule can be broken. The reader is wsproto's
-frame protocol with two limits added; the differential tests at the end read the same
-bytes with wsproto's whole server connection and expect the same messages, control
-frames and failures, and ``TestWsprotoInternals`` pins what the reader needs of wsproto.
+Frames are built by hand (tests.support.rawws) so that every rule can be broken. The
+reader is wsproto's frame protocol with two limits added; the differential tests at the
+end read the same bytes with wsproto's whole server connection and expect the same
+messages, control frames and failures, and ``TestWsprotoInternals`` pins what the reader
+needs of wsproto.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import codecs
 import itertools
 import os
-import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -33,9 +33,22 @@ from ringcast.server.protocol.frames import (
     _ServerFrames,
     close_frame,
 )
+from ringcast.server.protocol.ratelimit import TokenBucket
 from ringcast.server.protocol.websocket_phase import WebSocketPhase
+from tests.support.rawws import (
+    ACCEPT,
+    KEY,
+    LENGTH_16,
+    LENGTH_64,
+    Frame,
+    accept_key,
+    close_payload,
+    frame,
+    handshake_request,
+    parse_frames,
+)
 
-from .harness import SETTINGS, WsClient, close_payload, open_client
+from .harness import SETTINGS, WsClient, open_client
 from .harness import settings as with_settings
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
@@ -43,36 +56,6 @@ START = int(Kind.START)
 NO_LIMIT = 2**63
 NO_FRAME_LIMIT = 2**31
 Event = tuple[int, bytes]
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    encoding: int | None = None,
-    length: int | None = None,
-    key: bytes | None = None,
-) -> bytes:
-    """A client frame; ``encoding`` forces a 7, 16 or 64-bit length field (shortest by
-    default), ``length`` announces another length than ``len(payload)``."""
-    n = len(payload) if length is None else length
-    if encoding is None:
-        encoding = 7 if n <= 125 else 16 if n <= 0xFFFF else 64
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if masked else 0
-    if encoding == 7:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif encoding == 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    key = os.urandom(4) if key is None else key
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def as_tuple(event: FrameEvent) -> Event:
@@ -122,6 +105,76 @@ def failure(data: bytes | Sequence[bytes], limit: int = NO_LIMIT) -> tuple[int, 
     return read([data] if isinstance(data, bytes) else data, limit)[1]
 
 
+def assert_invalid_data(data: bytes, reason_start: str) -> None:
+    """Reading ``data`` fails with 1007 and a reason that starts with ``reason_start``
+    (the rest of wsproto's reason, the decoder's wording, is not ours to pin)."""
+    got = failure(data)
+    assert got is not None, "read without a failure"
+    code, reason = got
+    assert (code, reason[: len(reason_start)]) == (1007, reason_start), got
+
+
+SECTION_5_7_KEY = bytes.fromhex("37fa213d")
+SECTION_5_7_EXAMPLES = [
+    pytest.param(frame(TEXT, b"Hello", masked=False), "810548656c6c6f", id="unmasked text"),
+    pytest.param(frame(TEXT, b"Hello", key=SECTION_5_7_KEY), "818537fa213d7f9f4d5158",
+                 id="masked text"),
+    pytest.param(frame(TEXT, b"Hel", fin=False, masked=False), "010348656c",
+                 id="first fragment"),
+    pytest.param(frame(CONTINUATION, b"lo", masked=False), "80026c6f", id="last fragment"),
+    pytest.param(frame(PING, b"Hello", masked=False), "890548656c6c6f", id="unmasked ping"),
+    pytest.param(frame(PONG, b"Hello", key=SECTION_5_7_KEY), "8a8537fa213d7f9f4d5158",
+                 id="masked pong"),
+    pytest.param(frame(BINARY, bytes(256), masked=False)[:4], "827e0100", id="256 bytes"),
+    pytest.param(frame(BINARY, bytes(65536), masked=False)[:10], "827f0000000000010000",
+                 id="64 KiB"),
+]
+
+
+class TestRFC6455Section5_7_TheHandBuiltFramesOfEverySuite:
+    """tests.support.rawws, which builds the frames of these tests and of every suite, writes
+    and reads the examples of RFC 6455 section 5.7 byte for byte."""
+
+    @pytest.mark.parametrize(("built", "wire"), SECTION_5_7_EXAMPLES)
+    def test_built_as_the_rfc_shows(self, built: bytes, wire: str) -> None:
+        assert built.hex() == wire
+
+    def test_read_back_masked_or_not(self) -> None:
+        data = bytearray(bytes.fromhex("010348656c" "818537fa213d7f9f4d5158" "80026c6f" "81"))
+        assert parse_frames(data) == [
+            Frame(TEXT, b"Hel", fin=False),
+            Frame(TEXT, b"Hello", masked=True),
+            Frame(CONTINUATION, b"lo"),
+        ]
+        assert data == b"\x81"  # an unfinished frame stays
+
+    @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
+    def test_wsproto_reads_what_they_build_and_they_read_what_wsproto_writes(
+        self, n: int
+    ) -> None:
+        payload = os.urandom(n)
+        server = FrameProtocol(client=False, extensions=[])
+        server.receive_bytes(frame(BINARY, payload))
+        received = [(f.opcode, f.payload, f.frame_finished) for f in server.received_frames()]
+        assert received == [(Opcode.BINARY, payload, True)]
+        data = bytearray(server.send_data(payload) + server.ping(b"p") + server.close(1001, "x"))
+        assert parse_frames(data) == [
+            Frame(BINARY, payload),
+            Frame(PING, b"p"),
+            Frame(CLOSE, close_payload(1001, "x")),
+        ]
+        assert data == b""
+
+    def test_the_opening_handshake_of_section_1_3(self) -> None:
+        request = handshake_request("/chat", Origin="http://example.com")
+        assert request == (
+            b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\n\r\n"
+        )
+        assert accept_key(KEY) == ACCEPT == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
 class TestRFC6455Section5_2_BaseFraming:
     @pytest.mark.parametrize("n", [0, 1, 125, 126, 127, 65535, 65536, 70000])
     def test_each_length_encoding(self, n: int) -> None:
@@ -131,10 +184,10 @@ class TestRFC6455Section5_2_BaseFraming:
     @pytest.mark.parametrize(
         ("n", "encoding", "reason"),
         [
-            (5, 16, "Payload length used 2 bytes when 1 would have sufficed"),
-            (125, 16, "Payload length used 2 bytes when 1 would have sufficed"),
-            (5, 64, "Payload length used 8 bytes when 2 would have sufficed"),
-            (65535, 64, "Payload length used 8 bytes when 2 would have sufficed"),
+            (5, LENGTH_16, "Payload length used 2 bytes when 1 would have sufficed"),
+            (125, LENGTH_16, "Payload length used 2 bytes when 1 would have sufficed"),
+            (5, LENGTH_64, "Payload length used 8 bytes when 2 would have sufficed"),
+            (65535, LENGTH_64, "Payload length used 8 bytes when 2 would have sufficed"),
         ],
     )
     def test_length_must_use_the_shortest_encoding(
@@ -334,9 +387,10 @@ class TestRFC6455Section5_5_1_Close:
         assert failure(frame(CLOSE, b"\x03")) == (1002, "CLOSE with 1 byte payload")
 
     def test_reason_must_be_utf8(self) -> None:
-        code, reason = failure(frame(CLOSE, close_payload(1000, b"ok\xff"))) or (0, "")
-        assert code == 1007
-        assert reason.startswith("Error decoding CLOSE reason: 'utf-8' codec can't decode")
+        assert_invalid_data(
+            frame(CLOSE, close_payload(1000, b"ok\xff")),
+            "Error decoding CLOSE reason: 'utf-8' codec can't decode byte 0xff in position 2",
+        )
 
     def test_nothing_after_a_close_frame_is_read(self) -> None:
         reader = FrameReader(NO_LIMIT, NO_FRAME_LIMIT)
@@ -397,9 +451,7 @@ class TestRFC6455Section8_1_UTF8:
         [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"ok\xe2\x82", b"\x80"],
     )
     def test_invalid_text(self, payload: bytes) -> None:
-        code, reason = failure(frame(TEXT, payload)) or (0, "")
-        assert code == 1007
-        assert reason.startswith("'utf-8' codec can't decode")
+        assert_invalid_data(frame(TEXT, payload), "'utf-8' codec can't decode byte")
 
     def test_fails_fast_in_the_middle_of_a_frame(self) -> None:
         # The first invalid byte fails the connection before the frame is complete.
@@ -423,8 +475,13 @@ class TestRFC6455Section8_1_UTF8:
         assert error.value.code == 1007
 
     def test_truncated_character_at_the_end_of_the_message(self) -> None:
-        data = frame(TEXT, b"a\xc3", fin=False) + frame(CONTINUATION, b"")
-        assert failure(data) is not None
+        # Only the end of the message says the character will not be completed.
+        first = frame(TEXT, b"a\xc3", fin=False)
+        assert read([first], starts=True) == ([(START, b"")], None)
+        assert_invalid_data(
+            first + frame(CONTINUATION, b""),
+            "'utf-8' codec can't decode byte 0xc3 in position 0: unexpected end of data",
+        )
 
     def test_binary_is_not_checked(self) -> None:
         assert read([frame(BINARY, b"\xff")]) == ([(BINARY, b"\xff")], None)
@@ -511,7 +568,7 @@ class TestRFC6455Section10_4_MessageSizeLimit:
             assert error is None
             assert len(events) == len([f for f in frames if f[0] & 8 or f[1]])
         else:
-            assert error is not None
+            assert error is not None, f"no failure, frame {offending} is over {limit}"
             assert error.code == 1009
             # Raised by the piece that completed the offending header, before its payload.
             header_end = (
@@ -583,19 +640,27 @@ class TestIdleSessionsHoldNoBuffers:
         client.send(Ping(b"x"))
         client.send(Pong(b"y"))
         gate = self.held(self.held(client.session)["_phase"])["_gate"]
+        control = self.held(gate)["control"]
+        assert isinstance(control, TokenBucket)
         assert self.held(gate) == {
             "bucket": None,
-            "control": self.held(gate)["control"],
+            "control": control,
             "may_publish": True,
             "until": None,
         }
-        assert self.held(gate)["control"] is not None
 
     def test_a_rate_limit_or_token_creates_the_gate(self) -> None:
         client = WsClient(with_settings(max_messages_per_second=5.0, message_burst=3))
         client.connect()
-        phase = self.held(client.session)["_phase"]
-        assert self.held(phase)["_gate"] is not None
+        gate = self.held(self.held(client.session)["_phase"])["_gate"]
+        bucket = self.held(gate)["bucket"]
+        assert isinstance(bucket, TokenBucket)
+        assert self.held(gate) == {
+            "bucket": bucket,
+            "control": None,
+            "may_publish": True,
+            "until": None,
+        }
 
 
 # -- differential: the same bytes through wsproto ------------------------------------
@@ -679,7 +744,7 @@ def streams(draw: st.DrawFn) -> bytes:
                     fin=draw(st.booleans()),
                     rsv=draw(st.sampled_from([0, 0, 0, 1, 4])),
                     masked=draw(st.sampled_from([True, True, True, False])),
-                    encoding=draw(st.sampled_from([None, None, 16, 64])),
+                    encoding=draw(st.sampled_from([None, None, LENGTH_16, LENGTH_64])),
                 )
             )
     return b"".join(out)
@@ -734,9 +799,13 @@ class TestMessageFrameLimit:
         # message held so far is one bytearray, never one object per fragment.
         reader = FrameReader(NO_LIMIT, 1024)
         feed(reader, frame(BINARY, b"x", fin=False))
-        with pytest.raises(FrameError):
+        fed = 1
+        with pytest.raises(FrameError) as error:
             for _ in range(2000):
                 feed(reader, frame(CONTINUATION, b"y", fin=False))
+                fed += 1
+        assert (error.value.code, error.value.reason) == (1008, "message in more than 1024 frames")
+        assert fed == 1024  # the 1025th frame failed
         assert type(reader._message) is bytearray
         assert len(reader._message) == 1024
 
@@ -752,8 +821,9 @@ class TestWsprotoInternals:
         assert isinstance(proto._frame_decoder, FrameDecoder)
         marker = FrameDecoder(client=False, extensions=[])
         proto._frame_decoder = marker
-        proto.receive_bytes(frame(BINARY, b"x"))
-        assert len(marker.buffer) > 0  # bytes went to the decoder set after __init__
+        data = frame(BINARY, b"x")
+        proto.receive_bytes(data)
+        assert marker.buffer.buffer == data  # the bytes went to the decoder set after __init__
         assert [f.payload for f in proto.received_frames()] == [b"x"]
 
     def test_frame_protocol_init_sets_what_the_reader_sets(self) -> None:
@@ -778,7 +848,9 @@ class TestWsprotoInternals:
     def test_the_decoder_is_empty_between_frames(self) -> None:
         decoder = FrameDecoder(client=False, extensions=[])
         decoder.receive_bytes(frame(TEXT, b"abc"))
-        assert decoder.process_buffer() is not None
+        got = decoder.process_buffer()
+        assert got is not None
+        assert (got.opcode, got.payload, got.frame_finished) == (Opcode.TEXT, b"abc", True)
         assert decoder.header is None
         assert len(decoder.buffer) == 0
 

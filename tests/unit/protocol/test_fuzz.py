@@ -33,8 +33,9 @@ from ringcast.server.protocol import (
     SessionState,
     Subscribe,
 )
+from tests.support.rawws import frame
 
-from .harness import client_frame, http_request, upgrade_request
+from .harness import http_request, upgrade_request
 from .harness import settings as protocol_settings
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
@@ -74,21 +75,21 @@ JWT = jwt.encode(
 # Fixed at import so that Hypothesis replays the same bytes (client masks are random).
 CORPUS = [
     upgrade_request("/news")
-    + client_frame(TEXT, "héllo".encode())
-    + client_frame(BINARY, b"ab", fin=False)
-    + client_frame(PING, b"p")
-    + client_frame(CONTINUATION, b"cd")
-    + client_frame(PONG, b"")
-    + client_frame(BINARY, b"")
-    + client_frame(CLOSE, struct.pack("!H", 1000) + b"bye"),
-    upgrade_request("/a:b") + client_frame(BINARY, b"x" * 200) + client_frame(BINARY, length=301),
+    + frame(TEXT, "héllo".encode())
+    + frame(BINARY, b"ab", fin=False)
+    + frame(PING, b"p")
+    + frame(CONTINUATION, b"cd")
+    + frame(PONG, b"")
+    + frame(BINARY, b"")
+    + frame(CLOSE, struct.pack("!H", 1000) + b"bye"),
+    upgrade_request("/a:b") + frame(BINARY, b"x" * 200) + frame(BINARY, length=301),
     upgrade_request("/room", Sec_WebSocket_Extensions="permessage-deflate")
-    + client_frame(TEXT, b"\xc3", fin=False)
-    + client_frame(CONTINUATION, b"\xa9"),
+    + frame(TEXT, b"\xc3", fin=False)
+    + frame(CONTINUATION, b"\xa9"),
     http_request("POST", "/publish/news", [("Content-Type", "text/plain")], b"hello")
     + http_request("GET", "/healthz")
     + upgrade_request("/news")
-    + client_frame(TEXT, b"after"),
+    + frame(TEXT, b"after"),
     http_request(
         "POST",
         "/publish/x",
@@ -101,21 +102,21 @@ CORPUS = [
     + b"abc",
     # Tokens in each place, origins, and enough messages to reach the rate limit.
     upgrade_request(f"/news?token={JWT}")
-    + client_frame(TEXT, b"a")
-    + client_frame(PING, b"p")
-    + client_frame(BINARY, b"b", fin=False)
-    + client_frame(CONTINUATION, b"c")
-    + client_frame(TEXT, b"d")
-    + client_frame(TEXT, b"e"),
+    + frame(TEXT, b"a")
+    + frame(PING, b"p")
+    + frame(BINARY, b"b", fin=False)
+    + frame(CONTINUATION, b"c")
+    + frame(TEXT, b"d")
+    + frame(TEXT, b"e"),
     upgrade_request(
         "/news", Authorization=f"Bearer {PUBLISHER}", Origin="https://app.example.com"
     )
-    + client_frame(TEXT, b"hi")
-    + client_frame(CLOSE, struct.pack("!H", 1000)),
+    + frame(TEXT, b"hi")
+    + frame(CLOSE, struct.pack("!H", 1000)),
     upgrade_request("/chat.1", Sec_WebSocket_Protocol=f"ringcast, ringcast.bearer.{JWT}")
-    + client_frame(TEXT, b"not allowed here"),
+    + frame(TEXT, b"not allowed here"),
     upgrade_request("/news", Origin="https://a.b.example.org", Authorization=f"Bearer {SUBSCRIBER}")
-    + client_frame(TEXT, b"subscribers may not publish"),
+    + frame(TEXT, b"subscribers may not publish"),
     http_request("POST", f"/publish/news?token={JWT}", [("Content-Type", "text/plain")], b"x")
     + http_request(
         "POST", "/publish/news", [("Authorization", f"Bearer {PUBLISHER}")], b"y"
@@ -356,7 +357,7 @@ class TestNeverRaisesOnHostileInput:
     @given(st.data())
     def test_an_authenticated_conversation_survives_any_split(self, data: st.DataObject) -> None:
         # JWT in the query; 5 messages against a burst of 3, then a close frame.
-        source = CORPUS[6] + client_frame(CLOSE, struct.pack("!H", 1000))
+        source = CORPUS[6] + frame(CLOSE, struct.pack("!H", 1000))
         driver = feed_all(data.draw, source, AUTH_SETTINGS, eof=False, clock=False)
         assert driver.closed
         codes = [code for code, _ in driver.wire.closes]

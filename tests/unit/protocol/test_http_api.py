@@ -36,6 +36,11 @@ from .harness import (
 )
 
 
+def slow() -> ProtocolSettings:
+    """SETTINGS with the fast path off: every request through h11."""
+    return settings(fast_path=False)
+
+
 def publish(
     body: bytes,
     content_type: str | None = None,
@@ -260,7 +265,7 @@ class TestRFC9110Section15_5_6_MethodNotAllowed:
 
 
 class TestRFC9110Section15_5_5_NotFound:
-    @pytest.mark.parametrize("path", ["/", "/nope", "/publish", "/publish/", "/healthz/x"])
+    @pytest.mark.parametrize("path", ["/", "/nope", "/publishing", "/publish/", "/healthz/x"])
     def test_unknown_paths(self, path: str) -> None:
         method = "POST" if path.startswith("/publish/") else "GET"
         response = refused(http_request(method, path))
@@ -558,9 +563,13 @@ class TestInternalErrors:
     def explode(*args: object) -> None:
         raise KeyError("secret detail")
 
-    def test_while_parsing_a_500_without_details(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(HttpPhase, "_start_request", self.explode)
-        session = Session(SETTINGS, 0.0)
+    @pytest.mark.parametrize("where", ["_start_request", "_serve_plain"])
+    def test_while_parsing_a_500_without_details(
+        self, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        # On h11's path and on the fast path alike.
+        monkeypatch.setattr(HttpPhase, where, self.explode)
+        session = Session(SETTINGS if where == "_serve_plain" else slow(), 0.0)
         actions = session.receive_data(http_request("GET", "/healthz"), 0.0)
         assert closes(actions)
         response = parse_response(sent(actions))

@@ -15,8 +15,9 @@ from ringcast.server.protocol import (
     SessionState,
 )
 from ringcast.server.protocol.ratelimit import TokenBucket
+from tests.support.rawws import frame
 
-from .harness import WsClient, client_frame, open_client, refusals, settings
+from .harness import WsClient, open_client, refusals, settings
 
 LIMITED = settings(max_messages_per_second=2.0, message_burst=3, ping_interval=0.0)
 TEXT, CONTINUATION = 1, 0
@@ -88,15 +89,15 @@ class TestMessageRateLimit:
     def test_a_fragmented_message_counts_once(self) -> None:
         client = open_client(settings(max_messages_per_second=1.0, message_burst=1))
         data = (
-            client_frame(TEXT, b"a", fin=False)
-            + client_frame(CONTINUATION, b"b", fin=False)
-            + client_frame(CONTINUATION, b"c")
+            frame(TEXT, b"a", fin=False)
+            + frame(CONTINUATION, b"b", fin=False)
+            + frame(CONTINUATION, b"c")
         )
         assert client.feed(data) == [Publish("news", b"abc", True)]
 
     def test_many_messages_in_one_read_are_cut_at_the_limit(self) -> None:
         client = open_client(LIMITED)
-        data = b"".join(client_frame(TEXT, bytes([48 + i])) for i in range(6))
+        data = b"".join(frame(TEXT, bytes([48 + i])) for i in range(6))
         actions = client.feed(data)
         published = [a for a in actions if isinstance(a, Publish)]
         assert [p.payload for p in published] == [b"0", b"1", b"2"]

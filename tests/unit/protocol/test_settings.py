@@ -48,6 +48,7 @@ class TestProtocolSettings:
             "max_request_line",
             "max_header_size",
             "max_headers",
+            "fast_path",
             "authenticator",
             "origins",
         ]

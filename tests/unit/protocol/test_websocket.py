@@ -18,16 +18,9 @@ from ringcast.server.protocol import (
     websocket_phase,
 )
 from ringcast.server.protocol.websocket_phase import WebSocketPhase
+from tests.support.rawws import LENGTH_16, RSV1, close_payload, frame
 
-from .harness import (
-    WsClient,
-    client_frame,
-    close_payload,
-    closes,
-    open_client,
-    settings,
-    without_bytes,
-)
+from .harness import WsClient, closes, open_client, settings, without_bytes
 
 TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 CLOSE, PING = Opcode.CLOSE, Opcode.PING
@@ -105,7 +98,7 @@ class TestRFC6455Section5_4_Fragmentation:
     def test_text_fragments_may_split_a_character(self) -> None:
         client = open_client()
         encoded = "aé".encode()
-        frames = client_frame(TEXT, encoded[:2], fin=False) + client_frame(
+        frames = frame(TEXT, encoded[:2], fin=False) + frame(
             CONTINUATION, encoded[2:]
         )
         assert client.feed(frames) == [Publish("news", encoded, True)]
@@ -113,9 +106,9 @@ class TestRFC6455Section5_4_Fragmentation:
     def test_control_frames_may_come_between_fragments(self) -> None:
         client = open_client()
         data = (
-            client_frame(BINARY, b"ab", fin=False)
-            + client_frame(PING, b"p")
-            + client_frame(CONTINUATION, b"cd")
+            frame(BINARY, b"ab", fin=False)
+            + frame(PING, b"p")
+            + frame(CONTINUATION, b"cd")
         )
         actions = client.feed(data)
         assert [type(a) for a in actions] == [SendBytes, Publish]
@@ -124,24 +117,24 @@ class TestRFC6455Section5_4_Fragmentation:
 
     def test_empty_fragments(self) -> None:
         client = open_client()
-        data = client_frame(TEXT, b"", fin=False) + client_frame(CONTINUATION, b"")
+        data = frame(TEXT, b"", fin=False) + frame(CONTINUATION, b"")
         assert client.feed(data) == [Publish("news", b"", True)]
 
     def test_continuation_without_a_start_is_a_protocol_error(self) -> None:
         client = open_client()
-        client.feed(client_frame(CONTINUATION, b"x"))
+        client.feed(frame(CONTINUATION, b"x"))
         assert_failed(client, 1002)
 
     def test_new_message_inside_a_fragmented_one_is_a_protocol_error(self) -> None:
         client = open_client()
-        client.feed(client_frame(TEXT, b"a", fin=False) + client_frame(TEXT, b"b"))
+        client.feed(frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"))
         assert_failed(client, 1002)
 
 
 class TestRFC6455Section5_1_Masking:
     def test_an_unmasked_client_frame_is_a_protocol_error(self) -> None:
         client = open_client()
-        assert without_bytes(client.feed(client_frame(TEXT, b"x", masked=False))) == [
+        assert without_bytes(client.feed(frame(TEXT, b"x", masked=False))) == [
             Refused(Refusal.PROTOCOL_ERROR, 1002, "server received unexpected unmasked frame"),
             CloseConnection(),
         ]
@@ -152,31 +145,30 @@ class TestRFC6455Section5_2_ReservedBitsAndOpcodes:
     def test_rsv1_without_a_negotiated_extension(self) -> None:
         # What a permessage-deflate client that ignored the declined offer would send.
         client = open_client()
-        client.feed(client_frame(TEXT, b"x", rsv=4))
+        client.feed(frame(TEXT, b"x", rsv=RSV1))
         assert_failed(client, 1002)
 
     @pytest.mark.parametrize("opcode", [3, 7, 0xB, 0xF])
     def test_reserved_opcodes(self, opcode: int) -> None:
         client = open_client()
-        client.feed(client_frame(opcode, b"x"))
+        client.feed(frame(opcode, b"x"))
         assert_failed(client, 1002)
 
     def test_length_must_use_the_shortest_encoding(self) -> None:
         client = open_client()
-        frame = bytes([0x82, 0x80 | 126, 0, 5]) + b"\0\0\0\0" + b"hello"
-        client.feed(frame)
+        client.feed(frame(BINARY, b"hello", encoding=LENGTH_16))
         assert_failed(client, 1002)
 
 
 class TestRFC6455Section5_5_ControlFrames:
     def test_fragmented_control_frame(self) -> None:
         client = open_client()
-        client.feed(client_frame(PING, b"x", fin=False))
+        client.feed(frame(PING, b"x", fin=False))
         assert_failed(client, 1002)
 
     def test_control_frame_over_125_bytes(self) -> None:
         client = open_client()
-        client.feed(client_frame(PING, b"x" * 126))
+        client.feed(frame(PING, b"x" * 126))
         assert_failed(client, 1002)
 
 
@@ -244,24 +236,24 @@ class TestRFC6455Section5_5_3_Pong:
 class TestRFC6455Section8_1_HandlingErrorsInUTF8:
     def test_invalid_utf8_text_closes_with_1007(self) -> None:
         client = open_client()
-        client.feed(client_frame(TEXT, b"\xff"))
+        client.feed(frame(TEXT, b"\xff"))
         assert_failed(client, 1007)
 
     def test_invalid_utf8_across_fragments(self) -> None:
         client = open_client()
-        client.feed(client_frame(TEXT, b"\xc3", fin=False))
+        client.feed(frame(TEXT, b"\xc3", fin=False))
         assert client.session.state is SessionState.OPEN
-        client.feed(client_frame(CONTINUATION, b"("))
+        client.feed(frame(CONTINUATION, b"("))
         assert_failed(client, 1007)
 
     def test_truncated_character_at_the_end_of_the_message(self) -> None:
         client = open_client()
-        client.feed(client_frame(TEXT, b"a\xc3"))
+        client.feed(frame(TEXT, b"a\xc3"))
         assert_failed(client, 1007)
 
     def test_binary_messages_are_not_checked(self) -> None:
         client = open_client()
-        assert client.feed(client_frame(BINARY, b"\xff")) == [Publish("news", b"\xff", False)]
+        assert client.feed(frame(BINARY, b"\xff")) == [Publish("news", b"\xff", False)]
 
 
 class TestRFC6455Section10_4_MessageSizeLimit:
@@ -292,20 +284,20 @@ class TestRFC6455Section10_4_MessageSizeLimit:
 
     def test_a_huge_announced_length_closes_before_any_payload(self) -> None:
         client = open_client(settings(max_message_size=1 << 20))
-        actions = client.feed(client_frame(BINARY, length=2**62))  # header only
+        actions = client.feed(frame(BINARY, length=2**62))  # header only
         assert [type(a) for a in without_bytes(actions)] == [Refused, CloseConnection]
         assert_failed(client, 1009)
 
     def test_a_huge_announced_length_split_in_its_header(self) -> None:
         client = open_client(settings(max_message_size=1 << 20))
-        header = client_frame(BINARY, length=2**40)
+        header = frame(BINARY, length=2**40)
         assert client.feed(header[:3]) == []
         client.feed(header[3:])
         assert_failed(client, 1009)
 
     def test_messages_before_the_big_one_are_published_first(self) -> None:
         client = open_client(settings(max_message_size=100))
-        data = client_frame(TEXT, b"first") + client_frame(BINARY, length=1000) + b"x" * 50
+        data = frame(TEXT, b"first") + frame(BINARY, length=1000) + b"x" * 50
         actions = client.feed(data)
         assert actions[0] == Publish("news", b"first", True)
         assert [type(a) for a in without_bytes(actions[1:])] == [Refused, CloseConnection]
@@ -313,8 +305,8 @@ class TestRFC6455Section10_4_MessageSizeLimit:
 
     def test_control_frames_do_not_count(self) -> None:
         client = open_client(settings(max_message_size=10))
-        data = client_frame(TEXT, b"x" * 10, fin=False) + client_frame(PING, b"p" * 100)
-        client.feed(data + client_frame(CONTINUATION, b""))
+        data = frame(TEXT, b"x" * 10, fin=False) + frame(PING, b"p" * 100)
+        client.feed(data + frame(CONTINUATION, b""))
         assert client.session.state is SessionState.OPEN
         assert client.actions[-1] == Publish("news", b"x" * 10, True)
 
@@ -340,7 +332,7 @@ class TestRFC6455Section7_1_2_PeerInitiatedClose:
 
     def test_close_without_a_code_is_echoed_without_a_code(self) -> None:
         client = open_client()
-        actions = client.feed(client_frame(CLOSE, b""))
+        actions = client.feed(frame(CLOSE, b""))
         assert actions[0] == SendBytes(b"\x88\x00")
         assert actions[1:] == [CloseConnection()]
 
@@ -352,7 +344,7 @@ class TestRFC6455Section7_1_2_PeerInitiatedClose:
     def test_nothing_after_closed(self) -> None:
         client = open_client()
         client.send(WsClose(1000))
-        assert client.session.receive_data(client_frame(TEXT, b"late"), 1.0) == []
+        assert client.session.receive_data(frame(TEXT, b"late"), 1.0) == []
         assert client.session.tick(1e9) == []
         assert client.session.close(1001, "", 1.0) == []
         assert client.session.next_deadline() is None
@@ -380,9 +372,9 @@ class TestRFC6455Section7_1_3_ServerInitiatedClose:
         client.close(1001, "")
         client.take_events()
         data = (
-            client_frame(TEXT, b"ignored")
-            + client_frame(PING, b"unanswered")
-            + client_frame(BINARY, length=10**9)[:4]
+            frame(TEXT, b"ignored")
+            + frame(PING, b"unanswered")
+            + frame(BINARY, length=10**9)[:4]
         )
         assert client.feed(data) == []
         assert client.session.state is SessionState.CLOSING
@@ -396,7 +388,7 @@ class TestRFC6455Section7_1_3_ServerInitiatedClose:
     def test_a_protocol_error_while_closing_just_closes(self) -> None:
         client = open_client()
         client.close(1001, "")
-        assert client.feed(client_frame(TEXT, b"x", masked=False)) == [CloseConnection()]
+        assert client.feed(frame(TEXT, b"x", masked=False)) == [CloseConnection()]
 
     def test_closing_twice_sends_one_close_frame(self) -> None:
         client = open_client()
@@ -426,17 +418,17 @@ class TestRFC6455Section7_4_1_CloseCodes:
     @pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2999, 5000])
     def test_invalid_close_codes_from_the_peer(self, code: int) -> None:
         client = open_client()
-        client.feed(client_frame(CLOSE, close_payload(code)))
+        client.feed(frame(CLOSE, close_payload(code)))
         assert_failed(client, 1002)
 
     def test_one_byte_close_payload(self) -> None:
         client = open_client()
-        client.feed(client_frame(CLOSE, b"\x03"))
+        client.feed(frame(CLOSE, b"\x03"))
         assert_failed(client, 1002)
 
     def test_invalid_utf8_close_reason(self) -> None:
         client = open_client()
-        client.feed(client_frame(CLOSE, close_payload(1000, b"\xff")))
+        client.feed(frame(CLOSE, close_payload(1000, b"\xff")))
         assert_failed(client, 1007)
 
 
@@ -494,7 +486,7 @@ class TestInternalErrors:
         client = open_client()
         client.close(1001, "")
         monkeypatch.setattr(WebSocketPhase, "_receive_while_closing", self.explode)
-        assert client.feed(client_frame(CLOSE, b"")) == [CloseConnection()]
+        assert client.feed(frame(CLOSE, b"")) == [CloseConnection()]
 
     def test_in_a_timer(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = open_client()
@@ -525,28 +517,28 @@ class TestWhichRuleComesFirst:
 
     def test_invalid_utf8_before_publishing_disabled(self) -> None:
         client = open_client(settings(client_publish=False))
-        client.feed(client_frame(TEXT, b"\xff"))
+        client.feed(frame(TEXT, b"\xff"))
         assert_failed(client, 1007)
 
     def test_too_big_before_publishing_disabled(self) -> None:
         client = open_client(settings(client_publish=False, max_message_size=10))
-        client.feed(client_frame(BINARY, length=11))
+        client.feed(frame(BINARY, length=11))
         assert_failed(client, 1009)
 
     def test_a_protocol_error_before_too_big(self) -> None:
         client = open_client(settings(max_message_size=10))
-        client.feed(client_frame(BINARY, b"x" * 11, rsv=4))
+        client.feed(frame(BINARY, b"x" * 11, rsv=RSV1))
         assert_failed(client, 1002)
 
     def test_the_policy_is_checked_at_the_first_payload_byte(self) -> None:
         client = open_client(settings(client_publish=False))
-        frame = client_frame(BINARY, b"hello")
-        assert client.feed(frame[:6]) == []  # the header alone
+        data = frame(BINARY, b"hello")
+        assert client.feed(data[:6]) == []  # the header alone
         assert client.session.state is SessionState.OPEN
-        client.feed(frame[6:7])
+        client.feed(data[6:7])
         assert_failed(client, 1008)
 
     def test_an_empty_first_frame_is_checked_at_its_header(self) -> None:
         client = open_client(settings(client_publish=False))
-        client.feed(client_frame(TEXT, b"", fin=False))
+        client.feed(frame(TEXT, b"", fin=False))
         assert_failed(client, 1008)

@@ -8,27 +8,106 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* ---- events ------------------------------------------------------------ */
+/* ---- events ------------------------------------------------------------
+ *
+ * No event may vanish. An ACCEPT nobody sees leaks a connection (its fd and
+ * its id), a lost DATA corrupts a stream, a lost HUP leaves a dead peer
+ * subscribed, a lost CLOSED keeps an id the caller waits for. The event array
+ * grows as needed, so it is full only when realloc fails (or at event_limit,
+ * which tests set to take these paths). Then nothing is dropped; what would
+ * have made the event waits instead, in one of two ways:
+ *
+ *  - Work a reap does (a CQE, a ready socket) is not started. Before each
+ *    step the engine reserves room for RIO_EV_PER_STEP events and stops when
+ *    it cannot; the rest stays in the CQ, or ready in the level-triggered
+ *    epoll set, for the next reap, which has room again once the caller has
+ *    taken this one's events. (The same as when the data buffer is full.)
+ *    rio_ev_put() relies on that reservation.
+ *  - HUP, OVERFLOW and CLOSED also happen outside a reap, in a fan-out or a
+ *    close, where nothing can be put off. The connection holds them
+ *    (conn.owes, in the FIFO l->owed: both allocated up front, so holding
+ *    never allocates) and the next reap reports them before anything else.
+ *    The id is not reused while it owes anything, and once a connection owes
+ *    an event its later ones wait behind it, so they keep their order: no
+ *    CLOSED overtakes the HUP before it.
+ *
+ * Each occurrence counts in st.events_deferred.
+ */
 
-void rio_ev_push(rio_loop *l, uint32_t kind, uint32_t id, int32_t res,
-                 uint32_t len, uint64_t aux)
+/* Room for n more events, or -ENOMEM when the array cannot grow. */
+int rio_ev_reserve(rio_loop *l, uint32_t n)
 {
-    if (l->nev == l->evcap) {
-        /* Bounded in practice: at most a few events per connection per reap,
-         * and received data is capped by data_capacity. */
-        uint32_t cap = l->evcap * 2;
-        rio_event *ev = realloc(l->ev, cap * sizeof(*ev));
-        if (!ev)
-            return;             /* out of memory: the event is lost, counted below */
-        l->ev = ev;
-        l->evcap = cap;
+    uint32_t need = l->nev + n;
+    if (need <= l->evcap)
+        return 0;
+    uint32_t limit = l->p.event_limit ? l->p.event_limit : UINT32_MAX / sizeof(rio_event);
+    if (need > limit)
+        return -ENOMEM;
+    uint32_t cap = l->evcap * 2 > need ? l->evcap * 2 : need;
+    if (cap > limit)
+        cap = limit;
+    rio_event *ev = realloc(l->ev, (size_t)cap * sizeof(*ev));
+    if (!ev)
+        return -ENOMEM;
+    l->ev = ev;
+    l->evcap = cap;
+    return 0;
+}
+
+/* Append an event to the room rio_ev_reserve() made. */
+void rio_ev_put(rio_loop *l, uint32_t kind, uint32_t id, int32_t res,
+                uint32_t len, uint64_t aux)
+{
+    if (l->nev == l->evcap)
+        abort();        /* a caller skipped rio_ev_reserve(): a bug, never a state */
+    l->ev[l->nev++] = (rio_event){.kind = kind, .conn = id, .res = res, .len = len, .aux = aux};
+}
+
+static const uint32_t owed_kind[] = {
+    [OWE_OVERFLOW] = RIO_EV_OVERFLOW, [OWE_HUP] = RIO_EV_HUP, [OWE_CLOSED] = RIO_EV_CLOSED,
+};
+
+/* A connection's OVERFLOW (aux: bytes queued), HUP (res: errno) or CLOSED:
+ * reported now, or held by the connection (see above). */
+static void ev_conn(rio_loop *l, uint32_t id, uint8_t what, int32_t res, uint64_t aux)
+{
+    conn *c = &l->conns[id];
+    if (!c->owes && rio_ev_reserve(l, 1) == 0) {
+        rio_ev_put(l, owed_kind[what], id, res, 0, aux);
+        return;
     }
-    rio_event *e = &l->ev[l->nev++];
-    e->kind = kind;
-    e->conn = id;
-    e->res = res;
-    e->len = len;
-    e->aux = aux;
+    if (!c->owes)
+        l->owed[(l->owed_head + l->nowed++) % l->p.max_conns] = id;
+    c->owes |= what;
+    if (what == OWE_HUP)
+        c->owed_err = res;
+    else if (what == OWE_OVERFLOW)
+        c->owed_queued = aux;
+    l->st.events_deferred++;
+}
+
+static void release_id(rio_loop *l, uint32_t id);
+
+/* Report what connections hold, oldest first, as far as there is room. */
+static void pay_owed(rio_loop *l)
+{
+    while (l->nowed) {
+        uint32_t id = l->owed[l->owed_head];
+        conn *c = &l->conns[id];
+        if (rio_ev_reserve(l, (uint32_t)__builtin_popcount(c->owes)) < 0)
+            return;
+        if (c->owes & OWE_OVERFLOW)
+            rio_ev_put(l, RIO_EV_OVERFLOW, id, 0, 0, c->owed_queued);
+        if (c->owes & OWE_HUP)
+            rio_ev_put(l, RIO_EV_HUP, id, c->owed_err, 0, 0);
+        if (c->owes & OWE_CLOSED)
+            rio_ev_put(l, RIO_EV_CLOSED, id, 0, 0, 0);
+        c->owes = 0;
+        l->owed_head = (l->owed_head + 1) % l->p.max_conns;
+        l->nowed--;
+        if (c->kind == CK_FREE)
+            release_id(l, id);      /* freed while it owed: reusable now */
+    }
 }
 
 char *rio_data_reserve(rio_loop *l, uint32_t *room)
@@ -37,9 +116,11 @@ char *rio_data_reserve(rio_loop *l, uint32_t *room)
     return l->data + l->ndata;
 }
 
+/* n bytes were copied to the reserved data; the DATA event's room is reserved
+ * too (rio_ev_reserve). */
 void rio_data_commit(rio_loop *l, uint32_t id, uint32_t n)
 {
-    rio_ev_push(l, RIO_EV_DATA, id, 0, n, l->ndata);
+    rio_ev_put(l, RIO_EV_DATA, id, 0, n, l->ndata);
     l->ndata += n;
     l->st.recv_bytes += n;
 }
@@ -84,11 +165,18 @@ int64_t rio_conn_alloc(rio_loop *l, int fd, int kind)
     return id;
 }
 
+static void release_id(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    c->next_free = l->conn_free;
+    l->conn_free = id;
+    l->st.conns_live--;
+}
+
 void rio_conn_free(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
-    if (c->kind == CK_STREAM && c->closed_by_caller)
-        rio_ev_push(l, RIO_EV_CLOSED, id, 0, 0, 0);
+    int report = c->kind == CK_STREAM && c->closed_by_caller;
     c->inflight = 0;
     rio_drop_queue(l, c);   /* every reference goes back, whatever the path here */
     free(c->q);
@@ -97,9 +185,11 @@ void rio_conn_free(rio_loop *l, uint32_t id)
     c->kind = CK_FREE;
     c->fd = -1;
     c->gen++;
-    c->next_free = l->conn_free;
-    l->conn_free = id;
-    l->st.conns_live--;
+    if (report)
+        ev_conn(l, id, OWE_CLOSED, 0, 0);
+    if (!c->owes)
+        release_id(l, id);
+    /* else the id is held until pay_owed() has reported its events */
 }
 
 static conn *stream(rio_loop *l, uint32_t id)
@@ -328,7 +418,7 @@ void rio_hup(rio_loop *l, uint32_t id, int err)
     if (c->state != CS_OPEN || c->hup_sent)
         return;
     c->hup_sent = 1;
-    rio_ev_push(l, RIO_EV_HUP, id, err, 0, 0);
+    ev_conn(l, id, OWE_HUP, err, 0);
 }
 
 /* A send failed for good: nothing more can reach this peer. */
@@ -345,11 +435,13 @@ void rio_send_failed(rio_loop *l, uint32_t id, int err)
 rio_loop *rio_open(const rio_params *p, int *err, int *stage)
 {
     *err = 0;
-    *stage = 2;
-    if (!p->max_conns || !p->data_capacity || p->data_capacity < p->buf_size) {
+    *stage = RIO_STAGE_PARAMS;
+    if (!p->max_conns || !p->data_capacity || p->data_capacity < p->buf_size ||
+        (p->event_limit && p->event_limit < RIO_EV_PER_STEP)) {
         *err = EINVAL;
         return NULL;
     }
+    *stage = RIO_STAGE_MEMORY;
     rio_loop *l = calloc(1, sizeof(*l));
     if (!l) {
         *err = ENOMEM;
@@ -360,10 +452,11 @@ rio_loop *rio_open(const rio_params *p, int *err, int *stage)
     l->slot_free = RIO_NONE;
     l->zc_free = RIO_NONE;
     l->conns = calloc(p->max_conns, sizeof(conn));
-    l->evcap = 1024;
+    l->evcap = p->event_limit && p->event_limit < 1024 ? p->event_limit : 1024;
     l->ev = malloc(l->evcap * sizeof(rio_event));
+    l->owed = malloc((size_t)p->max_conns * sizeof(uint32_t));
     l->data = malloc(p->data_capacity);
-    if (!l->conns || !l->ev || !l->data) {
+    if (!l->conns || !l->ev || !l->owed || !l->data) {
         *err = ENOMEM;
         goto fail;
     }
@@ -418,6 +511,7 @@ void rio_destroy(rio_loop *l)
     free(l->slots);
     free(l->conns);
     free(l->ev);
+    free(l->owed);
     free(l->data);
     free(l);
 }
@@ -552,7 +646,7 @@ int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
             if (!c->overflowed) {
                 c->overflowed = 1;
                 l->st.overflows++;
-                rio_ev_push(l, RIO_EV_OVERFLOW, id, 0, 0, c->queued);
+                ev_conn(l, id, OWE_OVERFLOW, 0, c->queued);
             }
             continue;
         }
@@ -566,7 +660,8 @@ int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
         queued++;
         l->eng->kick(l, id);
     }
-    l->eng->flush(l);
+    /* No flush: the next reap submits every send this iteration prepared, at
+     * once; a caller that wants them out before (none does) calls rio_reap(0). */
     return queued;
 }
 
@@ -580,14 +675,29 @@ int rio_send(rio_loop *l, uint32_t id, const char *data, size_t len, uint64_t ca
     return (int)n;
 }
 
+/* The engine cannot go on (see enter_failed() in uring.c): from now on
+ * rio_reap returns err, and the loop can only be destroyed. */
+void rio_fail(rio_loop *l, int err)
+{
+    if (!l->failed)
+        l->failed = err;
+}
+
 int rio_reap(rio_loop *l, int timeout_ms)
 {
+    if (l->failed)
+        return l->failed;
     compact(l);
+    pay_owed(l);        /* what connections held goes out first */
     l->st.waits++;
     int rc = l->eng->wait(l, l->nev ? 0 : timeout_ms);
+    if (rc < 0) {
+        rio_fail(l, rc);
+        return rc;
+    }
     l->ev_returned = l->nev;
     l->data_returned = l->ndata;
-    return rc < 0 ? rc : (int)l->nev;
+    return (int)l->nev;
 }
 
 rio_event *rio_events(rio_loop *l)

@@ -21,6 +21,10 @@
 
 static uint32_t wanted(conn *c);
 
+/* Every registration is level-triggered: a ready socket left alone (the event
+ * or data batch is full) is reported again by the next epoll_wait. Its data
+ * packs [generation:32][id:32], so an event for a freed and reused id is
+ * recognised and skipped. */
 static int set_events(rio_loop *l, uint32_t id, uint32_t events, int op)
 {
     conn *c = &l->conns[id];
@@ -131,6 +135,10 @@ static void on_readable(rio_loop *l, uint32_t id)
         char *dst = rio_data_reserve(l, &room);
         if (room < l->p.buf_size)
             return;     /* level-triggered: the rest is read on the next reap */
+        if (rio_ev_reserve(l, 1) < 0) {
+            l->st.events_deferred++;
+            return;     /* no room for the DATA event: likewise */
+        }
         ssize_t r = recv(c->fd, dst, l->p.buf_size, MSG_DONTWAIT);
         if (r > 0) {
             if (c->state == CS_OPEN)    /* else closing: read and discard */
@@ -156,20 +164,27 @@ static void on_acceptable(rio_loop *l, uint32_t lid)
 {
     conn *lc = &l->conns[lid];
     for (int i = 0; i < ACCEPT_PER_WAKE; i++) {
+        /* Each turn reports one event (ACCEPT, REFUSED or ACCEPT_ERROR): without
+         * room for it, the connection waits in the backlog for the next reap. */
+        if (rio_ev_reserve(l, 1) < 0) {
+            l->st.events_deferred++;
+            return;
+        }
         int fd = accept4(lc->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+            int err = errno;
+            if (err == EAGAIN || err == EINTR || err == ECONNABORTED)
                 return;
             lc->accept_paused = 1;
             set_events(l, lid, 0, EPOLL_CTL_MOD);
-            rio_ev_push(l, RIO_EV_ACCEPT_ERROR, lid, errno, 0, 0);
+            rio_ev_put(l, RIO_EV_ACCEPT_ERROR, lid, err, 0, 0);
             return;
         }
         int64_t id = rio_conn_alloc(l, fd, CK_STREAM);
         if (id < 0) {
             close(fd);
             l->st.refused++;
-            rio_ev_push(l, RIO_EV_REFUSED, lid, 0, 0, 0);
+            rio_ev_put(l, RIO_EV_REFUSED, lid, 0, 0, 0);
             continue;
         }
         int one = 1;
@@ -182,7 +197,7 @@ static void on_acceptable(rio_loop *l, uint32_t lid)
             continue;
         }
         l->st.accepts++;
-        rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, fd, 0, lid);
+        rio_ev_put(l, RIO_EV_ACCEPT, (uint32_t)id, fd, 0, lid);
     }
 }
 
@@ -190,10 +205,19 @@ static int epoll_wait_events(rio_loop *l, int timeout_ms)
 {
     struct epoll_event evs[EPOLL_BATCH];
     int n = epoll_wait(l->epfd, evs, EPOLL_BATCH, timeout_ms);
-    if (n < 0)
-        return errno == EINTR ? 0 : -errno;
+    if (n < 0) {
+        int err = errno;
+        if (err == EINTR)
+            return 0;       /* back to Python, which runs signal handlers */
+        l->st.submit_errors++;
+        return -err;        /* EBADF, EFAULT, EINVAL: bugs; the loop fails */
+    }
     l->st.cqes += (uint64_t)n;
     for (int i = 0; i < n; i++) {
+        if (rio_ev_reserve(l, RIO_EV_PER_STEP) < 0) {
+            l->st.events_deferred++;
+            break;      /* the rest stay ready for the next reap (level-triggered) */
+        }
         uint32_t id = (uint32_t)evs[i].data.u64, gen = (uint32_t)(evs[i].data.u64 >> 32);
         conn *c = &l->conns[id];
         if (c->kind == CK_FREE || c->gen != gen || c->state == CS_CLOSING)
@@ -245,7 +269,7 @@ static void epoll_destroy(rio_loop *l)
 
 int rio_epoll_open(rio_loop *l, int *stage)
 {
-    *stage = 3;
+    *stage = RIO_STAGE_EPOLL;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     return l->epfd < 0 ? -errno : 0;
 }

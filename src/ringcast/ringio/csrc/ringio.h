@@ -1,16 +1,28 @@
 /* ringio internals shared by core.c and the two engines.
  *
- * Some facts this code is built on (sources in shared/reference/io_uring-facts.md):
+ * Some facts this code is built on, with their public sources (liburing man
+ * pages and issues are those of github.com/axboe/liburing):
  *
  *  - io_uring does not keep two sends to one socket in order once the first
- *    one has to wait for socket space. So every connection has at most one
- *    send in flight; later frames wait in a per-connection queue here, and
- *    when the send completes everything queued goes out in one sendmsg.
- *  - A send may complete short even with MSG_WAITALL. The queue entry keeps
- *    an offset, and the next send resumes from it.
+ *    one has to wait for socket space: a later send can be issued, and
+ *    complete, first (Jens Axboe in liburing issue #1001; liburing's
+ *    examples/proxy.c serializes its sends for this reason). So every
+ *    connection has at most one send in flight; later frames wait in a
+ *    per-connection queue here, and when the send completes everything queued
+ *    goes out in one sendmsg.
+ *  - A send may complete short even with MSG_WAITALL: the kernel resumes a
+ *    partial stream send itself (io_net_retry() in io_uring/net.c) but "it can
+ *    still happen for dozens of reasons", e.g. a shutdown or a failed
+ *    allocation (Pavel Begunkov in liburing issue #1337). The queue entry
+ *    keeps an offset, and the next send resumes from it.
  *  - A frame is shared by every subscriber: it lives in one refcounted slot
  *    and each queue entry holds one reference. For SEND_ZC the memory must
- *    also outlive the notification CQE, which holds a reference of its own.
+ *    also outlive the notification CQE, which holds a reference of its own:
+ *    "The user must not modify the data buffer until the notification is
+ *    posted" (io_uring_prep_send_zc.3; IORING_OP_SEND_ZC in io_uring_enter.2).
+ *  - A multishot request is over when its CQE lacks IORING_CQE_F_MORE, and is
+ *    then issued again; an empty buffer ring ends it with -ENOBUFS
+ *    (io_uring_multishot.7, io_uring_prep_recv.3, io_uring_provided_buffers.7).
  *  - user_data packs the operation, a generation and an index, so a CQE for
  *    an id that was closed and reused is recognised (see ud_pack()).
  */
@@ -39,6 +51,11 @@
 #endif
 
 #define RIO_IOV_MAX 32          /* slots coalesced into one sendmsg */
+/* The most events one step adds: one CQE (ACCEPT or REFUSED, then
+ * ACCEPT_ERROR; or DATA, then HUP or CLOSED), one epoll event, or the OVERFLOW,
+ * HUP and CLOSED one connection owes. The engines reserve this much room before
+ * each step (see "events" in core.c). */
+#define RIO_EV_PER_STEP 3
 #define RIO_NONE UINT32_MAX
 #define RIO_CHUNK 512           /* arena allocation unit, bytes */
 
@@ -53,6 +70,9 @@ enum {
                                    that destroys the last bytes we sent    */
     CS_CLOSING,                 /* fd closed, waiting for operations to finish */
 };
+/* Events a connection holds because the event array was full (conn.owes),
+ * reported in this order. */
+enum { OWE_OVERFLOW = 1, OWE_HUP = 2, OWE_CLOSED = 4 };
 
 /* One queued frame (or run of frames) for one connection. */
 typedef struct qent {
@@ -81,6 +101,9 @@ typedef struct conn {
     uint8_t accept_paused;
     uint8_t fixed;              /* uring: installed in the file table at its id      */
     uint8_t closed_by_caller;   /* rio_close() was called: report RIO_EV_CLOSED      */
+    uint8_t owes;               /* OWE_* events waiting in l->owed for room; the id
+                                   is not reused until they are out               */
+    int32_t owed_err;           /* the owed HUP's errno                             */
     uint32_t ops;               /* uring operations in flight that name this id     */
     uint32_t inflight;          /* queue entries carried by the send in flight      */
     send_ctx *sc;               /* iovec for a coalesced send in flight             */
@@ -88,6 +111,7 @@ typedef struct conn {
     uint32_t qcap, qhead, qlen;
     uint32_t next_free;
     uint64_t queued;            /* bytes in the queue not yet sent                  */
+    uint64_t owed_queued;       /* the owed OVERFLOW's bytes queued                 */
 } conn;
 
 typedef struct slot {
@@ -123,6 +147,8 @@ struct rio_loop {
     const engine_ops *eng;
     rio_probe probe;
     rio_stats st;
+    int failed;                 /* -errno once the engine failed for good (see
+                                   enter_failed() in uring.c): rio_reap returns it */
 
     /* io_uring engine */
     struct io_uring ring;
@@ -155,11 +181,38 @@ struct rio_loop {
 
     rio_event *ev;
     uint32_t nev, evcap, ev_returned;
+    uint32_t *owed;             /* FIFO of ids with owed events (each at most once,
+                                   so max_conns entries: owing never allocates)   */
+    uint32_t owed_head, nowed;
     char *data;
     uint32_t ndata, data_returned;
 };
 
-/* user_data: [op:8][generation:24][index:32]. */
+/* user_data, the 64 bits the kernel hands back with a CQE:
+ *
+ *   [op:8][generation:24][index:32]
+ *
+ * What index and generation hold depends on op:
+ *
+ *   OP_ACCEPT, OP_RECV, OP_SEND   index: the connection's (for OP_ACCEPT the
+ *                                 listener's) id; generation: the
+ *                                 id's generation (conn.gen, low 24 bits) when
+ *                                 the SQE was prepared. A CQE whose generation
+ *                                 is not the id's current one is stale: the id
+ *                                 was freed and reused (gen_matches()).
+ *   OP_SENDZC                     index: a zero-copy record (l->zc[index]),
+ *                                 which keeps the connection id and its full
+ *                                 generation itself; generation: 0. The record
+ *                                 lives until the send's last CQE (the
+ *                                 notification, if one follows), whatever
+ *                                 happens to the connection meanwhile.
+ *   OP_CANCEL                     index and generation 0: nothing to look up,
+ *                                 the CQE is ignored (the cancelled request
+ *                                 reports its own end).
+ *   0                             never packed; a CQE with op 0 is ignored.
+ *
+ * The generation wraps after 2^24 reuses of one id; a CQE that old cannot be
+ * outstanding, since an id is only freed once no operation names it. */
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_SENDZC, OP_CANCEL };
 
 static inline uint64_t ud_pack(uint32_t op, uint32_t gen, uint32_t idx)
@@ -175,8 +228,10 @@ static inline int gen_matches(const conn *c, uint64_t ud)
 }
 
 /* core.c: shared by both engines */
-void rio_ev_push(rio_loop *l, uint32_t kind, uint32_t conn, int32_t res,
-                 uint32_t len, uint64_t aux);
+int rio_ev_reserve(rio_loop *l, uint32_t n);
+void rio_ev_put(rio_loop *l, uint32_t kind, uint32_t conn, int32_t res,
+                uint32_t len, uint64_t aux);
+void rio_fail(rio_loop *l, int err);
 char *rio_data_reserve(rio_loop *l, uint32_t *room);
 void rio_data_commit(rio_loop *l, uint32_t id, uint32_t n);
 int64_t rio_conn_alloc(rio_loop *l, int fd, int kind);

@@ -9,7 +9,9 @@
  * engine (io_uring, or epoll where io_uring is unavailable). Python creates
  * slots, fans them out to arrays of ids, and calls rio_reap() to wait; reap
  * returns a compact array of events (accepts, received bytes, hang-ups,
- * queue overflows). Every per-send completion is handled in C.
+ * queue overflows). Every per-send completion is handled in C. No event is
+ * ever dropped: when there is no room for one it waits for the next reap
+ * (see "events" in core.c; st.events_deferred counts it).
  */
 
 typedef struct rio_loop rio_loop;
@@ -27,6 +29,16 @@ enum {
     RIO_EV_CLOSED = 7,       /* conn: a stream id the caller closed is free now (its
                                 flush, linger and every operation on it are over);
                                 the next ACCEPT may reuse it                       */
+};
+
+/* Where rio_open() failed: its *stage. */
+enum {
+    RIO_STAGE_SETUP = 0,       /* io_uring_setup (the kernel refused the ring)      */
+    RIO_STAGE_BUFFER_RING = 1, /* registering the provided-buffer ring              */
+    RIO_STAGE_MEMORY = 2,      /* allocating the loop's memory                      */
+    RIO_STAGE_EPOLL = 3,       /* epoll_create1                                     */
+    RIO_STAGE_KERNEL = 4,      /* the kernel is older than 6.0 (no multishot recv)  */
+    RIO_STAGE_PARAMS = 5,      /* the rio_params are invalid (err is EINVAL)        */
 };
 
 /* What rio_fanout()/rio_send() do with a queue past its cap. */
@@ -66,6 +78,9 @@ typedef struct rio_params {
     int32_t engine;           /* 0 = io_uring, 1 = epoll                           */
     uint32_t setup_flags;     /* io_uring setup flags to try first (fallback drops
                                  them one by one on EINVAL)                        */
+    uint32_t event_limit;     /* events held at once, at most; 0 = as many as memory
+                                 allows. For tests: a small limit (>= 3) takes the
+                                 paths an allocation failure would take            */
 } rio_params;
 
 typedef struct rio_probe {
@@ -110,11 +125,20 @@ typedef struct rio_stats {
     uint64_t slots_heap;      /* live slots outside the registered arena           */
     uint64_t arena_used;      /* bytes of the arena in live slots                  */
     uint64_t queued_bytes;    /* bytes queued to all connections, not yet sent     */
-    uint64_t conns_live;
+    uint64_t conns_live;      /* ids in use (a closed id until its CLOSED is out)  */
+    uint64_t events_deferred; /* an event found the event array full (it could not
+                                 grow) and waited for the next reap: a connection
+                                 held its HUP, OVERFLOW or CLOSED, or a drain left
+                                 completions or ready sockets for later. Nothing
+                                 is lost; a count that grows means memory is short */
+    uint64_t submit_retries;  /* io_uring_enter answered EINTR, EAGAIN or EBUSY and
+                                 was entered again (after reaping, for the last two) */
+    uint64_t submit_errors;   /* io_uring_enter (or epoll_wait) failed for good: the
+                                 loop has failed and rio_reap returns the error    */
 } rio_stats;
 
 /* Lifecycle. rio_open returns NULL and sets *err (positive errno) and *stage
- * (0 setup, 1 buffer ring, 2 memory, 3 epoll) on failure. */
+ * (RIO_STAGE_*) on failure. */
 rio_loop *rio_open(const rio_params *params, int *err, int *stage);
 void rio_destroy(rio_loop *loop);
 void rio_get_probe(rio_loop *loop, rio_probe *out);
@@ -142,9 +166,11 @@ int64_t rio_slot_new(rio_loop *loop, const char *data, size_t len);
 void rio_slot_put(rio_loop *loop, int64_t slot);
 
 /* Queue the slot to n connections (skipping `exclude`, pass UINT32_MAX for
- * none) and submit. A connection whose queued bytes would pass `cap` gets
- * nothing (a drop) unless mode is RIO_SEND_FORCE. Returns the number of
- * connections the slot was queued to. */
+ * none). A connection whose queued bytes would pass `cap` gets nothing (a
+ * drop) unless mode is RIO_SEND_FORCE. Returns the number of connections the
+ * slot was queued to. The sends are prepared, not yet submitted: io_uring gets
+ * them with the next rio_reap (one system call for every send of an
+ * iteration), or earlier when the submission queue fills; epoll writes at once. */
 int64_t rio_fanout(rio_loop *loop, int64_t slot, const uint32_t *conns, size_t n,
                    uint32_t exclude, uint64_t cap, int mode);
 /* One connection, bytes copied into a new slot. Returns 1, 0 (dropped) or -errno. */
@@ -152,7 +178,10 @@ int rio_send(rio_loop *loop, uint32_t conn, const char *data, size_t len,
              uint64_t cap, int mode);
 
 /* Wait up to timeout_ms (-1 forever, 0 poll) and return the number of events.
- * Events and data stay valid until the next rio_reap call. */
+ * Events and data stay valid until the next rio_reap call. A negative return
+ * is -errno: the engine failed for good (io_uring_enter or epoll_wait refused
+ * the loop's work; st.submit_errors), and every later call returns it too. The
+ * loop can only be destroyed then. */
 int rio_reap(rio_loop *loop, int timeout_ms);
 rio_event *rio_events(rio_loop *loop);
 const char *rio_data(rio_loop *loop);

@@ -13,8 +13,12 @@
  *    submitted in one io_uring_enter; when the SQ fills, it is submitted and
  *    the CQ drained before preparing more.
  *  - With DEFER_TASKRUN completions are only produced when we ask for them
- *    (GETEVENTS), so every wait goes through submit_and_wait_timeout or
- *    submit_and_get_events, never a bare peek.
+ *    (GETEVENTS; io_uring_setup.2), so every wait goes through
+ *    submit_and_wait_timeout or submit_and_get_events, never a bare peek.
+ *  - io_uring_enter's errors are sorted out in one place, enter_failed(), out
+ *    of the callers' way (the way liburing's examples/proxy.c keeps error
+ *    handling out of its main path): a transient one is retried, anything
+ *    else fails the loop.
  *  - An fd number is closed only after every prepared SQE naming it has been
  *    submitted, so a new connection that reuses the number cannot receive a
  *    stale send.
@@ -38,32 +42,88 @@
 
 #define RIO_MAX_FIXED_FILES (1u << 20)    /* the kernel's IORING_MAX_FIXED_FILES */
 
+#define RIO_ENTER_TRIES 8     /* io_uring_enter calls per submit before giving up */
+
 static void drain(rio_loop *l);
 static void finish_op(rio_loop *l, uint32_t id);
 
-static void submit(rio_loop *l)
+/* io_uring_enter failed with r on its tries-th call in a row. Returns 1 to call
+ * it again, 0 when the loop has failed. What each answer means
+ * (io_uring_enter.2, ERRORS):
+ *
+ *   -EINTR    a signal came first: nothing was done, enter again.
+ *   -EAGAIN   the kernel could not allocate requests for now;
+ *   -EBUSY    completions are backlogged (CQ overflow) and must be reaped
+ *             before more is submitted (kernel commits 1d7bb1d50fb4 and
+ *             ca0a26511c67): reap what has completed, then enter again. Inside
+ *             a drain, which is reaping already, just enter again.
+ *   -ETIME    (waits only) the timeout expired: handled by uring_wait.
+ *   others    the ring can no longer be trusted. -EBADR: the kernel dropped
+ *             completions (155bc9505dbd), so operations counted as in flight
+ *             will never end and their ids never free; -EEXIST: a thread other
+ *             than the loop's creator entered the SINGLE_ISSUER ring; the rest
+ *             (-EBADF, -EFAULT, -EINVAL...) are bugs.
+ *
+ * A transient answer that lasts RIO_ENTER_TRIES calls, reaping between, is
+ * treated like the others (so is one while reaping cannot progress, the event
+ * array full and unable to grow: out of memory twice over). A failed loop prepares nothing more (get_sqe()
+ * returns NULL), submits nothing more, and rio_reap returns the error: the
+ * caller can only destroy it. */
+static int enter_failed(rio_loop *l, int r, int tries)
 {
-    int r = l->in_drain ? io_uring_submit(&l->ring) : io_uring_submit_and_get_events(&l->ring);
-    if (r > 0) {
-        l->st.submits++;
-        l->st.sqes += (uint64_t)r;
+    int transient = r == -EINTR || r == -EAGAIN || r == -EBUSY;
+    if (transient && tries < RIO_ENTER_TRIES) {
+        l->st.submit_retries++;
+        if (r != -EINTR && !l->in_drain)
+            drain(l);
+        return 1;
     }
+    l->st.submit_errors++;
+    rio_fail(l, r);
+    return 0;
 }
 
+/* Hand the prepared SQEs to the kernel: how many it took, or -errno once the
+ * loop has failed. */
+static int submit(rio_loop *l)
+{
+    for (int tries = 1; !l->failed; tries++) {
+        int r = l->in_drain ? io_uring_submit(&l->ring) : io_uring_submit_and_get_events(&l->ring);
+        if (r >= 0) {
+            if (r > 0) {
+                l->st.submits++;
+                l->st.sqes += (uint64_t)r;
+            }
+            return r;
+        }
+        if (!enter_failed(l, r, tries))
+            break;
+    }
+    return l->failed;
+}
+
+/* A free SQE, or NULL once the loop has failed: each caller then leaves its
+ * work undone, and rio_reap reports the failure. */
 static struct io_uring_sqe *get_sqe(rio_loop *l)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    while (!sqe) {
+    struct io_uring_sqe *sqe = NULL;
+    while (!l->failed && !(sqe = io_uring_get_sqe(&l->ring))) {
         /* SQ full: hand this chunk to the kernel. Drain the CQ only when it is
          * half full: draining earlier would complete the sends of this very
          * fan-out, and the next frame of the burst would go out alone instead
          * of queueing behind them and leaving coalesced. */
-        submit(l);
-        if (!l->in_drain && io_uring_cq_ready(&l->ring) > l->probe.cq_entries / 2)
+        int r = submit(l);
+        if (r == 0) {
+            /* A full SQ the kernel takes nothing from: never seen, but it must
+             * not spin here. */
+            l->st.submit_errors++;
+            rio_fail(l, -EAGAIN);
+        } else if (r > 0 && !l->in_drain &&
+                 io_uring_cq_ready(&l->ring) > l->probe.cq_entries / 2) {
             drain(l);
-        sqe = io_uring_get_sqe(&l->ring);
+        }
     }
-    return sqe;
+    return l->failed ? NULL : sqe;
 }
 
 /* Name the connection's file by its table index when it has one. The prep
@@ -92,7 +152,12 @@ static void arm_accept(rio_loop *l, uint32_t id)
     conn *c = &l->conns[id];
     c->recv_armed = 1;
     struct io_uring_sqe *sqe = get_sqe(l);
+    if (!sqe) {
+        c->recv_armed = 0;      /* the loop failed */
+        return;
+    }
     io_uring_prep_multishot_accept(sqe, c->fd, NULL, NULL, SOCK_CLOEXEC);
+    /* user_data: the listener's id and generation (see ud_pack) */
     io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, c->gen, id));
     c->ops++;
 }
@@ -102,10 +167,15 @@ static void arm_recv(rio_loop *l, uint32_t id)
     conn *c = &l->conns[id];
     c->recv_armed = 1;
     struct io_uring_sqe *sqe = get_sqe(l);
+    if (!sqe) {
+        c->recv_armed = 0;      /* the loop failed */
+        return;
+    }
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     target(sqe, c, id);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
+    /* user_data: the connection's id and generation */
     io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c->gen, id));
     c->ops++;
 }
@@ -180,6 +250,8 @@ static void uring_kick(rio_loop *l, uint32_t id)
     if (c->sending || !c->qlen || c->send_broken || c->state == CS_CLOSING)
         return;
     struct io_uring_sqe *sqe = get_sqe(l);
+    if (!sqe)
+        return;             /* the loop failed: the queue stays as it is */
     int flags = MSG_NOSIGNAL | MSG_WAITALL;
     int64_t z;
     if (zc_eligible(l, c) && (z = zc_get(l)) >= 0) {
@@ -190,6 +262,8 @@ static void uring_kick(rio_loop *l, uint32_t id)
         io_uring_prep_send_zc_fixed(sqe, c->fd, s->data + e->off, e->len - e->off, flags, 0, 0);
         target(sqe, c, id);
         sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
+        /* user_data: the zero-copy record, generation 0: the record itself
+         * names the connection and its generation, and outlives both CQEs */
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SENDZC, 0, (uint32_t)z));
         c->inflight = 1;
         l->st.zc_sends++;
@@ -198,6 +272,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
         rio_fill_iov(l, c, &v, 1);
         io_uring_prep_send(sqe, c->fd, v.iov_base, v.iov_len, flags);
         target(sqe, c, id);
+        /* user_data: the connection's id and generation */
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
         c->inflight = 1;
     } else {
@@ -219,6 +294,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
             target(sqe, c, id);
             l->st.coalesced++;
         }
+        /* user_data: the connection's id and generation (either send) */
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c->gen, id));
     }
     c->sending = 1;
@@ -244,9 +320,14 @@ static void uring_close(rio_loop *l, uint32_t id)
     conn *c = &l->conns[id];
     int fd = c->fd;
     c->ops++;   /* keep the id while get_sqe() may drain completions */
-    if (c->recv_armed) {
-        struct io_uring_sqe *sqe = get_sqe(l);
-        io_uring_prep_cancel64(sqe, ud_pack(c->kind == CK_LISTENER ? OP_ACCEPT : OP_RECV, c->gen, id), 0);
+    struct io_uring_sqe *sqe = c->recv_armed ? get_sqe(l) : NULL;
+    if (sqe) {
+        /* The target is the multishot's own user_data (id and generation);
+         * the cancel's is OP_CANCEL with index and generation 0: its CQE is
+         * ignored, the cancelled request reports its end itself. (No SQE: the
+         * loop failed, and nothing will complete any more.) */
+        uint32_t op = c->kind == CK_LISTENER ? OP_ACCEPT : OP_RECV;
+        io_uring_prep_cancel64(sqe, ud_pack(op, c->gen, id), 0);
         io_uring_sqe_set_data64(sqe, ud_pack(OP_CANCEL, 0, 0));
     }
     /* Every SQE naming this fd (or its table entry) goes to the kernel before
@@ -255,6 +336,9 @@ static void uring_close(rio_loop *l, uint32_t id)
     if (io_uring_sq_ready(&l->ring))
         submit(l);
     if (c->fixed) {
+        /* (Should clearing fail, the table keeps the socket until this id's
+         * next connection replaces the entry; shutdown() below still ends
+         * the connection for the peer.) */
         int none = -1;
         io_uring_register_files_update(&l->ring, id, &none, 1);
         c->fixed = 0;
@@ -421,7 +505,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
         if (id < 0) {
             close(res);
             l->st.refused++;
-            rio_ev_push(l, RIO_EV_REFUSED, lid, 0, 0, 0);
+            rio_ev_put(l, RIO_EV_REFUSED, lid, 0, 0, 0);
         } else {
             int one = 1;
             setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -430,7 +514,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
             install_file(l, (uint32_t)id);
             arm_recv(l, (uint32_t)id);
             l->st.accepts++;
-            rio_ev_push(l, RIO_EV_ACCEPT, (uint32_t)id, res, 0, lid);
+            rio_ev_put(l, RIO_EV_ACCEPT, (uint32_t)id, res, 0, lid);
         }
     }
     if (cqe->flags & IORING_CQE_F_MORE)
@@ -444,7 +528,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
             /* EMFILE, ENFILE, ENOMEM...: re-arming now would spin. The
              * caller resumes after a pause (rio_resume_accept). */
             lc->accept_paused = 1;
-            rio_ev_push(l, RIO_EV_ACCEPT_ERROR, lid, -res, 0, 0);
+            rio_ev_put(l, RIO_EV_ACCEPT_ERROR, lid, -res, 0, 0);
         }
     }
     finish_op(l, lid);
@@ -455,7 +539,7 @@ static void handle_cqe(rio_loop *l, struct io_uring_cqe *cqe)
     uint64_t ud = cqe->user_data;
     uint32_t op = ud_op(ud);
     if (op == OP_CANCEL || op == 0)
-        return;
+        return;                     /* nothing to look up (see ud_pack) */
     if (op == OP_SENDZC) {
         on_zc(l, cqe);
         return;
@@ -480,32 +564,46 @@ static void handle_cqe(rio_loop *l, struct io_uring_cqe *cqe)
     }
 }
 
-/* Drain ready CQEs in batches; stop early while the data buffer cannot take
- * one more receive buffer (the rest wait for the next reap). */
+/* Room for what one more CQE may add: a receive buffer's bytes and
+ * RIO_EV_PER_STEP events (see "events" in core.c). */
+static int room_for_cqe(rio_loop *l)
+{
+    uint32_t room;
+    rio_data_reserve(l, &room);
+    if (room < l->p.buf_size)
+        return 0;
+    if (rio_ev_reserve(l, RIO_EV_PER_STEP) < 0) {
+        l->st.events_deferred++;
+        return 0;
+    }
+    return 1;
+}
+
+/* Drain ready CQEs in batches; stop early while the batch cannot take one
+ * more CQE's data or events (the rest wait in the CQ for the next reap). */
 static void drain(rio_loop *l)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n;
+    int room = 1;
     l->in_drain = 1;
-    for (;;) {
+    do {
         n = 0;
         io_uring_for_each_cqe(&l->ring, head, cqe) {
-            uint32_t room;
-            rio_data_reserve(l, &room);
-            if (room < l->p.buf_size)
+            if (!(room = room_for_cqe(l)))
                 break;
             handle_cqe(l, cqe);
             n++;
         }
-        if (!n)
-            break;
         io_uring_cq_advance(&l->ring, n);
         l->st.cqes += n;
-    }
+    } while (n && room);
     rearm_some(l);      /* buffers are back in the ring */
     l->in_drain = 0;
 }
 
+/* Wait for completions (or not, timeout_ms 0), then process them and submit
+ * what that prepared. 0, or -errno once the loop has failed. */
 static int uring_wait(rio_loop *l, int timeout_ms)
 {
     struct io_uring_cqe *cqe = NULL;
@@ -525,18 +623,23 @@ static int uring_wait(rio_loop *l, int timeout_ms)
         l->st.submits++;
         l->st.sqes += (uint64_t)r;
     }
-    if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
-        return r;
+    /* -ETIME is the timeout. The transient errors are not retried here: a
+     * wait ends on them, the drain below reaps what completed and the caller's
+     * next reap enters again; -EINTR above all must return to Python, which
+     * runs signal handlers only between C calls. */
+    if (r < 0 && r != -ETIME && !enter_failed(l, r, 1))
+        return l->failed;
     drain(l);
     uring_flush(l);
-    return 0;
+    return l->failed;
 }
 
+/* These three return -errno if the loop has failed (nothing was armed). */
 static int uring_listen(rio_loop *l, uint32_t id)
 {
     arm_accept(l, id);
     uring_flush(l);
-    return 0;
+    return l->failed;
 }
 
 static int uring_adopt(rio_loop *l, uint32_t id)
@@ -544,7 +647,7 @@ static int uring_adopt(rio_loop *l, uint32_t id)
     install_file(l, id);
     arm_recv(l, id);
     uring_flush(l);
-    return 0;
+    return l->failed;
 }
 
 static int uring_resume_accept(rio_loop *l, uint32_t id)
@@ -552,7 +655,7 @@ static int uring_resume_accept(rio_loop *l, uint32_t id)
     if (!l->conns[id].recv_armed)
         arm_accept(l, id);
     uring_flush(l);
-    return 0;
+    return l->failed;
 }
 
 static void uring_destroy(rio_loop *l)
@@ -594,11 +697,11 @@ int rio_uring_open(rio_loop *l, int *stage)
     rio_probe *pr = &l->probe;
     kernel_version(&pr->kernel_major, &pr->kernel_minor);
     int kv = pr->kernel_major * 100 + pr->kernel_minor;
-    *stage = 4;
+    *stage = RIO_STAGE_KERNEL;
     if (kv < 600)
         return -ENOSYS;     /* multishot recv needs 6.0 */
 
-    *stage = 0;
+    *stage = RIO_STAGE_SETUP;
     struct io_uring_params params;
     uint32_t flags = l->p.setup_flags | IORING_SETUP_CQSIZE;
     int rc;
@@ -629,7 +732,7 @@ int rio_uring_open(rio_loop *l, int *stage)
     pr->has_accept_multishot = kv >= 519;
 
     /* The shared provided-buffer ring (liburing 2.3 has no setup_buf_ring). */
-    *stage = 1;
+    *stage = RIO_STAGE_MEMORY;
     size_t ring_bytes = (size_t)l->p.buf_count * sizeof(struct io_uring_buf);
     if (posix_memalign((void **)&l->br, 4096, ring_bytes < 4096 ? 4096 : ring_bytes))
         return -ENOMEM;
@@ -638,6 +741,7 @@ int rio_uring_open(rio_loop *l, int *stage)
     l->rearm_mark = calloc(l->p.max_conns, 1);
     if (!l->bufs || !l->rearm || !l->rearm_mark)
         return -ENOMEM;
+    *stage = RIO_STAGE_BUFFER_RING;
     struct io_uring_buf_reg reg = {
         .ring_addr = (uint64_t)(uintptr_t)l->br, .ring_entries = l->p.buf_count, .bgid = 0};
     rc = io_uring_register_buf_ring(&l->ring, &reg, 0);

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .batch import Message
 from .refusals import Refusal
 
 __all__ = [
     "Action",
     "CloseConnection",
     "HttpPublish",
+    "HttpPublishBatch",
     "HttpQuery",
     "Publish",
     "Refused",
@@ -68,6 +70,15 @@ class HttpPublish:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpPublishBatch:
+    """A ``POST /publish`` batch (see :mod:`.batch`), authorized and checked in full:
+    publish each message in order, then answer with
+    :meth:`~ringcast.server.protocol.session.Session.publish_batch_done`."""
+
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class HttpQuery:
     """A ``GET`` of ``path`` (``/healthz`` or ``/metrics``).
 
@@ -101,5 +112,8 @@ class CloseConnection:
     """Close the TCP connection once the bytes sent before this action are flushed."""
 
 
-Action = SendBytes | Subscribe | Publish | HttpPublish | HttpQuery | Refused | CloseConnection
+Action = (
+    SendBytes | Subscribe | Publish | HttpPublish | HttpPublishBatch | HttpQuery | Refused
+    | CloseConnection
+)
 """Any of the actions above."""

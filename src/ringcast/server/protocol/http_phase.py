@@ -28,6 +28,12 @@ the handshake headers (wsproto), then the token (last, so no signature is verifi
 request that fails anyway). On ``POST /publish``: the method, the origin, the token, the
 channel name, what the token allows, the body size.
 
+The fast path: a plain, well-formed request that arrives whole (see :mod:`.fast_path`)
+is read and decided without h11 when it would be accepted; everything else, every
+refusal included, is read by h11 (and a handshake checked by wsproto) as described
+above. h11's connection object is made only for a request that needs it, and dropped
+again once it holds nothing, so a plain handshake never makes one.
+
 Requests are served one at a time. While the runtime computes an answer, later bytes
 (pipelined requests) are held, at most one complete request's worth (the head limits
 plus ``max_http_body``), and parsed once the answer is sent; more closes the connection
@@ -66,16 +72,19 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ringcast.errors import ChannelNameError
 
+from . import fast_path
 from .actions import (
     Action,
     CloseConnection,
     HttpPublish,
+    HttpPublishBatch,
     HttpQuery,
     Refused,
     SendBytes,
     Subscribe,
 )
 from .auth import Access, AuthError, Grant
+from .batch import BatchError, Message, read_batch, results_body
 from .channels import validate_channel
 from .credentials import Credentials, read_credentials
 from .head_limits import HeadGuard, HeadLimitError
@@ -85,6 +94,7 @@ from .settings import ProtocolSettings
 __all__ = ["HttpPhase", "Route", "Upgrade", "check_status", "head_limit", "held_limit"]
 
 _PUBLISH_PREFIX: Final = "/publish/"
+_BATCH_PATH: Final = "/publish"
 _HEALTHZ: Final = "/healthz"
 _METRICS: Final = "/metrics"
 _REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
@@ -125,20 +135,25 @@ class Route(Enum):
 
     UPGRADE = "upgrade"
     PUBLISH = "publish"
+    PUBLISH_BATCH = "publish batch"
     QUERY = "query"
 
 
 @dataclass(slots=True)
 class _Request:
-    """The request being read (its head has arrived, its body may still be coming)."""
+    """The request being read (its head has arrived, its body may still be coming), or
+    answered. ``event`` is None for a request the fast path read (its answer is written
+    without h11)."""
 
-    event: h11.Request
+    event: h11.Request | None
     route: Route
     path: str
     channel: str = ""
     text: bool = False
     body: list[bytes] | None = None
     body_size: int = 0
+    grant: Grant | None = None  # a batch's token, to check each channel against
+    batch: list[Message] | None = None  # a batch's messages, once read
 
 
 class HttpPhase:
@@ -169,10 +184,10 @@ class HttpPhase:
         self, settings: ProtocolSettings, now: float, unix_offset: float | None = None
     ) -> None:
         self._settings = settings
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=head_limit(settings))
-        self._guard = HeadGuard(
-            settings.max_request_line, settings.max_header_size, settings.max_headers
-        )
+        # h11 and the head guard read a request the fast path leaves to them: made for
+        # it, dropped once they hold nothing (see _h11_done).
+        self._h11: h11.Connection | None = None
+        self._guard: HeadGuard | None = None
         self._now = now
         self._unix_offset = unix_offset
         self._deadline: float | None = now + settings.handshake_timeout
@@ -207,20 +222,98 @@ class HttpPhase:
         if not data:
             self._eof = True
         if self._answer_owed is not None:
-            if self._held is None:
-                self._held = bytearray()
-            self._held += data
-            max_held = held_limit(self._settings)
-            if len(self._held) > max_held:
-                detail = f"more than {max_held} bytes sent while an answer was owed"
-                out.append(Refused(Refusal.PIPELINE_OVERFLOW, 0, detail))
-                out.append(CloseConnection())
+            self._hold(data, out)
             return
+        self._read(data, out)
+
+    def _hold(self, data: bytes, out: list[Action]) -> None:
+        """Keep bytes that arrive while an answer is owed (at most one request's worth)."""
+        if self._held is None:
+            self._held = bytearray()
+        self._held += data
+        max_held = held_limit(self._settings)
+        if len(self._held) > max_held:
+            detail = f"more than {max_held} bytes sent while an answer was owed"
+            out.append(Refused(Refusal.PIPELINE_OVERFLOW, 0, detail))
+            out.append(CloseConnection())
+
+    def _read(self, data: bytes, out: list[Action]) -> None:
+        """Serve the requests in ``data``: on the fast path while h11 holds nothing and
+        they are plain, through h11 from the first one that is not."""
+        if self._h11 is None and self._settings.fast_path:
+            rest = self._read_fast(data, out)
+            if rest is None:
+                return
+            data = rest
+        if self._h11 is None:
+            self._h11 = h11.Connection(h11.SERVER,
+                                       max_incomplete_event_size=head_limit(self._settings))
+            settings = self._settings
+            self._guard = HeadGuard(
+                settings.max_request_line, settings.max_header_size, settings.max_headers
+            )
         if self._feed(data, out):
             self._parse(out)
 
+    def _read_fast(self, data: bytes, out: list[Action]) -> bytes | None:
+        """Serve the plain requests at the start of ``data``; return the bytes left for
+        h11, or None when there are none (or the phase is over: upgraded, closed)."""
+        pos = 0
+        while True:
+            if pos == len(data):
+                if self._eof:  # the client closed between requests
+                    out.append(CloseConnection())
+                return None
+            rest = data[pos:] if pos else data
+            plain = fast_path.read_plain(rest, self._settings)
+            if plain is None or not self._serve_plain(plain, rest[plain.end:], out):
+                return rest
+            pos += plain.end
+            if self.upgrade is not None:
+                return None
+            if self._answer_owed is not None:
+                if pos < len(data):
+                    self._hold(data[pos:], out)
+                return None
+
+    def _serve_plain(self, plain: fast_path.Plain, after: bytes, out: list[Action]) -> bool:
+        """Decide a plain request on the fast path; False (and nothing done) to leave it
+        to h11."""
+        settings = self._settings
+        if plain.method == b"GET" and b"upgrade" in plain.fields:
+            accepted = fast_path.check_upgrade(settings, plain, self._unix_now())
+            if accepted is None:
+                return False
+            self._upgraded(accepted.channel, accepted.response, accepted.access,
+                           trailing=after, eof=self._eof, out=out)
+            return True
+        query = fast_path.check_query(settings, plain)
+        if query is not None:
+            out.append(HttpQuery(query))
+            self._owe(_Request(None, Route.QUERY, query))
+            return True
+        if plain.path == _BATCH_PATH:
+            batch = fast_path.check_batch(settings, plain, self._unix_now())
+            if batch is None:
+                return False
+            out.append(HttpPublishBatch(tuple(batch)))
+            self._owe(_Request(None, Route.PUBLISH_BATCH, plain.path, batch=batch))
+            return True
+        publish = fast_path.check_publish(settings, plain, self._unix_now())
+        if publish is None:
+            return False
+        out.append(HttpPublish(publish.channel, plain.body, publish.text))
+        self._owe(_Request(None, Route.PUBLISH, plain.path, publish.channel, publish.text))
+        return True
+
+    def _owe(self, request: _Request) -> None:
+        """The runtime's turn to answer ``request``: no timeout while it works."""
+        self._answer_owed = request
+        self._deadline = None
+
     def _feed(self, data: bytes, out: list[Action]) -> bool:
         """Give bytes to the head guard and h11; False when a head limit refused them."""
+        assert self._h11 is not None and self._guard is not None
         if data:
             self._started = True
             try:
@@ -247,17 +340,24 @@ class HttpPhase:
         body = json.dumps(
             {"channel": request.channel, "subscribers": reached}, separators=(",", ":")
         )
-        self._answer(200, b"application/json", body.encode(), out)
+        self._answer(request, 200, b"application/json", body.encode(), out)
+
+    def publish_batch_done(self, reached: list[int], out: list[Action]) -> None:
+        """200 with ``{"results": [...]}`` for the owed batch."""
+        request = self._take_owed()
+        assert request.batch is not None
+        body = results_body(request.batch, reached)
+        self._answer(request, 200, b"application/json", body, out)
 
     def publish_refused(self, status: int, reason: str, out: list[Action]) -> None:
         """An error response (``reason`` as the body) for the owed publish."""
-        self._take_owed()
-        self._answer(status, b"text/plain; charset=utf-8", reason.encode(), out)
+        request = self._take_owed()
+        self._answer(request, status, b"text/plain; charset=utf-8", reason.encode(), out)
 
     def respond(self, status: int, content_type: str, body: bytes, out: list[Action]) -> None:
         """The response to the owed query."""
-        self._take_owed()
-        self._answer(status, content_type.encode(), body, out)
+        request = self._take_owed()
+        self._answer(request, status, content_type.encode(), body, out)
 
     def _take_owed(self) -> _Request:
         request = self._answer_owed
@@ -265,21 +365,43 @@ class HttpPhase:
         self._answer_owed = None
         return request
 
-    def _answer(self, status: int, content_type: bytes, body: bytes, out: list[Action]) -> None:
+    def _answer(
+        self, request: _Request, status: int, content_type: bytes, body: bytes,
+        out: list[Action]
+    ) -> None:
         """Send the owed response, then serve the next request if the connection lives."""
         keep_alive = status < 400
+        conn = self._h11
+        if request.event is None:  # read on the fast path: no h11 to tell
+            out.append(SendBytes(fast_path.response(status, content_type, body, keep_alive)))
+            if not keep_alive:
+                out.append(CloseConnection())
+                return
+            self._next_request()
+            held = self._held
+            self._held = None
+            if held or self._eof:
+                self._read(bytes(held or b""), out)
+            return
+        assert conn is not None
         out.append(SendBytes(self._response(status, content_type, body, keep_alive)))
-        if not keep_alive or self._h11.our_state is not h11.DONE:
+        if not keep_alive or conn.our_state is not h11.DONE:
             out.append(CloseConnection())  # an error, or the client asked to close
             return
-        self._h11.start_next_cycle()
-        self._head = False
-        self._served = True
-        self._deadline = self._now + self._settings.handshake_timeout
+        conn.start_next_cycle()
+        self._next_request()
+        held = self._held
+        self._held = None
+        pending = conn.trailing_data[0]
+        if not pending and not self._eof:
+            # h11 holds nothing of the next request: the fast path may read it.
+            self._h11 = self._guard = None
+            if held:
+                self._read(bytes(held), out)
+            return
         # The next head starts with what h11 holds beyond the request just answered.
+        assert self._guard is not None
         self._guard.start()
-        pending = self._h11.trailing_data[0]
-        self._started = False
         if pending:
             self._started = True
             try:
@@ -287,13 +409,18 @@ class HttpPhase:
             except HeadLimitError as exc:
                 self._fail(exc.refusal, exc.status, str(exc), out)
                 return
-        held = self._held
-        self._held = None
         if held and not self._feed(bytes(held), out):
             return
         if self._eof:
-            self._h11.receive_data(b"")
+            conn.receive_data(b"")
         self._parse(out)
+
+    def _next_request(self) -> None:
+        """An answer went out and the connection stays: wait for the next request."""
+        self._head = False
+        self._served = True
+        self._started = False
+        self._deadline = self._now + self._settings.handshake_timeout
 
     def internal_error(self, out: list[Action]) -> None:
         """Answer 500 after an unexpected exception, whatever state h11 is in."""
@@ -311,6 +438,7 @@ class HttpPhase:
     def _parse(self, out: list[Action]) -> None:
         """Turn buffered bytes into events until a request is complete or data runs out."""
         conn = self._h11
+        assert conn is not None
         while True:
             try:
                 event = conn.next_event()
@@ -359,6 +487,15 @@ class HttpPhase:
                 )
                 return False
             request = _Request(event, Route.QUERY, path)
+        elif settings.http_enabled and path == _BATCH_PATH:
+            if method != b"POST":
+                self._fail(Refusal.METHOD_NOT_ALLOWED, 405, "/publish allows POST", out,
+                           [(b"allow", b"POST")])
+                return False
+            allowed, grant = self._publisher(event, out)
+            if not allowed:
+                return False
+            request = _Request(event, Route.PUBLISH_BATCH, path, body=[], grant=grant)
         elif settings.http_enabled and path.startswith(_PUBLISH_PREFIX):
             if method != b"POST":
                 self._fail(
@@ -397,10 +534,10 @@ class HttpPhase:
             self._fail(Refusal.BODY_TOO_LARGE, 413, message, out)
             return False
         self._request = request
-        if self._h11.they_are_waiting_for_100_continue:
-            out.append(
-                SendBytes(self._h11.send(h11.InformationalResponse(status_code=100, headers=[])))
-            )
+        conn = self._h11
+        assert conn is not None
+        if conn.they_are_waiting_for_100_continue:
+            out.append(SendBytes(conn.send(h11.InformationalResponse(status_code=100, headers=[]))))
         return True
 
     def _publish_channel(self, event: h11.Request, name: str, out: list[Action]) -> str | None:
@@ -409,19 +546,10 @@ class HttpPhase:
         Order: origin (403), token (400/401), channel name (400), what the token allows
         (403), so an unauthenticated client learns nothing about channel names.
         """
-        if not self._origin_allowed(event.headers, out):
+        allowed, grant = self._publisher(event, out)
+        if not allowed:
             return None
         auth = self._settings.authenticator
-        try:
-            _, grant = self._authenticate(
-                event,
-                websocket=False,
-                required=auth.publish_configured,
-                action="publishing ('Authorization: Bearer <token>')",
-            )
-        except AuthError as exc:
-            self._refuse_credentials(exc, out)
-            return None
         try:
             channel = validate_channel(name, self._settings.max_channel_name)
         except ChannelNameError as exc:
@@ -433,6 +561,24 @@ class HttpPhase:
             self._refuse_credentials(exc, out)
             return None
         return channel
+
+    def _publisher(self, event: h11.Request, out: list[Action]) -> tuple[bool, Grant | None]:
+        """Check who publishes: the origin (403), then the token (400/401). ``(True, its
+        grant)`` (None without a token), or ``(False, None)`` once refused."""
+        if not self._origin_allowed(event.headers, out):
+            return False, None
+        auth = self._settings.authenticator
+        try:
+            _, grant = self._authenticate(
+                event,
+                websocket=False,
+                required=auth.publish_configured,
+                action="publishing ('Authorization: Bearer <token>')",
+            )
+        except AuthError as exc:
+            self._refuse_credentials(exc, out)
+            return False, None
+        return True, grant
 
     def _body_data(self, data: bytes, out: list[Action]) -> bool:
         request = self._request
@@ -455,6 +601,14 @@ class HttpPhase:
             return
         if request.route is Route.QUERY:
             out.append(HttpQuery(request.path))
+        elif request.route is Route.PUBLISH_BATCH:
+            try:
+                request.batch = read_batch(b"".join(request.body or ()), self._settings,
+                                           request.grant)
+            except BatchError as exc:
+                self._fail(exc.refusal, exc.status, str(exc), out)
+                return
+            out.append(HttpPublishBatch(tuple(request.batch)))
         else:
             payload = b"".join(request.body or ())
             if request.text and not _is_utf8(payload):
@@ -462,12 +616,12 @@ class HttpPhase:
                 self._fail(Refusal.MALFORMED_REQUEST, 400, message, out)
                 return
             out.append(HttpPublish(request.channel, payload, request.text))
-        self._answer_owed = request
-        self._deadline = None  # the runtime's turn: no timeout while it works
+        self._owe(request)
 
     def _upgrade(self, request: _Request, out: list[Action]) -> None:
         """The opening handshake, RFC 6455 section 4.2.2, on a complete GET."""
         event = request.event
+        assert event is not None
         if event.http_version != b"1.1":
             message = "the WebSocket handshake needs HTTP/1.1"
             self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
@@ -511,16 +665,24 @@ class HttpPhase:
         # frames are encoded once for every subscriber. The only subprotocol ever
         # selected is "ringcast", when offered (see .credentials).
         response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
+        assert self._h11 is not None
+        trailing, eof = self._h11.trailing_data
+        self._upgraded(channel, response, access, trailing=trailing, eof=eof or self._eof,
+                       out=out)
+
+    def _upgraded(self, channel: str, response: bytes, access: Access, *, trailing: bytes,
+                  eof: bool, out: list[Action]) -> None:
+        """The handshake succeeded (on either path): the 101, the subscription, and the
+        WebSocket phase's turn."""
         # One copy of each channel name, however many subscribers it has.
         channel = sys.intern(channel)
-        trailing, eof = self._h11.trailing_data
         out.append(SendBytes(response))
         out.append(Subscribe(channel))
         self._deadline = None
         publish_until = None
         if access.publish_expires is not None:
             publish_until = access.publish_expires - (self._unix_offset or 0.0)
-        self.upgrade = Upgrade(channel, trailing, eof or self._eof, access, publish_until)
+        self.upgrade = Upgrade(channel, trailing, eof, access, publish_until)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -607,6 +769,7 @@ class HttpPhase:
         except ValueError:
             phrase = b""
         conn = self._h11
+        assert conn is not None
         parts = [conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))]
         if body and conn.our_state is h11.SEND_BODY and not self._head:
             parts.append(conn.send(h11.Data(data=body)))

@@ -207,11 +207,24 @@ class Session:
                 self._internal_error(out)
         return self._finish(out)
 
+    def publish_batch_done(self, reached: list[int]) -> list[Action]:
+        """Answer the pending :class:`HttpPublishBatch`: 200, JSON ``{"results": [...]}``
+        with ``reached[i]`` subscribers for the i-th message."""
+        http = self._owing(Route.PUBLISH_BATCH, "publish_batch_done")
+        out: list[Action] = []
+        if http is not None:
+            try:
+                http.publish_batch_done(reached, out)
+                self._maybe_upgraded(http, http.now, out)
+            except Exception:
+                self._internal_error(out)
+        return self._finish(out)
+
     def publish_refused(self, status: int, reason: str) -> list[Action]:
         """Answer the pending :class:`HttpPublish` with error ``status`` (e.g. 503) and
         ``reason`` as a text body, then close."""
         check_status(status)
-        http = self._owing(Route.PUBLISH, "publish_refused")
+        http = self._owing(None, "publish_refused")
         out: list[Action] = []
         if http is not None:
             try:
@@ -236,14 +249,19 @@ class Session:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _owing(self, route: Route, method: str) -> HttpPhase | None:
-        """The HTTP phase if it owes an answer of this kind; None once closed."""
+    def _owing(self, route: Route | None, method: str) -> HttpPhase | None:
+        """The HTTP phase if it owes an answer of this kind (None: either publish); None
+        once closed."""
         phase = self._phase
         if phase is None:
             return None
-        if not isinstance(phase, HttpPhase) or phase.owed is not route:
-            msg = f"{method}() called, but no {route.value} request is waiting for an answer"
+        owed = phase.owed if isinstance(phase, HttpPhase) else None
+        publishes = (Route.PUBLISH, Route.PUBLISH_BATCH)
+        if owed is None or (owed is not route if route is not None else owed not in publishes):
+            what = "publish" if route is None else route.value
+            msg = f"{method}() called, but no {what} request is waiting for an answer"
             raise RuntimeError(msg)
+        assert isinstance(phase, HttpPhase)
         return phase
 
     def _maybe_upgraded(self, http: HttpPhase, now: float, out: list[Action]) -> None:

@@ -103,6 +103,9 @@ class ProtocolSettings:
     """Largest header section (header lines with their line endings); larger: 431."""
     max_headers: int = 100
     """Most header lines; more: 431."""
+    fast_path: bool = True
+    """Read plain, well-formed requests without h11 (see :mod:`.fast_path`); off, every
+    request goes through h11 (the tests compare both)."""
 
     # -- derived, built once in __post_init__ --------------------------------------------------
     authenticator: Authenticator = field(init=False, repr=False, compare=False)

@@ -1,0 +1,65 @@
+"""What a run is asked to do: `Options`, checked by `Options.validate`, and `LoadError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ringcast.loadtest.scanner import MIN_SIZE
+
+
+class LoadError(Exception):
+    """The run cannot start or go on (no connection at all, bad options...)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    url: str
+    connections: int = 100
+    messages: int | None = None
+    duration: float | None = None
+    size: int = 64
+    window: int = 8
+    rate: float | None = None
+    publisher: str = "ws"                    # "ws" or "http"
+    publishers: int = 1
+    publish_path: str | None = None          # http: default /publish/<channel>
+    http_connections: int = 16
+    connect_concurrency: int = 256
+    connect_timeout: float = 10.0
+    message_timeout: float = 5.0
+    drain_timeout: float = 5.0
+    max_time: float = 600.0
+    engine: str = "auto"                     # "auto", "io_uring" or "epoll"
+    server_pids: tuple[int, ...] = ()
+    allow_remote: bool = False
+    source_addresses: int = 0                # 0: as many as the connection count needs
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.messages is None and self.duration is None:
+            raise LoadError("give a bound: --messages and/or --duration")
+        if self.connections < 1:
+            raise LoadError("--connections must be at least 1")
+        if self.messages is not None and self.messages < 0:
+            raise LoadError("--messages must be >= 0")
+        if self.messages == 0 and self.duration is None:
+            raise LoadError("--messages 0 (idle connections) needs --duration")
+        if self.duration is not None and not 0 < self.duration <= self.max_time:
+            raise LoadError(f"--duration must be in (0, {self.max_time:g}] seconds")
+        if self.size < MIN_SIZE:
+            raise LoadError(f"--size must be at least {MIN_SIZE} bytes (sequence number, "
+                            "timestamp, publisher id and a checked pattern)")
+        if self.window < 1:
+            raise LoadError("--window must be at least 1")
+        if self.rate is not None and not 0 < self.rate <= 10_000_000:
+            raise LoadError("--rate must be in (0, 10000000] messages/s")
+        if self.publisher not in ("ws", "http"):
+            raise LoadError("--publisher is ws or http")
+        if not 1 <= self.publishers <= 64:
+            raise LoadError("--publishers must be in 1..64")
+        if self.engine not in ("auto", "io_uring", "epoll"):
+            raise LoadError("--engine is auto, io_uring or epoll")
+        if not 1 <= self.connect_concurrency <= 100_000:
+            raise LoadError("--connect-concurrency must be in 1..100000")
+        if self.max_time <= 0:
+            raise LoadError("--max-time must be positive")

@@ -1,0 +1,54 @@
+"""What a run recorded, as the report reads it: what `client` hands to `report`.
+
+The client keeps a `Tally` per kind of connection while connecting and makes
+one `RunRecord` when the run is over; `report` turns the record into the
+result. Neither of those two modules imports the other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from ringcast.loadtest.options import Options
+from ringcast.loadtest.procstat import ProcSample
+
+
+@dataclass
+class Tally:
+    """The connections of one kind (subscribers, publishers...) asked for and opened."""
+
+    requested: int = 0
+    opened: int = 0
+    refused: int = 0
+    failed: Counter[str] = field(default_factory=Counter)      # by reason
+    handshake_ns: list[int] = field(default_factory=list)      # per opened connection
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run. Durations are seconds; the publishing phase starts at 0."""
+
+    options: Options
+    engine: str                         # the client's I/O engine, and why that one
+    started_at: float                   # wall clock, seconds since the epoch
+    idle: bool                          # connections only, no messages
+    source_addresses: int               # 127.0.0.x spread over; 0: none
+    subscribers: Tally
+    publishers: Tally
+    connect_seconds: float
+    sending_seconds: float              # until the last message was sent
+    run_seconds: float                  # until the drain ended
+    sent: int                           # messages
+    reads: int                          # subscriber reads fed to the scanner
+    counts: dict[str, int]              # the scanner's counters (`scanner.COUNT_NAMES`)
+    delivery: HdrHistogram              # latency of every delivery, ns
+    to_last: HdrHistogram               # latency of each message to its last subscriber, ns
+    closed_by_server: dict[str, int]    # by kind of connection and how
+    publish_errors: dict[str, int]      # HTTP publishing: by status or reason
+    timeline: list[dict[str, float]]    # one point a second
+    server: tuple[list[ProcSample], ...]    # per --server-pid: before connecting, once
+                                            # connected, at the end
+    client_cpu_ns: int                  # this process, publishing and draining

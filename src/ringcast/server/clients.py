@@ -1,0 +1,388 @@
+"""Client connections: admission, one sans-I/O session each, and what their actions do.
+
+This is the owner (see :mod:`.table`) of the client listeners and of every client
+connection. Around each :class:`~.protocol.session.Session` it does the I/O the session
+asks for, in order (:meth:`Clients.execute`): bytes to send, a subscription, a message to
+publish (through :class:`~.fanout.FanOut`), an HTTP answer, the close.
+
+Limits on what clients may hold:
+
+- ``max_connections`` counts open connections and closed ones whose id is not free yet
+  (flushing, or waiting for the peer's close): those still hold a file and an id. A
+  connection refused at a limit gets a 503 while fewer than ``REFUSALS_IN_FLIGHT``
+  refusals are on their way, and a reset beyond that, so refusals never fill the table.
+- ``max_connections_per_ip`` likewise counts a closed connection against its address
+  until ringio reports it free (CLOSED), so one address cannot lock out the others.
+- A connection whose own answers (pongs, HTTP responses) pile up past
+  ``queue_max_bytes`` is closed: it sends and does not read.
+- A subscriber that falls ``queue_max_bytes`` behind is a slow consumer: closed with 3008
+  (its unsent backlog dropped) or its messages dropped, by ``slow_consumer_policy``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from ringcast.ringio import NO_CONN, ConnId, Loop
+from ringcast.server.cluster import Bridge
+from ringcast.server.fanout import FanOut
+from ringcast.server.held import Held, HeldHandshakes
+from ringcast.server.hub import Hub
+from ringcast.server.metrics import Counters
+from ringcast.server.protocol.actions import (
+    Action,
+    CloseConnection,
+    HttpPublish,
+    HttpPublishBatch,
+    HttpQuery,
+    Publish,
+    Refused,
+    SendBytes,
+    Subscribe,
+)
+from ringcast.server.protocol.frames import CloseCode, data_frame
+from ringcast.server.protocol.refusals import Refusal, error_response
+from ringcast.server.protocol.session import Session, SessionState
+from ringcast.server.settings import Current
+from ringcast.server.table import ConnectionTable, Owner
+from ringcast.server.timers import Deadlines, Timers
+
+__all__ = ["ACCEPT_RETRY_DELAY", "REFUSALS_IN_FLIGHT", "Clients"]
+
+log = logging.getLogger("ringcast")
+
+REFUSALS_IN_FLIGHT = 64
+"""Connections refused at a limit whose 503 may be on its way at once; more are reset."""
+ACCEPT_RETRY_DELAY = 0.1
+ACCEPT_WARN_EVERY = 10.0
+
+Query = Callable[[str], tuple[int, str, bytes]]
+"""Answers ``GET /healthz`` and ``GET /metrics``: path -> (status, content type, body)."""
+
+
+class Clients(Owner):
+    """Every client connection of this worker, from accept to the release of its id."""
+
+    def __init__(self, table: ConnectionTable, current: Current, hub: Hub, fanout: FanOut, *,
+                 counters: Counters, timers: Timers, query: Query, max_connections: int,
+                 bridge: Bridge | None) -> None:
+        self._table = table
+        self._loop: Loop = table.loop
+        self._current = current
+        self._hub = hub
+        self._fanout = fanout
+        self._counts = counters
+        self._timers = timers
+        self._query = query
+        self._bridge = bridge
+        self.max_connections = max_connections  # "auto" resolved: see .capacity
+        self.sessions: dict[ConnId, Session] = {}
+        self.listeners: set[ConnId] = set()
+        self.draining = False
+        self._deadlines = Deadlines()
+        self._held = HeldHandshakes()
+        # Closed connections whose ids are not free yet: id -> generation. Past
+        # close_timeout they are reset (the generation makes sure it is still them).
+        self._closing: dict[ConnId, int] = {}
+        # Refusals whose 503 is on its way: id -> generation.
+        self._refusing: dict[ConnId, int] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._conn_ip: dict[ConnId, str] = {}  # until the id is released
+        self._accept_warned = -ACCEPT_WARN_EVERY
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def listen(self, sock: socket.socket) -> None:
+        self.listeners.add(self._table.listen(sock, self))
+
+    def stop_listening(self) -> None:
+        for lid in self.listeners:
+            self._table.close_listener(lid)
+        self.listeners.clear()
+
+    def accepted(self, conn: ConnId, fd: int, listener: ConnId, now: float) -> Owner:
+        limits = self._current.config.limits
+        if self.draining:
+            self._loop.close_connection(conn)
+            return self
+        self._counts.accepted += 1
+        if len(self.sessions) + len(self._closing) >= self.max_connections:
+            self._counts.refused += 1
+            self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS,
+                         "the server is at its connection limit, retry later")
+            return self
+        if limits.max_connections_per_ip and not self._admit(conn, fd):
+            return self
+        settings = self._current.settings
+        session = Session(settings, now, unix_offset=time.time() - now)
+        self.sessions[conn] = session
+        self._deadlines.set(conn, session.next_deadline())
+        return self
+
+    def accept_failed(self, listener: ConnId, err: int, now: float) -> None:
+        self._counts.accept_errors += 1
+        if now >= self._accept_warned + ACCEPT_WARN_EVERY:
+            # Once per episode-ish: the count says how long it lasted.
+            log.warning("accept failed: %s (%d failures so far); pausing accepts for %.1fs "
+                        "at a time (raise the open-files limit, e.g. LimitNOFILE=, or lower "
+                        "limits.max_connections)", _errno_text(err),
+                        self._counts.accept_errors, ACCEPT_RETRY_DELAY)
+            self._accept_warned = now
+        self._timers.call_at(now + ACCEPT_RETRY_DELAY, lambda: self._resume(listener))
+
+    def refused(self, listener: ConnId, now: float) -> None:
+        self._counts.refused += 1
+        self._counts.refusals[Refusal.TOO_MANY_CONNECTIONS] += 1
+
+    def _resume(self, listener: ConnId) -> None:
+        if listener in self.listeners:
+            self._loop.resume_accept(listener)
+
+    def _admit(self, conn: ConnId, fd: int) -> bool:
+        """The per-address limit (``max_connections_per_ip``, per worker)."""
+        try:
+            s = socket.socket(fileno=fd)  # borrowed (detached below): the loop owns the fd
+        except OSError:
+            return True  # already gone: its HUP follows
+        try:
+            if s.family not in (socket.AF_INET, socket.AF_INET6):
+                return True  # not an IP socket: nothing to count
+            ip = s.getpeername()[0]
+        except OSError:
+            return True  # reset before we looked: its HUP follows
+        finally:
+            s.detach()
+        ip = ip.removeprefix("::ffff:")
+        if self._per_ip[ip] >= self._current.config.limits.max_connections_per_ip:
+            self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS_PER_IP,
+                         "too many connections from your address")
+            return False
+        self._per_ip[ip] += 1
+        self._conn_ip[conn] = ip
+        return True
+
+    def _refuse(self, conn: ConnId, reason: Refusal, message: str) -> None:
+        """Refuse a connection at a limit: a 503 while few refusals are on their way, a
+        reset beyond (refused connections never hold more than REFUSALS_IN_FLIGHT ids)."""
+        self._counts.refusals[reason] += 1
+        if len(self._refusing) >= REFUSALS_IN_FLIGHT:
+            self._counts.refusals_reset += 1
+            self._loop.close_connection(conn, abort=True)
+            return
+        self._loop.send(conn, error_response(503, message), force=True)
+        self._loop.close_connection(conn, flush=True)
+        self._linger(self._refusing, conn)
+
+    # -- events on client connections ----------------------------------------------------
+
+    def data_received(self, conn: ConnId, data: bytes, now: float) -> None:
+        session = self.sessions.get(conn)
+        if session is None:
+            return  # closed already: what it still sends is discarded
+        if self._loop.queued(conn) > self._current.config.limits.queue_max_bytes:
+            # Its own answers (pongs, HTTP responses) are backing up: it sends and does
+            # not read. Reading on would grow memory without bound.
+            self._counts.slow_closes += 1
+            self._counts.count_close("not_reading")
+            self._drop(conn, flush=False)
+            return
+        self.execute(conn, session.receive_data(data, now))
+
+    def hung_up(self, conn: ConnId, err: int, now: float) -> None:
+        session = self.sessions.get(conn)
+        if session is None:
+            return
+        self._counts.count_close("peer_reset" if err else "peer_closed")
+        self.execute(conn, session.receive_data(b"", now))
+        if conn in self.sessions:  # the session did not close: the socket is gone
+            self._drop(conn, flush=False)
+
+    def overflowed(self, conn: ConnId, now: float) -> None:
+        session = self.sessions.get(conn)
+        if session is None or session.state is not SessionState.OPEN:
+            return  # closing already: its close frame is queued, keep it
+        if self._current.config.limits.slow_consumer_policy == "close":
+            # Stop fanning out to it at once, and drop the backlog that has not started
+            # going out: the close frame (which skips the queue cap) then follows what is
+            # already on its way, so a client that reads again learns why at once, and
+            # the backlog's memory is free now.
+            self._unsubscribe(conn, session)
+            self._counts.slow_trimmed_bytes += self._loop.trim(conn)
+            self._counts.slow_closes += 1
+            self._counts.count_close("slow_consumer")
+            self.execute(conn, session.close(CloseCode.SLOW_CONSUMER, "slow consumer", now))
+        else:
+            self._counts.slow_drops += 1
+
+    def released(self, conn: ConnId) -> None:
+        """ringio freed a closed connection's id and file: its places in the limits are
+        free, and the id may come back in an ACCEPT."""
+        self._closing.pop(conn, None)
+        self._refusing.pop(conn, None)
+        ip = self._conn_ip.pop(conn, None)
+        if ip is not None:
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+
+    # -- what sessions ask for -----------------------------------------------------------
+
+    def execute(self, conn: ConnId, actions: list[Action]) -> None:
+        """Do what a session asked, in order (see :mod:`.protocol.actions`)."""
+        loop = self._loop
+        if self._bridge is not None and self._bridge.connected:
+            self._hold_until_confirmed(conn, actions)
+        # A work list, not recursion: an answer may release the next pipelined request,
+        # whose actions are appended here (thousands in one receive).
+        work = deque(actions)
+        while work:
+            action = work.popleft()
+            if isinstance(action, SendBytes):
+                held = self._held.held_bytes(conn)
+                if held is not None:
+                    held.append(action.data)
+                    continue
+                session = self.sessions.get(conn)
+                if session is not None and session.channel is not None:
+                    # Frames already published to its channel this iteration go first.
+                    self._fanout.flush_channel(session.channel)
+                loop.send(conn, action.data, force=True)
+            elif isinstance(action, Publish):
+                self._counts.published_ws += 1
+                exclude = NO_CONN if self._current.settings.echo else conn
+                self._fanout.publish(action.channel, data_frame(action.payload, action.text),
+                                     exclude)
+            elif isinstance(action, Subscribe):
+                if self._bridge is not None:
+                    self._bridge.subscribe(action.channel)
+                if not self._held.is_held(conn):
+                    self._hub.subscribe(conn, action.channel)
+            elif isinstance(action, HttpPublish):
+                self._counts.published_http += 1
+                frame = data_frame(action.payload, action.text)
+                reached = self._fanout.publish(action.channel, frame)
+                work.extend(self.sessions[conn].publish_done(reached))
+            elif isinstance(action, HttpPublishBatch):
+                self._counts.published_http += len(action.messages)
+                counts = [self._fanout.publish(m.channel, data_frame(m.payload, m.text))
+                           for m in action.messages]
+                work.extend(self.sessions[conn].publish_batch_done(counts))
+            elif isinstance(action, HttpQuery):
+                status, content_type, body = self._query(action.path)
+                work.extend(self.sessions[conn].respond(status, content_type, body))
+            elif isinstance(action, Refused):
+                self._counts.refusals[action.reason] += 1
+                log.debug("refused conn %d: %s (%d) %s", conn, action.reason.value, action.code,
+                          action.detail)
+            elif isinstance(action, CloseConnection):
+                self._drop(conn, flush=True)
+                return
+        session = self.sessions.get(conn)
+        if session is not None:
+            if session.state is SessionState.CLOSING:
+                # RFC 6455 section 5.5.1: no data frame after our close frame.
+                self._unsubscribe(conn, session)
+            self._deadlines.set(conn, session.next_deadline())
+
+    def close_all(self, code: int, reason: str, now: float) -> None:
+        """Start the closing handshake with every client (shutdown)."""
+        for conn, session in list(self.sessions.items()):
+            self.execute(conn, session.close(code, reason, now))
+
+    # -- timers --------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines.next_time()
+
+    def run_due(self, now: float) -> None:
+        for conn in self._deadlines.pop_due(now):
+            session = self.sessions.get(conn)
+            if session is not None:
+                self.execute(conn, session.tick(now))
+
+    # -- the broker's confirmations -------------------------------------------------------
+
+    def _hold_until_confirmed(self, conn: ConnId, actions: list[Action]) -> None:
+        assert self._bridge is not None
+        for action in actions:
+            if isinstance(action, Subscribe) and not self._bridge.confirmed(action.channel):
+                self._held.hold(conn, action.channel)
+                return
+
+    def channel_confirmed(self, channel: str) -> None:
+        """The broker confirmed a subscription: complete the handshakes waiting on it."""
+        self._release(self._held.confirmed(channel))
+
+    def bridge_down(self) -> None:
+        """Local-only mode: nothing to wait for."""
+        self._release(self._held.release_all())
+
+    def _release(self, released: list[Held]) -> None:
+        for conn, channel, data in released:
+            for chunk in data:
+                self._loop.send(conn, chunk, force=True)
+            self._hub.subscribe(conn, channel)
+
+    # -- the end of a connection ------------------------------------------------------------
+
+    def _unsubscribe(self, conn: ConnId, session: Session) -> None:
+        name = session.channel
+        self._held.forget(conn)
+        if name is None:
+            return
+        if self._hub.unsubscribe(conn, name) and self._bridge is not None \
+                and not self._held.waits_for(name):
+            self._bridge.unsubscribe(name)
+
+    def _drop(self, conn: ConnId, flush: bool) -> None:
+        """Close a client connection; it keeps its places in the limits until ringio
+        reports its id free (`released`)."""
+        session = self.sessions.pop(conn, None)
+        if session is not None:
+            self._unsubscribe(conn, session)
+        self._deadlines.discard(conn)
+        self._loop.close_connection(conn, flush=flush)
+        self._linger(self._closing, conn)
+
+    def _linger(self, closing: dict[ConnId, int], conn: ConnId) -> None:
+        # ringio flushes, shuts down writing and lingers for the peer's EOF; past
+        # close_timeout the connection is reset.
+        gen = self._loop.generation(conn)
+        if gen < 0:
+            return  # freed already (epoll frees at once): its CLOSED is on the way
+        closing[conn] = gen
+        self._timers.call_at(time.monotonic() + self._current.settings.close_timeout,
+                             lambda: self._force_close(closing, conn, gen))
+
+    def _force_close(self, closing: dict[ConnId, int], conn: ConnId, gen: int) -> None:
+        # The peer had close_timeout to read what we sent and answer: reset it, so what it
+        # left unread in our kernel buffers is freed now, not when TCP gives up on it.
+        # (Only if the id still is that connection: ringio bumps the generation when it
+        # frees an id, so a reuse never matches.)
+        if closing.get(conn) == gen and self._loop.generation(conn) == gen:
+            self._loop.close_connection(conn, abort=True)
+
+    @property
+    def open(self) -> int:
+        """Client connections open (a session: HTTP, WebSocket, or closing the WebSocket)."""
+        return len(self.sessions)
+
+    @property
+    def closing(self) -> int:
+        """Client connections closed whose ids and files are not free yet."""
+        return len(self._closing)
+
+    @property
+    def done(self) -> bool:
+        """No client left, open or closing (the drain is over)."""
+        return not self.sessions and not self._closing
+
+
+def _errno_text(err: int) -> str:
+    return f"{errno.errorcode.get(err, str(err))} ({os.strerror(err)})"

@@ -1,0 +1,85 @@
+"""Where a published message goes, and how it leaves for the subscribers.
+
+A message published by a client of this worker (a WebSocket message or ``POST
+/publish``), already framed once (:func:`~.protocol.frames.data_frame`):
+
+1. while the broker bridge is up, to the broker only: every node of the cluster, this one
+   included, delivers what the broker sends back, so all see one order per channel
+   (:meth:`FanOut.deliver`);
+2. otherwise to the other workers of this host (one record per message, never per
+   subscriber; they deliver it with :meth:`FanOut.from_peer`) and to this worker's hub.
+
+The hub holds what was published during the loop iteration; :meth:`FanOut.flush` sends it
+at the end of the iteration, one run of frames per channel copied once into a slot of the
+loop and handed to ``rio_fanout``, which queues it to every subscriber in C.
+"""
+
+from __future__ import annotations
+
+from ringcast.ringio import NO_CONN, ConnId, Loop
+from ringcast.server.cluster import Bridge
+from ringcast.server.hub import Channel, Hub
+from ringcast.server.links import KIND_PUBLISH, encode_record
+from ringcast.server.metrics import Counters
+from ringcast.server.peers import PeerLinks
+from ringcast.server.settings import Current
+
+__all__ = ["FanOut"]
+
+
+class FanOut:
+    """Publishing on this worker: routing (broker, other workers, hub) and the sends."""
+
+    def __init__(self, loop: Loop, hub: Hub, current: Current, counters: Counters, *,
+                 peers: PeerLinks | None, bridge: Bridge | None) -> None:
+        self._loop = loop
+        self._hub = hub
+        self._current = current
+        self._counts = counters
+        self._peers = peers
+        self._bridge = bridge
+
+    def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
+        """A message from a client of this worker (``exclude``: its publisher, unless
+        echo is on). Returns how many subscribers of this worker it reaches."""
+        if self._bridge is not None and self._bridge.publish(channel, frame, exclude):
+            ch = self._hub.channels.get(channel)
+            return 0 if ch is None else ch.reach(exclude)  # delivered when it comes back
+        if self._peers is not None:
+            self._peers.broadcast(encode_record(KIND_PUBLISH, channel, frame))
+        return self._hub.publish(channel, frame, exclude)
+
+    def deliver(self, channel: str, frame: bytes, exclude: ConnId) -> None:
+        """A message from the broker bridge (the broker's, or one of ours it never echoed
+        before going down): to the subscribers of this worker."""
+        self._hub.publish(channel, frame, exclude)
+
+    def from_peer(self, channel: str, frame: bytes) -> None:
+        """A message another worker of this host published."""
+        self._counts.received_peers += 1
+        self._hub.publish(channel, frame)
+
+    # -- the sends ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send what was published since the last flush (at the end of an iteration)."""
+        for ch in self._hub.take_dirty():
+            self._send(ch)
+
+    def flush_channel(self, name: str) -> None:
+        """Send what waits for channel ``name`` now: a direct send to one of its
+        subscribers (a pong, a close frame) must follow the messages published before."""
+        ch = self._hub.take(name)
+        if ch is not None:
+            self._send(ch)
+
+    def _send(self, ch: Channel) -> None:
+        loop = self._loop
+        cap = self._current.config.limits.queue_max_bytes
+        for run in ch.take_runs():
+            slot = loop.slot(run.frames)
+            try:
+                loop.fanout(slot, ch.ids, len(ch.ids), exclude=run.exclude, cap=cap)
+            finally:
+                loop.release(slot)
+            self._counts.messages_out += run.messages

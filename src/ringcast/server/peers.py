@@ -1,0 +1,128 @@
+"""Links between the workers of one host: a message published on one worker reaches the
+others over them.
+
+Workers reach each other over Unix stream sockets in the abstract namespace, named after
+the supervisor's pid (the token) and the worker index. Worker *i* sends to worker *j* over
+the connection *i* opened, and receives on the connections it accepted; so a restarted
+worker simply connects again and is connected to. The sockets live on the worker's loop
+like any client socket; what travels on them is records (:mod:`.links`): a published frame,
+or a worker's headline numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+
+from ringcast.ringio import ConnId
+from ringcast.server.links import KIND_PUBLISH, KIND_STATS, RecordReader, encode_record
+from ringcast.server.table import ConnectionTable, Owner
+
+__all__ = ["LINK_CAP", "PeerLinks", "link_address"]
+
+log = logging.getLogger("ringcast")
+
+LINK_CAP = 64 << 20          # bytes a stuck peer worker may hold before we drop
+LINK_RETRY = 0.2
+STATS_INTERVAL = 1.0         # how often a worker shares its headline numbers
+
+
+def link_address(token: str, worker: int) -> bytes:
+    return f"\0{token}-{worker}".encode()
+
+
+class PeerLinks(Owner):
+    """This worker's links to the other workers of the host, and their records.
+
+    It owns (see :mod:`.table`) its listener and every link. A KIND_PUBLISH record goes to
+    ``on_publish(channel, frame)``; a KIND_STATS record is kept in :attr:`stats`, and this
+    worker's own ``snapshot()`` goes to the others every STATS_INTERVAL.
+    """
+
+    def __init__(self, table: ConnectionTable, token: str, worker: int, count: int, *,
+                 on_publish: Callable[[str, bytes], None],
+                 snapshot: Callable[[], dict[str, float]]) -> None:
+        self.loop = table.loop
+        self._table = table
+        self.token = token
+        self.worker = worker
+        self.count = count
+        self._on_publish = on_publish
+        self._snapshot = snapshot
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(link_address(token, worker))
+        sock.listen(64)
+        self.listener = table.listen(sock, self)
+        self.out: dict[int, ConnId] = {}                   # peer worker -> conn
+        self.inbound: dict[ConnId, RecordReader] = {}      # conn -> reader
+        self.stats: dict[str, dict[str, float]] = {}    # peer worker -> its last snapshot
+        self._retry: dict[int, float] = {p: 0.0 for p in range(count) if p != worker}
+        self._next_stats = 0.0
+        self.dropped = 0
+        self.sent = 0
+
+    @property
+    def linked(self) -> bool:
+        """Linked both ways to every other worker."""
+        others = self.count - 1
+        return len(self.out) == others and len(self.inbound) >= others
+
+    def maintain(self, now: float) -> None:
+        """Connect the links that are down (a restarted worker is reconnected to) and
+        send this worker's statistics when they are due."""
+        for peer, when in list(self._retry.items()):
+            if when > now:
+                continue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(LINK_RETRY)
+            try:
+                sock.connect(link_address(self.token, peer))
+            except OSError:
+                sock.close()
+                self._retry[peer] = now + LINK_RETRY
+                continue
+            self.out[peer] = self._table.adopt(sock, self)
+            del self._retry[peer]
+            log.debug("linked to worker %d", peer)
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_INTERVAL
+            body = json.dumps(self._snapshot()).encode()
+            self.broadcast(encode_record(KIND_STATS, str(self.worker), body))
+
+    def next_attempt(self) -> float | None:
+        return min([*self._retry.values(), self._next_stats])
+
+    def accepted(self, conn: ConnId, fd: int, listener: ConnId, now: float) -> Owner:
+        self.inbound[conn] = RecordReader()
+        return self
+
+    def data_received(self, conn: ConnId, data: bytes, now: float) -> None:
+        reader = self.inbound.get(conn)
+        if reader is None:
+            return  # an outbound link: peers never send on it
+        for rec in reader.feed(data):
+            if rec.kind == KIND_PUBLISH:
+                self._on_publish(rec.channel, rec.body)
+            else:
+                self.stats[rec.channel] = json.loads(rec.body)
+
+    def hung_up(self, conn: ConnId, err: int, now: float) -> None:
+        """A link hung up: forget it (and reconnect if it was outbound)."""
+        if self.inbound.pop(conn, None) is not None:
+            self.loop.close_connection(conn)
+            return
+        for peer, c in list(self.out.items()):
+            if c == conn:
+                del self.out[peer]
+                self.loop.close_connection(conn)
+                self._retry[peer] = now + LINK_RETRY
+                return
+
+    def broadcast(self, record: bytes) -> None:
+        for conn in self.out.values():
+            if self.loop.send(conn, record, cap=LINK_CAP):
+                self.sent += 1
+            else:
+                self.dropped += 1

@@ -1,0 +1,289 @@
+"""The fast path of the HTTP phase: plain requests, read and checked in one pass.
+
+A fan-out server's worst minute is a connection storm: after a deploy or a network blip
+every client reconnects at once. h11 and wsproto check a request thoroughly, and that
+costs about 450 µs of Python per handshake (three ``h11.Connection`` objects, header
+normalisation, the request rebuilt for wsproto). Almost every request of a storm is the
+same plain, well-formed upgrade, and most publishes the same plain ``POST``. This module
+recognises such requests in one pass over the bytes and decides them; anything it does not
+fully understand, and anything that would be refused, gets ``None`` and goes through h11
+and wsproto exactly as before, so every refusal stays as specific as it was.
+``tests/unit/protocol/test_fast_path.py`` checks, for generated requests, that a session
+answers byte for byte the same with the fast path as without it.
+
+"Plain" is a strict subset of RFC 9112's grammar, so that what passes here h11 accepts
+too, with the same meaning:
+
+- the whole head is here, ending in an empty line, every line ending in CRLF, within the
+  head limits (request line, header section, header count);
+- the request line is ``GET`` or ``POST``, a target of visible ASCII starting with ``/``,
+  and ``HTTP/1.1``;
+- every header line is ``token ":" OWS value OWS``, the value visible ASCII with spaces and
+  tabs inside (no obs-fold, no obs-text, no control character);
+- no header name comes twice; there is no ``Transfer-Encoding`` and no ``Expect``, there
+  is a ``Host``, a ``Content-Length`` is digits, and the whole body is here.
+
+Then, per route, what it takes to be served here (everything else goes to h11):
+
+- a WebSocket handshake: ``GET`` without a body; one ``Upgrade`` that is ``websocket``,
+  one ``Connection`` listing ``upgrade``, one ``Sec-WebSocket-Version: 13``, one valid
+  ``Sec-WebSocket-Key``, a host name IDNA can read (wsproto's checks); the origin, the
+  channel name and the credentials all accepted;
+- ``POST /publish/<channel>``: the origin, the token, the channel name and what the token
+  allows all accepted, a text body that is UTF-8, no ``Connection`` header but
+  ``keep-alive``; ``POST /publish`` likewise, a batch :mod:`.batch` accepts;
+- ``GET /healthz`` and ``GET /metrics`` (when enabled): no body, no ``Connection`` header
+  but ``keep-alive``.
+
+The answers are written here too, byte for byte what h11 and wsproto write.
+"""
+
+from __future__ import annotations
+
+import re
+from base64 import b64encode
+from dataclasses import dataclass
+from hashlib import sha1
+from http import HTTPStatus
+from typing import Final
+
+from ringcast.errors import ChannelNameError
+
+from .auth import Access, AuthError
+from .batch import BatchError, Message, read_batch
+from .channels import validate_channel
+from .credentials import Credentials, read_credentials
+from .settings import ProtocolSettings
+
+__all__ = [
+    "Plain",
+    "PlainPublish",
+    "PlainUpgrade",
+    "accept_response",
+    "check_batch",
+    "check_publish",
+    "check_query",
+    "check_upgrade",
+    "read_plain",
+    "response",
+]
+
+_REQUEST_LINE: Final = re.compile(rb"(GET|POST) (/[\x21-\x7e]*) HTTP/1\.1\r\n")
+# A header line: a token, the colon, the value (runs of visible ASCII with single runs of
+# spaces or tabs between them, so nothing backtracks) between optional whitespace.
+_NAME: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_VALUE: Final = rb"[\x21-\x7e]*(?:[ \t]+[\x21-\x7e]+)*"
+_HEADERS: Final = re.compile(rb"(" + _NAME + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n")
+_SECTION: Final = re.compile(rb"(?:" + _NAME + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n)*")
+_DIGITS: Final = re.compile(rb"[0-9]{1,19}")
+_KEY: Final = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # 16 bytes in base64
+_LEFT_TO_H11: Final = frozenset({b"transfer-encoding", b"expect"})
+_WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_PUBLISH_PREFIX: Final = "/publish/"
+_BATCH_PATH: Final = "/publish"
+_NO_CREDENTIALS: Final = Credentials(None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    """A complete plain request."""
+
+    method: bytes
+    """``b"GET"`` or ``b"POST"``."""
+    target: bytes
+    path: str
+    """The target without its query."""
+    fields: dict[bytes, bytes]
+    """Its headers: names in lower case (as h11 gives them), each once."""
+    body: bytes
+    end: int
+    """Bytes of the data it took: what follows is the next request, or frames."""
+
+
+def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
+    """The plain request at the start of ``data``, or None (not all here yet, over a
+    limit, or anything else this path leaves to h11)."""
+    head_end = data.find(b"\r\n\r\n") + 2  # past the CRLF of the last header line
+    if head_end < 2:
+        return None
+    line = _REQUEST_LINE.match(data)
+    if line is None or line.end() - 2 > settings.max_request_line:
+        return None
+    start = line.end()
+    if (head_end - start > settings.max_header_size
+            or not _SECTION.fullmatch(data, start, head_end)):
+        return None
+    headers = _HEADERS.findall(data, start, head_end)
+    fields = {name.lower(): value for name, value in headers}
+    if len(fields) != len(headers) or len(headers) > settings.max_headers:
+        return None  # a name twice, or too many lines
+    if b"host" not in fields or not _LEFT_TO_H11.isdisjoint(fields):
+        return None
+    length = fields.get(b"content-length", b"0")
+    if not _DIGITS.fullmatch(length):
+        return None
+    end = head_end + 2
+    size = int(length)
+    if size > settings.max_http_body or len(data) - end < size:
+        return None
+    target = line[2]
+    path = target.decode("ascii").partition("?")[0]
+    return Plain(line[1], target, path, fields, data[end : end + size], end + size)
+
+
+def _origin_allowed(settings: ProtocolSettings, fields: dict[bytes, bytes]) -> bool:
+    policy = settings.origins
+    origin = fields.get(b"origin")
+    return policy.allows_any or origin is None or policy.allows(origin.decode("ascii"))
+
+
+def _keeps_alive(fields: dict[bytes, bytes]) -> bool:
+    """No ``Connection`` header but ``keep-alive`` (which h11 answers with nothing)."""
+    return fields.get(b"connection", b"keep-alive").lower() == b"keep-alive"
+
+
+def _credentials(settings: ProtocolSettings, plain: Plain, websocket: bool) -> Credentials:
+    """What :func:`~.credentials.read_credentials` finds, without its walk through the
+    headers when no token can matter and no subprotocol was offered."""
+    auth = settings.authenticator
+    if not auth.enabled and (not websocket or b"sec-websocket-protocol" not in plain.fields):
+        return _NO_CREDENTIALS
+    return read_credentials(plain.fields.items(), plain.target, websocket=websocket,
+                            tokens=auth.enabled)
+
+
+# -- the WebSocket handshake -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlainUpgrade:
+    """A handshake to accept: the answer to send and what the client may do."""
+
+    channel: str
+    response: bytes
+    access: Access
+
+
+def check_upgrade(
+    settings: ProtocolSettings, plain: Plain, unix_now: float | None
+) -> PlainUpgrade | None:
+    """Accept a plain handshake, or None to leave it to h11 and wsproto (which answer a
+    refusal); the checks of the slow path, all of them."""
+    fields = plain.fields
+    if plain.method != b"GET" or plain.body:
+        return None
+    upgrade = fields.get(b"upgrade", b"")
+    connection = fields.get(b"connection", b"")
+    key = fields.get(b"sec-websocket-key", b"")
+    if (upgrade.lower() != b"websocket" or fields.get(b"sec-websocket-version") != b"13"
+            or not _KEY.fullmatch(key)):
+        return None
+    if not any(token.strip().lower() == b"upgrade" for token in connection.split(b",")):
+        return None
+    host = fields[b"host"]
+    if b"xn--" in host.lower():  # the only ASCII host names IDNA may refuse (wsproto asks it)
+        try:
+            host.decode("idna")
+        except UnicodeError:
+            return None
+    if not _origin_allowed(settings, fields):
+        return None
+    try:
+        channel = validate_channel(plain.path[1:], settings.max_channel_name)
+        auth = settings.authenticator
+        credentials = _credentials(settings, plain, websocket=True)
+        grant = auth.authenticate(credentials.token, unix_now, required=auth.require_subscribe,
+                                  action="subscribing")
+        access = auth.subscriber_access(grant, channel)
+    except (ChannelNameError, AuthError):
+        return None
+    return PlainUpgrade(channel, accept_response(key, credentials.subprotocol), access)
+
+
+def accept_response(key: bytes, subprotocol: str | None) -> bytes:
+    """The 101 wsproto writes for ``key``, selecting ``subprotocol`` if not None."""
+    accept = b64encode(sha1(key + _WS_GUID).digest())
+    head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade"
+            b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n")
+    if subprotocol is not None:
+        head += b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n"
+    return head + b"\r\n"
+
+
+# -- the HTTP API ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPublish:
+    """A publish to accept."""
+
+    channel: str
+    text: bool
+
+
+def check_publish(
+    settings: ProtocolSettings, plain: Plain, unix_now: float | None
+) -> PlainPublish | None:
+    """Accept a plain ``POST /publish/<channel>``, or None to leave it to h11."""
+    fields = plain.fields
+    if (plain.method != b"POST" or not settings.http_enabled
+            or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(fields)
+            or not _origin_allowed(settings, fields)):
+        return None
+    auth = settings.authenticator
+    try:
+        credentials = _credentials(settings, plain, websocket=False)
+        grant = auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
+                                  action="publishing ('Authorization: Bearer <token>')")
+        channel = validate_channel(plain.path[len(_PUBLISH_PREFIX):], settings.max_channel_name)
+        auth.check_http_publish(grant, channel)
+    except (ChannelNameError, AuthError):
+        return None
+    media_type = fields.get(b"content-type", b"").partition(b";")[0].strip().lower()
+    text = media_type.startswith(b"text/") or media_type == b"application/json"
+    if text and not plain.body.isascii():
+        try:
+            plain.body.decode()
+        except UnicodeDecodeError:
+            return None
+    return PlainPublish(channel, text)
+
+
+def check_batch(
+    settings: ProtocolSettings, plain: Plain, unix_now: float | None
+) -> list[Message] | None:
+    """The messages of a plain ``POST /publish`` batch, or None to leave it to h11."""
+    fields = plain.fields
+    if (plain.method != b"POST" or not settings.http_enabled or plain.path != _BATCH_PATH
+            or not _keeps_alive(fields) or not _origin_allowed(settings, fields)):
+        return None
+    auth = settings.authenticator
+    try:
+        credentials = _credentials(settings, plain, websocket=False)
+        grant = auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
+                                  action="publishing ('Authorization: Bearer <token>')")
+        return read_batch(plain.body, settings, grant)
+    except (AuthError, BatchError):
+        return None
+
+
+def check_query(settings: ProtocolSettings, plain: Plain) -> str | None:
+    """The path of a plain ``GET /healthz`` or ``/metrics``, or None."""
+    path = plain.path
+    if (plain.method != b"GET" or plain.body or not _keeps_alive(plain.fields)
+            or not (path == "/healthz" or (path == "/metrics" and settings.metrics_enabled))):
+        return None
+    return path
+
+
+def response(status: int, content_type: bytes, body: bytes, keep_alive: bool) -> bytes:
+    """An answer as h11 writes it for the HTTP phase's headers."""
+    try:
+        phrase = HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
+        status, phrase, content_type, len(body))
+    if not keep_alive:
+        head += b"connection: close\r\n"
+    return head + b"\r\n" + body
