@@ -11,6 +11,8 @@ Scenarios (``--scenarios``, all by default):
 
   publish   one subscriber, a WebSocket publisher, 32-byte messages, 64 in flight:
             server CPU per published message (the framing cost, paid once per message)
+  http-publish  the same published with POST /publish/<channel> on keep-alive
+            connections: server CPU per publish and publishes per second
   pongs     10,000 idle subscribers answering a ping every second for 12 s, beside the
             same with pings off: server CPU per ping-pong
   idle      10,000 idle subscribers: server RSS per connection
@@ -89,6 +91,9 @@ class Scenario:
 SCENARIOS = [
     Scenario("publish", "1 subscriber, WebSocket publisher, 32 B, 64 in flight",
              {}, ("-c", "1", "--size", "32", "--window", "64", "--messages", "100000")),
+    Scenario("http-publish", "1 subscriber, HTTP publisher (keep-alive), 32 B, 64 in flight",
+             {}, ("-c", "1", "--size", "32", "--window", "64", "--messages", "50000",
+                  "--publisher", "http")),
     Scenario("pongs", "10,000 idle subscribers, a ping every second, 12 s",
              {"RINGCAST_LIMITS_PING_INTERVAL": "1", "RINGCAST_LIMITS_PING_TIMEOUT": "30"},
              ("-c", "10000", "--messages", "0", "--duration", "12")),
@@ -154,6 +159,14 @@ def figures(cells: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     publish_cpu = cpu("publish")
     out["µs server CPU per published message"] = (
         publish_cpu / messages * 1e6 if publish_cpu is not None and messages else None)
+    out["WebSocket publishes per second"] = pick(cells.get("publish", {}),
+                                                  "run.messages_fully_delivered_per_s")
+    http_messages = pick(cells.get("http-publish", {}), "run.messages_sent")
+    http_cpu = cpu("http-publish")
+    out["µs server CPU per HTTP publish"] = (
+        http_cpu / http_messages * 1e6 if http_cpu is not None and http_messages else None)
+    out["HTTP publishes per second"] = pick(cells.get("http-publish", {}),
+                                             "run.messages_fully_delivered_per_s")
     pongs = pick(cells.get("pongs", {}), "run.pings_answered")
     with_pings, without = cpu("pongs"), cpu("nopings")
     out["µs server CPU per ping-pong"] = (

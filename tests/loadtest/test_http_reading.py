@@ -108,3 +108,64 @@ def test_an_answer_that_is_not_http_is_refused() -> None:
     p.post(b"body")
     with pytest.raises(PublishError):
         p.receive(b"hello\r\n\r\n")
+
+
+PUBLISH_ANSWERS = [
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 34\r\n\r\n"
+    b'{"channel":"news","subscribers":3}',
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nconnection: close\r\n\r\nbusy",
+    CHUNKED,
+    SIZED,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+    b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+    b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
+]
+
+
+def read_publish(p: HttpPublisher, data: bytes, bytewise: bool) -> object:
+    try:
+        for piece in pieces(data, bytewise):
+            answer = p.receive(piece)
+            if answer is not None:
+                return ("answer", answer)
+        return ("incomplete",)
+    except PublishError as exc:
+        return ("error", str(exc)[:20])
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize("index", range(len(PUBLISH_ANSWERS)))
+def test_publish_answers_read_directly_or_by_h11_alike(index: int, bytewise: bool) -> None:
+    data = PUBLISH_ANSWERS[index]
+    assert read_publish(publisher_posted(), data, bytewise) == \
+        read_publish(h11_publisher(), data, bytewise)
+
+
+def publisher_posted() -> HttpPublisher:
+    p = publisher()
+    p.post(b"body")
+    return p
+
+
+def h11_publisher() -> HttpPublisher:
+    """A publisher already reading through h11 (as after an answer it could not read)."""
+    p = publisher()
+    p.post(b"body")
+    p.receive(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert p._http is not None
+    p.post(b"body")
+    return p
+
+
+def test_the_common_answer_makes_no_h11() -> None:
+    p = publisher_posted()
+    for _ in range(3):
+        assert p.receive(PUBLISH_ANSWERS[0]) == Answer(200, keep_alive=True)
+        p.post(b"body")
+    assert p._http is None

@@ -4,9 +4,8 @@
   reset). Few, so each is a small object with its callback.
 - :class:`Deadlines`: one deadline per connection whose session has something to do at a
   time (a handshake timeout, a keepalive ping, a close timeout). There are as many as
-  connections, so each is a ``(deadline, conn)`` tuple and no closure; when a session's
-  deadline moves, the old entry stays in the heap and is skipped when it comes out (its
-  deadline no longer matches the one recorded for the connection).
+  connections, so each is a ``(deadline, conn)`` tuple and no closure, and moving one
+  later (every keep-alive request does) costs no heap push.
 
 Neither reads a clock: time comes in as ``now``.
 """
@@ -50,21 +49,33 @@ class Timers:
 
 
 class Deadlines:
-    """At most one pending deadline per connection."""
+    """At most one pending deadline per connection, cheap to move.
+
+    A deadline that moves later (a keep-alive connection served again, a ping sent) is
+    not pushed again: its entry stays where it was, fires early, and only then goes to
+    where it is wanted now. So moving a deadline later costs a dict update, and the heap
+    holds about one entry per connection, not one per move.
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, ConnId]] = []
-        self._current: dict[ConnId, float] = {}  # conn -> the deadline queued for it
+        self._queued: dict[ConnId, float] = {}  # conn -> its earliest entry in the heap
+        self._wanted: dict[ConnId, float] = {}  # conn -> its deadline now
 
     def set(self, conn: ConnId, deadline: float | None) -> None:
-        """``conn``'s next deadline (None: none); an unchanged one costs nothing."""
-        if deadline is None or self._current.get(conn) == deadline:
+        """``conn``'s deadline now (None: none)."""
+        if deadline is None:
+            self._wanted.pop(conn, None)
             return
-        self._current[conn] = deadline
-        heapq.heappush(self._heap, (deadline, conn))
+        self._wanted[conn] = deadline
+        queued = self._queued.get(conn)
+        if queued is None or deadline < queued:
+            self._queued[conn] = deadline
+            heapq.heappush(self._heap, (deadline, conn))
 
     def discard(self, conn: ConnId) -> None:
-        self._current.pop(conn, None)
+        self._wanted.pop(conn, None)
+        self._queued.pop(conn, None)
 
     def next_time(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -72,10 +83,19 @@ class Deadlines:
     def pop_due(self, now: float) -> list[ConnId]:
         """The connections whose deadline has come, each once; they have none afterwards."""
         due: list[ConnId] = []
-        heap, current = self._heap, self._current
+        heap, queued, wanted = self._heap, self._queued, self._wanted
         while heap and heap[0][0] <= now:
             deadline, conn = heapq.heappop(heap)
-            if current.get(conn) == deadline:
-                del current[conn]
-                due.append(conn)
+            if queued.get(conn) != deadline:
+                continue  # an entry left behind by a deadline that moved earlier
+            del queued[conn]
+            target = wanted.get(conn)
+            if target is None:
+                continue  # the deadline was dropped meanwhile
+            if target > now:  # it moved later: on to where it is wanted
+                queued[conn] = target
+                heapq.heappush(heap, (target, conn))
+                continue
+            del wanted[conn]
+            due.append(conn)
         return due
