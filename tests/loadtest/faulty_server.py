@@ -20,7 +20,8 @@ and to everybody (valid, must not count as faults):
   --echo            a publisher gets its own messages back too
 
 and, to everybody, one invalid handshake: ``--bad-accept`` answers with a
-wrong Sec-WebSocket-Accept.
+wrong Sec-WebSocket-Accept; and ``--refuse-after N`` answers every upgrade after the
+first N with 503 (a storm's reconnects never come back).
 
 Run from the repository root: ``python -m tests.loadtest.faulty_server --port 0
 [faults]``; it prints ``PORT <n>`` and serves until SIGTERM/SIGINT. Its frames are
@@ -67,6 +68,7 @@ class Faults:
     split_bytes: bool = False
     bad_accept: bool = False
     echo: bool = False
+    refuse_after: int = 0
 
 
 def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -89,6 +91,7 @@ class FaultyServer:
         self.channels: dict[str, list[Sub]] = {}
         self.counts: dict[str, int] = {}
         self.next_index: dict[str, int] = {}
+        self.upgrades = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -121,6 +124,12 @@ class FaultyServer:
                 continue
             if headers.get("upgrade", "").lower() != "websocket":
                 writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                await writer.drain()
+                return
+            self.upgrades += 1
+            if self.f.refuse_after and self.upgrades > self.f.refuse_after:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                              b"Connection: close\r\n\r\n")
                 await writer.drain()
                 return
@@ -230,11 +239,12 @@ async def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split-bytes", action="store_true")
     p.add_argument("--bad-accept", action="store_true")
     p.add_argument("--echo", action="store_true")
+    p.add_argument("--refuse-after", type=int, default=0)
     a = p.parse_args(argv)
     faults = Faults(drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, corrupt=a.corrupt,
                     close_after=a.close_after, affect_every=a.affect_every,
                     fragment=a.fragment, split_bytes=a.split_bytes, bad_accept=a.bad_accept,
-                    echo=a.echo)
+                    echo=a.echo, refuse_after=a.refuse_after)
     server = FaultyServer(faults)
     srv = await asyncio.start_server(server.handle, a.host, a.port, backlog=1024)
     port = srv.sockets[0].getsockname()[1]

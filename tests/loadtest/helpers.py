@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ringcast.loadtest.client import LoadTest, Options
+from ringcast.loadtest.client import Options, run_load_test
 from tests.support.serverproc import ServerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -65,5 +65,5 @@ def run(port: int, channel: str = "bench", **opts: Any) -> dict[str, Any]:
         "connections": 10, "messages": 60, "window": 8, "progress": False,
         "message_timeout": 3.0, "drain_timeout": 3.0, "max_time": 60.0,
     }
-    return LoadTest(Options(url=f"ws://127.0.0.1:{port}/{channel}",
-                            **{**defaults, **opts})).run()
+    return run_load_test(Options(url=f"ws://127.0.0.1:{port}/{channel}",
+                                 **{**defaults, **opts}), progress_stream=None)

@@ -55,6 +55,38 @@ def test_pass_writes_json_and_exit_code(tmp_path: Path,
     assert r["percentile_curves"]["delivery"]
 
 
+def test_json_dash_writes_the_result_to_stdout_instead_of_the_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with faulty_server() as port:
+        rc = main(["loadtest", f"ws://127.0.0.1:{port}/c", "-c", "4", "-m", "10", "-q",
+                   "--json", "-"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["run"]["deliveries"] == 40
+    assert not (tmp_path / "-").exists()
+
+
+def test_storm_and_processes_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with faulty_server() as port:
+        rc = main(["loadtest", f"ws://127.0.0.1:{port}/c", "-c", "8", "-d", "2", "--rate",
+                   "40", "-q", "--processes", "2", "--storm", "50%@0.5"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "2 client processes" in out
+    assert "storm      4 subscribers dropped at 0.5s: all back in" in out
+
+
+@pytest.mark.parametrize("storm", ["1", "2@5", "@5", "0@1", "x@y"])
+def test_a_malformed_storm_is_a_usage_error(storm: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["loadtest", "ws://127.0.0.1:9/c", "-m", "1", "--storm", storm])
+    assert exc.value.code == 2
+    assert f"--storm {storm!r}:" in capsys.readouterr().err
+
+
 def test_faults_give_exit_code_1(capsys: pytest.CaptureFixture[str]) -> None:
     with faulty_server("--drop", "3") as port:
         rc = main(["loadtest", f"ws://127.0.0.1:{port}/c", "-c", "5", "-m", "30", "-q"])

@@ -238,3 +238,98 @@ def test_bucket_scheme() -> None:
         assert sc.lib.ws_bucket_low(b) <= v <= sc.lib.ws_bucket_high(b)
         assert sc.lib.ws_bucket_high(b) - sc.lib.ws_bucket_low(b) <= max(1, v // 100)
     assert sc.bucket_percentile([0] * sc.N_BUCKETS, 99) is None
+
+
+# -- joining mid-run: what came before the join, and the first message after --------
+
+
+def test_a_subscriber_joining_mid_run_is_not_faulted_for_messages_before_it() -> None:
+    """A subscriber that connects while messages are on their way may get some that were
+    published before the scanner saw it join: counted as before_join, not as duplicates."""
+    s = new(subs=1)
+    early = publish(s, 3, expected=1)
+    s.set_role(1, sc.ROLE_SUB)          # joins now: expects from seq 3 on
+    late = publish(s, 2, expected=2)
+    s.feed(0, b"".join(early + late))
+    s.feed(1, b"".join(early[1:] + late))
+    c = s.counts()
+    assert c["before_join"] == 2
+    assert c["delivered"] == 5 + 2
+    assert sum(c[k] for k in ("lost", "duplicated", "out_of_order", "corrupted")) == 0
+    assert c["completed_all"] == 5
+
+
+def test_a_damaged_message_from_before_the_join_is_still_corrupted() -> None:
+    s = new(subs=1)
+    (f,) = publish(s, 1)
+    s.set_role(1, sc.ROLE_SUB)
+    s.feed(1, f[:-1] + bytes([f[-1] ^ 1]))
+    assert s.counts()["corrupted"] == 1 and s.counts()["before_join"] == 0
+
+
+def test_receiving_counts_each_join_once_at_its_first_intact_message() -> None:
+    s = new(subs=2)
+    frames = publish(s, 3, expected=2)
+    s.feed(0, b"".join(frames))
+    assert s.counts()["receiving"] == 1
+    s.feed(1, frames[0])
+    assert s.counts()["receiving"] == 2
+    s.gone(1)
+    s.set_role(1, sc.ROLE_SUB)          # the same id joins again
+    (f,) = publish(s, 1, expected=2)
+    s.feed(1, f)
+    assert s.counts()["receiving"] == 3
+
+
+# -- a run over several processes: followers' records merged by the lead -------------
+
+
+def test_the_lead_completes_a_message_only_with_every_followers_record() -> None:
+    lead, follower = new(subs=1), new(subs=2)
+    lead.join_team(follower=False, peers=1)
+    follower.join_team(follower=True)
+    frames = publish(lead, 2, expected=1, ts=1_000)
+    publish(follower, 2, expected=2, ts=1_000)
+    lead.feed(0, b"".join(frames), now_ns=2_000)
+    assert lead.counts()["completed"] == 0          # the follower has not reported
+    assert follower.take_done() == b""
+    follower.feed(0, b"".join(frames), now_ns=3_000)
+    follower.feed(1, frames[0], now_ns=9_000)
+    records = follower.take_done()
+    assert len(records) == sc.DONE_SIZE             # message 0 only
+    lead.merge(records)
+    c = lead.counts()
+    assert c["completed"] == 1 and c["completed_all"] == 1
+    h = lead.histogram(sc.HIST_LAST)                # the slowest of all three
+    assert abs(h.get_value_at_percentile(100) - 8_000) < 8_000 * 0.01
+    follower.gone(1)                                # message 1 never reaches it
+    lead.merge(follower.take_done())
+    c = lead.counts()
+    assert c["completed"] == 2 and c["completed_all"] == 2
+
+
+def test_a_message_a_follower_gave_up_on_is_not_fully_delivered() -> None:
+    lead, follower = new(subs=1), new(subs=1)
+    lead.join_team(follower=False, peers=1)
+    follower.join_team(follower=True)
+    frames = publish(lead, 1, ts=1_000)
+    publish(follower, 1, ts=1_000)
+    lead.feed(0, frames[0])
+    follower.expire(2_000)
+    lead.merge(follower.take_done())
+    assert lead.counts()["completed"] == 0           # the lead gives up by its own timeout
+    assert lead.expire(2_000) == 1
+
+
+def test_done_records_must_be_whole_and_name_a_known_publisher() -> None:
+    lead = new()
+    lead.join_team(follower=False, peers=1)
+    with pytest.raises(ValueError):
+        lead.merge(b"x" * (sc.DONE_SIZE - 1))
+    other = new(pubs=2)
+    other.join_team(follower=True)
+    publish(other, 1, pub=1, expected=0)
+    with pytest.raises(ValueError):
+        lead.merge(other.take_done())
+    with pytest.raises(ValueError):
+        new().join_team(follower=True, peers=2)

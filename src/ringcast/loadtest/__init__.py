@@ -3,12 +3,14 @@
 It drives its sockets through `ringcast.ringio` and does its per-delivery work
 in C (`scanner`, over the ``_wsscan`` extension); it uses nothing of the server.
 
-Modules: `client` (`LoadTest`: connects, publishes, counts), `options`
-(`Options`, `LoadError`), `handshake` (the WebSocket upgrade, read by h11),
-`http_publish` (HTTP publishing, read by h11), `scanner` (the C scanner),
-`record` (what a run recorded: `RunRecord`, `Tally`), `report` (the result
-and its text), `target` (URL and loopback guard), `procstat` (/proc
-sampling), `plot` (matplotlib, optional), `cli` (the subcommand). The open-files
+Modules: `client` (`LoadTest`: connects, publishes, counts; `run_load_test`),
+`options` (`Options`, `LoadError`), `connector` (TCP connects without blocking,
+source addresses), `handshake` (the WebSocket upgrade), `http_publish` (HTTP
+publishing), `scanner` (the C scanner), `storm` (drop subscribers mid-run, time
+their return), `team` (one run over several processes) and `wire` (what those
+processes tell each other), `record` (what a run recorded: `RunRecord`, `Tally`),
+`report` (the result and its text), `target` (URL and loopback guard), `procstat`
+(/proc sampling), `plot` (matplotlib, optional), `cli` (the subcommand). The open-files
 limit is raised by `ringcast.fdlimit`, shared with the server. This package
 imports none of them, so that importing it (the CLI does, for every command)
 costs nothing and works before ``_wsscan`` is built.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from typing import Any
 
@@ -59,20 +60,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="a local server process to measure (CPU per delivery, RSS); repeatable")
     p.add_argument("--source-addresses", type=int, default=0,
                    help="spread connections over 127.0.0.1..N (0: as needed)")
+    p.add_argument("--processes", "-p", type=int, default=0,
+                   help="client processes sharing the subscribers, with one report "
+                        "(0: as many as the open-files limit needs)")
+    p.add_argument("--storm", metavar="FRACTION@SECONDS", type=_storm, default=None,
+                   help="drop that fraction of the subscribers at once, that many seconds "
+                        "into publishing (e.g. 1@5 or 25%%@10); report how long until all "
+                        "are back and receiving")
     p.add_argument("--i-own-this-host", action="store_true",
                    help="allow a target that is not a loopback address")
-    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON ('-': stdout, "
+                   "instead of the text)")
     p.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput (matplotlib)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     p.set_defaults(fn=run)
     return p
 
 
+def _storm(text: str) -> tuple[float, float]:
+    from ringcast.loadtest.storm import parse_storm  # noqa: PLC0415
+
+    try:
+        plan = parse_storm(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return (plan.fraction, plan.at)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ringcast.loadtest.client import LoadTest  # noqa: PLC0415
+    from ringcast.loadtest.client import run_load_test  # noqa: PLC0415
     from ringcast.loadtest.options import LoadError, Options  # noqa: PLC0415
     from ringcast.loadtest.report import format_text, write_json  # noqa: PLC0415
-    from ringcast.loadtest.target import TargetError  # noqa: PLC0415
+    from ringcast.loadtest.target import TargetError, parse_target  # noqa: PLC0415
 
     opts = Options(
         url=args.url, connections=args.connections, messages=args.messages,
@@ -83,24 +102,29 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout, max_time=args.max_time, engine=args.engine,
         server_pids=tuple(args.server_pid), allow_remote=args.i_own_this_host,
         source_addresses=args.source_addresses, progress=not args.quiet,
+        processes=args.processes, storm=args.storm,
     )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("ringcast loadtest: --plot needs matplotlib: pip install matplotlib",
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        lt = LoadTest(opts)
+        opts.validate()
+        parse_target(opts.url, allow_remote=opts.allow_remote)
     except (LoadError, TargetError) as exc:
         print(f"ringcast loadtest: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = lt.run()
+        result = run_load_test(opts)
     except LoadError as exc:
         print(f"ringcast loadtest: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(format_text(result))
-    if args.json:
-        write_json(result, args.json)
+    if args.json == "-":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        print(format_text(result))
+        if args.json:
+            write_json(result, args.json)
     if args.plot:
         from ringcast.loadtest.plot import plot  # noqa: PLC0415
 

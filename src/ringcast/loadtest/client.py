@@ -2,31 +2,33 @@
 
 Phases of `LoadTest.run`:
 
-1. connect: subscribers first, then publishers. Python creates each socket and
-   connects it without blocking (its own epoll waits for the connection, at most
-   ``connect_concurrency`` connections and handshakes in flight), then hands it to
-   the ringio loop, which sends the HTTP upgrade and returns the 101. The accept
-   key is checked; a bad one is a failed connection. When there are more
-   connections than ephemeral ports, sources are spread over 127.0.0.x.
+1. connect: subscribers first, then publishers. `Connector` makes each socket and
+   connects it without blocking (at most ``connect_concurrency`` connections and
+   handshakes in flight), then the socket goes to the ringio loop, which sends the
+   HTTP upgrade and returns the 101. The accept key is checked; a bad one is a failed
+   connection. Over several processes (`team`), every process connects its share and
+   publishing starts when all have.
 2. publish: closed loop (``window`` messages in flight; a message leaves flight
    when every subscriber has it) or open loop (``rate`` messages/s, each stamped
    with its *scheduled* send time, so queueing in the server shows as latency).
+   A storm (`storm`) drops subscribers mid-run and times their return.
 3. drain: wait for what is in flight, up to ``drain_timeout``; then whatever a
    subscriber has not received is undelivered.
 
 Per delivery nothing happens in Python: every ``reap`` goes to the C scanner in
-one call (`Scanner.feed_batch`). HTTP is read by h11: the handshake's answer
-(`handshake`) and the answers to HTTP publishes (`http_publish`).
+one call (`Scanner.feed_batch`). HTTP is read by `handshake` (the upgrade's answer)
+and `http_publish` (the answers to HTTP publishes), h11 where the answer is unusual.
 """
 
 from __future__ import annotations
 
+import array
 import errno
+import heapq
 import math
 import os
 import random
-import select
-import socket
+import resource
 import sys
 import time
 from collections import Counter, deque
@@ -34,13 +36,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-from ringcast.fdlimit import raise_nofile
+from ringcast.fdlimit import FD_HEADROOM, raise_nofile
 from ringcast.loadtest import procstat
+from ringcast.loadtest.connector import OUT_OF_FILES, Connector, Pending, source_addresses
 from ringcast.loadtest.handshake import Handshake, HandshakeFailed
 from ringcast.loadtest.http_publish import HttpPublisher, PublishError
 from ringcast.loadtest.options import LoadError, Options
 from ringcast.loadtest.record import RunRecord, Tally
-from ringcast.loadtest.report import build_result
+from ringcast.loadtest.report import FAULT_KEYS, build_result
 from ringcast.loadtest.scanner import (
     HIST_DELIVERY,
     HIST_DELIVERY_INTERVAL,
@@ -58,28 +61,36 @@ from ringcast.loadtest.scanner import (
     build_frames,
     frame_size,
     payload,
+    to_hdr,
 )
+from ringcast.loadtest.storm import RETRY_SECONDS, Storm, StormPlan, merge_storms
 from ringcast.loadtest.target import Target, ephemeral_ports, parse_target
-from ringcast.ringio import ConnId, Engine, EventKind, Loop, LoopParams, RingUnavailable
+from ringcast.loadtest.team import Follower, Lead, Share, fork_followers, shares
+from ringcast.ringio import (
+    ConnId,
+    Engine,
+    EventKind,
+    Loop,
+    LoopParams,
+    RingioError,
+    RingUnavailable,
+)
 from ringcast.ringio.loop import Event
 
 # The client's public face: `Options` and `LoadError` live in `options` (the report reads
 # options too), and are named here for whoever runs a load test.
-__all__ = ["LoadError", "LoadTest", "Options"]
+__all__ = ["LoadError", "LoadTest", "Options", "processes_needed", "run_load_test"]
 
-IP_BIND_ADDRESS_NO_PORT = 24
 DATA = int(EventKind.DATA)
 HUP = int(EventKind.HUP)
 
 KIND_SUB, KIND_PUB, KIND_HTTP = "subscriber", "publisher", "http-publisher"
-
-
-@dataclass
-class _Pending:
-    kind: str
-    index: int
-    sock: socket.socket
-    started: float
+TEAM_REAP = 0.002
+"""Longest reap in a run of several processes: a follower drains the lead's news, and
+the lead its followers' reports, between reaps."""
+# The scanner counts that are about messages, not deliveries: over several processes
+# they are the lead's (which merged every follower's reports), never a sum.
+LEAD_ONLY_COUNTS = frozenset(("completed", "completed_all", "expired"))
 
 
 @dataclass
@@ -88,6 +99,7 @@ class _Conn:
     index: int
     started: float
     open: bool = False
+    retry: bool = False                     # a storm's reconnect
     handshake: Handshake | None = None      # a WebSocket being opened
     http: HttpPublisher | None = None       # an HTTP publisher's connection
 
@@ -139,24 +151,33 @@ def _open_loop(engine: str, max_conns: int, size: int) -> tuple[Loop, str]:
 
 
 class LoadTest:
-    """One run against one target. Use `run()` once."""
+    """One run against one target: `run()` once (or, in a follower process of a team,
+    `follow()` once). ``share`` is this process's part of a run over several
+    (`run_load_test` makes the team); ``None``: the whole run."""
 
     def __init__(self, opts: Options, *, progress_stream: IO[str] | None = sys.stderr,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, share: Share | None = None,
+                 team: Lead | Follower | None = None) -> None:
         opts.validate()
         self.opts = opts
         self.target: Target = parse_target(opts.url, allow_remote=opts.allow_remote)
+        self.share = share or Share(0, 1, 0, opts.connections, opts.connections)
+        self.team = team
         self.progress = Progress(progress_stream if opts.progress else None)
         self.clock = clock
         self.idle = opts.messages == 0
+        leads = self.share.process == 0             # publishers live in the lead
         nhttp = 0
         if opts.publisher == "http" and not self.idle:
             nhttp = max(1, min(opts.http_connections,
                                opts.window if opts.rate is None else opts.http_connections))
-        self.n_http = nhttp
-        self.n_ws_pub = 0 if (self.idle or opts.publisher == "http") else opts.publishers
-        total = opts.connections + self.n_ws_pub + self.n_http
-        self.max_conns = total + 64
+        self.n_http = nhttp if leads else 0
+        self.n_ws_pub = 0 if (self.idle or opts.publisher == "http" or not leads) \
+            else opts.publishers
+        total = self.share.count + self.n_ws_pub + self.n_http
+        # A storm reconnects while the dropped connections' closes may still be under
+        # way (their ids are not free until then): room for both.
+        self.max_conns = total + (self.share.count if opts.storm else 0) + 64
         raise_nofile(self.max_conns)    # what it cannot get shows as failed connections
         self.loop, self.engine_note = _open_loop(opts.engine, self.max_conns, opts.size)
         ring_bits = 16
@@ -165,10 +186,15 @@ class LoadTest:
             ring_bits = max(ring_bits, min(22, math.ceil(math.log2(max(need, 2)))))
         ring_bits = max(ring_bits, math.ceil(math.log2(opts.window * 4)))
         # An HTTP publisher id per HTTP connection: each carries one request at a
-        # time, so its messages reach the server in order.
+        # time, so its messages reach the server in order. Every process of a team
+        # knows them all (the followers check what the lead's publishers send).
         self.npub = nhttp if nhttp else opts.publishers
         self.scanner = Scanner(self.max_conns, self.npub, opts.size,
                                opcode=OP_BINARY, ring_bits=min(ring_bits, 24))
+        if isinstance(team, Lead):
+            self.scanner.join_team(follower=False, peers=len(team.wires))
+        elif isinstance(team, Follower):
+            self.scanner.join_team(follower=True)
         self.conns: dict[ConnId, _Conn] = {}
         self.handshaking: set[ConnId] = set()
         self.scan_ok = bytearray(self.max_conns)
@@ -183,65 +209,120 @@ class LoadTest:
         self.sent = 0
         self.reads = 0                  # DATA events fed to the scanner
         self.timeline: list[dict[str, float]] = []
-        self.sources = self._sources(total)
+        every = self.share.total + self.n_ws_pub + self.n_http
+        self.sources = source_addresses(self.target, every, opts.source_addresses,
+                                        ephemeral_ports())
+        self.connector = Connector(self.target, self.sources)
+        self._wanted: deque[tuple[str, int, bool]] = deque()    # (kind, index, retry)
+        self._retries: list[tuple[float, str, int]] = []        # heap: (when, kind, index)
+        self._can_open = True
+        self._next_expiry_check = 0.0
+        self.storm = Storm(StormPlan(*opts.storm)) if opts.storm else None
         self._last_progress = 0.0
         self._last_delivered = 0
         self._last_completed = 0
         self._phase = "connect"
-
-    # -- sources ------------------------------------------------------------
-
-    def _sources(self, total: int) -> list[str]:
-        t = self.target
-        if not (t.loopback and t.family == socket.AF_INET):
-            return []
-        k = self.opts.source_addresses
-        if k <= 0:
-            per = int(ephemeral_ports() * 0.8)
-            k = math.ceil(total / per) if total > per else 0
-        return [f"127.0.0.{i + 1}" for i in range(min(k, 254))] if k > 1 else []
+        self.t_run0 = math.inf
 
     # -- connecting -----------------------------------------------------------
 
-    def _start(self, ep: select.epoll, connecting: dict[int, _Pending], kind: str,
-               index: int, now: float) -> bool:
-        """Start one connect; False when no more sockets can be made (stop trying)."""
-        t = self.target
-        tally = self.tally[kind]
-        try:
-            sock = socket.socket(t.family, socket.SOCK_STREAM)
-        except OSError as exc:
-            tally.failed[_reason(exc.errno)] += 1
-            return exc.errno not in (errno.EMFILE, errno.ENFILE)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.sources:
-                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((self.sources[index % len(self.sources)], 0))
-            rc = sock.connect_ex((t.address, t.port))
-        except OSError as exc:
-            sock.close()
-            tally.failed[_reason(exc.errno)] += 1
-            return True
-        if rc not in (0, errno.EINPROGRESS):
-            sock.close()
-            self._fail_connect(kind, rc)
-            return True
-        connecting[sock.fileno()] = _Pending(kind, index, sock, now)
-        ep.register(sock.fileno(), select.EPOLLOUT)
-        return True
+    def connect(self) -> None:
+        """Open the subscribers, then the publishers (bounded handshakes in flight)."""
+        first = self.share.first
+        self._want(KIND_SUB, range(first, first + self.share.count))
+        self._connect_all()
+        if self.subs == 0 and self.team is None:
+            return
+        self._want(KIND_PUB, range(self.n_ws_pub))
+        self._want(KIND_HTTP, range(self.n_http))
+        self._connect_all()
 
-    def _fail_connect(self, kind: str, err: int) -> None:
-        tally = self.tally[kind]
-        if err == errno.ECONNREFUSED:
-            tally.refused += 1
+    def _want(self, kind: str, indexes: range) -> None:
+        self.tally[kind].requested += len(indexes)
+        self._wanted.extend((kind, i, False) for i in indexes)
+
+    def _connecting(self) -> bool:
+        return bool(self._wanted or self._retries or len(self.connector) or self.handshaking)
+
+    def _connect_all(self) -> None:
+        """Step connects and pump until every wanted connection is open or failed."""
+        while self._wanted or len(self.connector) or self.handshaking:
+            if time.monotonic() >= self.hard_deadline:
+                break
+            self._connect_step(0.0 if self.handshaking else 0.002)
+            self.pump(0.001 if len(self.connector) else 0.05)
+            self._show_progress()
+        for p in self.connector.abandon():          # out of time
+            self.tally[p.kind].failed["timeout"] += 1
+        for kind, _, _ in self._wanted:
+            self.tally[kind].failed["not started (time limit)"] += 1
+        self._wanted.clear()
+        for conn in list(self.handshaking):
+            self._handshake_failed(conn, self.conns[conn], "timeout")
+
+    def _connect_step(self, wait: float = 0.0) -> None:
+        """Start what may start, take the connects that ended (waiting up to ``wait`` s
+        for one), and give up on the slow ones now and then."""
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _, kind, index = heapq.heappop(self._retries)
+            self._wanted.append((kind, index, True))
+        room = self.opts.connect_concurrency - len(self.connector) - len(self.handshaking)
+        while self._wanted and room > 0 and self._can_open:
+            kind, index, retry = self._wanted.popleft()
+            err = self.connector.start(kind, index, now, retry=retry)
+            if err:
+                self._connect_failed(kind, index, retry, err)
+            else:
+                room -= 1
+        if not self._can_open:
+            for kind, _, _ in self._wanted:
+                self.tally[kind].failed["out of file descriptors"] += 1
+            self._wanted.clear()
+        for p, err in self.connector.ready(wait if len(self.connector) else 0.0):
+            if err:
+                self._connect_failed(p.kind, p.index, p.retry, err)
+            else:
+                self._connected(p)
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + 0.1
+            limit = now - self.opts.connect_timeout
+            for p in self.connector.expire(limit):
+                self._connect_failed(p.kind, p.index, p.retry, errno.ETIMEDOUT)
+            for conn in list(self.handshaking):
+                c = self.conns[conn]
+                if c.started < limit:
+                    self._handshake_failed(conn, c, "handshake timeout")
+
+    def _connect_failed(self, kind: str, index: int, retry: bool, err: int) -> None:
+        if err in OUT_OF_FILES and not retry:
+            self._can_open = False
+            self.tally[kind].failed["out of file descriptors"] += 1
+            return
+        reason = ("refused" if err == errno.ECONNREFUSED
+                  else "connect timeout" if err == errno.ETIMEDOUT else _reason(err))
+        if retry:
+            self._retry_later(kind, index, reason)
+        elif err == errno.ECONNREFUSED:
+            self.tally[kind].refused += 1
         else:
-            tally.failed[_reason(err)] += 1
+            self.tally[kind].failed[reason] += 1
 
-    def _connected(self, p: _Pending) -> None:
-        conn = self.loop.adopt(p.sock)
-        c = _Conn(p.kind, p.index, p.started)
+    def _retry_later(self, kind: str, index: int, why: str) -> None:
+        """A storm's reconnect failed: count it and try again shortly, as a client would."""
+        assert self.storm is not None
+        self.storm.failed[why] += 1
+        when = time.monotonic() + RETRY_SECONDS * (1 + random.random())
+        heapq.heappush(self._retries, (when, kind, index))
+
+    def _connected(self, p: Pending) -> None:
+        try:
+            conn = self.loop.adopt(p.sock)
+        except RingioError as exc:      # no connection id free (closes still under way)
+            p.sock.close()
+            self._connect_failed(p.kind, p.index, p.retry, exc.errno or errno.ENFILE)
+            return
+        c = _Conn(p.kind, p.index, p.started, retry=p.retry)
         self.conns[conn] = c
         if p.kind == KIND_HTTP:
             path = self.opts.publish_path or f"/publish/{self.target.channel}"
@@ -255,9 +336,13 @@ class LoadTest:
     def _opened(self, conn: ConnId, c: _Conn) -> None:
         c.open = True
         self.handshaking.discard(conn)
-        tally = self.tally[c.kind]
-        tally.opened += 1
-        tally.handshake_ns.append(int((time.monotonic() - c.started) * 1e9))
+        if c.retry:
+            assert self.storm is not None
+            self.storm.came_back(time.monotonic_ns())
+        else:
+            tally = self.tally[c.kind]
+            tally.opened += 1
+            tally.handshake_ns.append(int((time.monotonic() - c.started) * 1e9))
         if c.kind == KIND_SUB:
             self.scanner.set_role(conn, ROLE_SUB)
             self.scan_ok[conn] = 1
@@ -287,91 +372,72 @@ class LoadTest:
             self._notes()
 
     def _handshake_failed(self, conn: ConnId, c: _Conn, why: str) -> None:
-        self.tally[c.kind].failed[why] += 1
         del self.conns[conn]
         self.handshaking.discard(conn)
         self.loop.close_connection(conn)
+        if c.retry:
+            self._retry_later(c.kind, c.index, why)
+        else:
+            self.tally[c.kind].failed[why] += 1
 
-    def connect(self) -> None:
-        """Open the subscribers, then the publishers (bounded handshakes in flight)."""
-        o = self.opts
-        self._connect_group([(KIND_SUB, i) for i in range(o.connections)])
-        if self.subs == 0:
+    # -- a storm --------------------------------------------------------------
+
+    def _storm_step(self, now: float) -> None:
+        """Drop the subscribers when the storm is due; then reconnect and watch them."""
+        st = self.storm
+        if st is None:
             return
-        wants = [(KIND_PUB, i) for i in range(self.n_ws_pub)]
-        wants += [(KIND_HTTP, i) for i in range(self.n_http)]
-        if wants:
-            self._connect_group(wants)
+        if not st.t_drop_ns:
+            if isinstance(self.team, Follower):
+                due = self.team.storm
+            else:
+                due = now - self.t_run0 >= st.plan.at
+                if due and isinstance(self.team, Lead):
+                    self.team.tell("storm")
+            if due:
+                self._drop_subscribers(st)
+            return
+        if self._connecting():
+            self._connect_step()
+        st.check_receiving(self.scanner.count("receiving"), time.monotonic_ns())
 
-    def _connect_group(self, wants: list[tuple[str, int]]) -> None:
-        o = self.opts
-        pending = deque(wants)
-        for kind, _ in wants:
-            self.tally[kind].requested += 1
-        connecting: dict[int, _Pending] = {}
-        can_open = True
-        next_check = time.monotonic() + 0.1
-        with select.epoll() as ep:
-            while pending or connecting or self._handshaking():
-                now = time.monotonic()
-                if now >= self.hard_deadline:
-                    break
-                while (can_open and pending
-                       and len(connecting) + self._handshaking() < o.connect_concurrency):
-                    kind, index = pending.popleft()
-                    can_open = self._start(ep, connecting, kind, index, now)
-                if not can_open:
-                    for kind, _ in pending:
-                        self.tally[kind].failed["out of file descriptors"] += 1
-                    pending.clear()
-                if connecting:
-                    for fd, _mask in ep.poll(0 if self._handshaking() else 0.002):
-                        p = connecting.pop(fd)
-                        ep.unregister(fd)
-                        err = p.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        if err:
-                            p.sock.close()
-                            self._fail_connect(p.kind, err)
-                        else:
-                            self._connected(p)
-                self.pump(0.001 if connecting else 0.05)
-                if time.monotonic() >= next_check:
-                    self._connect_timeouts(ep, connecting, time.monotonic())
-                    next_check = time.monotonic() + 0.1
-                self._show_progress()
-            for p in connecting.values():  # out of time
-                ep.unregister(p.sock.fileno())
-                p.sock.close()
-                self.tally[p.kind].failed["timeout"] += 1
-            for kind, _ in pending:
-                self.tally[kind].failed["not started (time limit)"] += 1
-        for conn in list(self.handshaking):
-            self._handshake_failed(conn, self.conns[conn], "timeout")
-
-    def _handshaking(self) -> int:
-        return len(self.handshaking)
-
-    def _connect_timeouts(self, ep: select.epoll, connecting: dict[int, _Pending],
-                          now: float) -> None:
-        limit = now - self.opts.connect_timeout
-        for fd, p in list(connecting.items()):
-            if p.started < limit:
-                del connecting[fd]
-                ep.unregister(fd)
-                p.sock.close()
-                self.tally[p.kind].failed["connect timeout"] += 1
-        for conn in list(self.handshaking):
-            c = self.conns[conn]
-            if c.started < limit:
-                self._handshake_failed(conn, c, "handshake timeout")
+    def _drop_subscribers(self, st: Storm) -> None:
+        """Close the storm's share of the open subscribers at once (no close frame: to
+        the server, the network went away) and queue their reconnects."""
+        subs = [conn for conn, c in self.conns.items() if c.kind == KIND_SUB and c.open]
+        k = min(len(subs), math.ceil(st.plan.fraction * len(subs)))
+        chosen = subs if k == len(subs) else random.sample(subs, k)
+        st.dropped_now(len(chosen), time.monotonic_ns(), self.scanner.count("receiving"))
+        for conn in chosen:
+            c = self.conns.pop(conn)
+            self._forget(conn, c)
+            self.loop.close_connection(conn)
+            self._wanted.append((KIND_SUB, c.index, True))
+        self._connect_step()
 
     # -- the event pump -----------------------------------------------------
 
     def pump(self, timeout: float) -> None:
-        """One reap: scanner gets the subscribers' bytes in one call; the rest here."""
-        events = self.loop.reap(timeout)
-        if not events:
-            return
+        """One reap: scanner gets the subscribers' bytes in one call; the rest here.
+
+        In a team, a follower first registers what the lead said it was about to
+        publish (before the scanner can meet those messages) and then reports what it
+        is done with; the lead merges its followers' reports."""
+        team = self.team
+        if team is None:
+            events = self.loop.reap(timeout)
+        else:
+            events = self.loop.reap(min(timeout, TEAM_REAP))
+            if isinstance(team, Follower):
+                team.poll(self._mirror_publish)
+            else:
+                team.poll(self.scanner.merge)
+        if events:
+            self._scan(events)
+        if isinstance(team, Follower):
+            team.report(self.scanner.take_done(), self._status, time.monotonic())
+
+    def _scan(self, events: list[Event]) -> None:
         scan_ok = self.scan_ok
         ids: list[int] = []
         chunks: list[bytes] = []
@@ -399,17 +465,20 @@ class LoadTest:
                 self._handshake_data(conn, c, ev.data)
             elif c.kind == KIND_HTTP:
                 self._http_data(conn, c, ev.data)
-            else:  # the scanner stopped: bytes after a close or a protocol error
-                pass
+            elif self.scan_ok[conn] and self.scanner.feed(conn, ev.data):
+                # Opened earlier in this reap (its 101 was an event before this one):
+                # frames that followed the 101 at once. (Not scanned: bytes after a
+                # close or a protocol error.)
+                self._notes()
         elif kind == HUP:
             self._lost_conn(conn, c, "reset" if ev.res else "closed (EOF)")
 
     def _lost_conn(self, conn: ConnId, c: _Conn, how: str) -> None:
-        del self.conns[conn]
-        self.handshaking.discard(conn)
         if not c.open:
-            self.tally[c.kind].failed[f"{how} during handshake"] += 1
-        elif not self.closing:
+            self._handshake_failed(conn, c, f"{how} during handshake")
+            return
+        del self.conns[conn]
+        if not self.closing:
             self.closed_by_server[f"{c.kind}: {how}"] += 1
             self._forget(conn, c)
         self.loop.close_connection(conn)
@@ -460,6 +529,7 @@ class LoadTest:
         if o.publisher == "ws":
             fsize = frame_size(o.size, masked=True)
             bufs: dict[int, tuple[bytearray, list[int]]] = {}
+            told = array.array("Q")         # (pub, seq, ts) for the team's followers
             for i in range(count):
                 pub = (self.sent + i) % npub
                 ent = bufs.get(pub)
@@ -469,8 +539,11 @@ class LoadTest:
                 seq = self.scanner.published(pub)
                 ts = ts_of(i)
                 self.scanner.publish(pub, seq, ts, self.subs)
+                told.extend((pub, seq, ts))
                 off[0] += build_frames(buf, off[0], pub=pub, seq=seq, ts_ns=ts, size=o.size,
                                        mask_key=random.getrandbits(32))
+            if isinstance(self.team, Lead):
+                self.team.published(told)
             for pub, (buf, off) in bufs.items():
                 conn = self.pub_conns[pub] if pub < len(self.pub_conns) else None
                 if conn is not None:
@@ -483,6 +556,8 @@ class LoadTest:
 
     def _http_send(self) -> None:
         sc = self.scanner
+        posts: list[tuple[ConnId, bytes]] = []
+        told = array.array("Q")
         while self.http_queue and self.http_idle:
             conn = self.http_idle.popleft()
             c = self.conns[conn]
@@ -490,8 +565,16 @@ class LoadTest:
             ts = self.http_queue.popleft()
             seq = sc.published(c.index)
             sc.publish(c.index, seq, ts, self.subs)
-            self.loop.send(conn, c.http.post(payload(c.index, seq, ts, self.opts.size)),
-                           force=True)
+            told.extend((c.index, seq, ts))
+            posts.append((conn, c.http.post(payload(c.index, seq, ts, self.opts.size))))
+        if isinstance(self.team, Lead):
+            self.team.published(told)
+        for conn, request in posts:
+            self.loop.send(conn, request, force=True)
+
+    def _mirror_publish(self, pub: int, seq: int, ts: int) -> None:
+        """A follower: the lead is about to send this message; expect it here."""
+        self.scanner.publish(pub, seq, ts, self.subs)
 
     def _http_data(self, conn: ConnId, c: _Conn, data: bytes) -> None:
         assert c.http is not None
@@ -520,18 +603,19 @@ class LoadTest:
     # -- running --------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        """The whole run (the lead's part of it, in a team); the result `report` built."""
         o = self.opts
-        self.t_start = time.monotonic()
-        self.hard_deadline = self.t_start + o.max_time
-        self.started_at = time.time()
+        self._begin()
         server0 = [procstat.sample(pid) for pid in o.server_pids]
         try:
             self.connect()
+            if isinstance(self.team, Lead):
+                self._await_team()
             self.t_connected = time.monotonic()
             server1 = [procstat.sample(pid) for pid in o.server_pids]
-            if self.subs == 0:
+            if self._all_subs() == 0:
                 self.progress.done()
-                raise LoadError(_no_subscribers(self.tally[KIND_SUB], self.target.url))
+                raise LoadError(_no_subscribers(self._team_tally(), self.target.url))
             if not self.idle and not self.pub_conns and not self.http_idle:
                 self.progress.done()
                 raise LoadError("no publisher connection could be opened: "
@@ -539,6 +623,8 @@ class LoadTest:
                                                        else KIND_HTTP]))
             cpu0 = procstat.self_cpu_ns()
             self._phase = "run"
+            if isinstance(self.team, Lead):
+                self.team.tell("go")
             self._run_phase()
             self.t_end_send = self._t_end_send
             self._phase = "drain"
@@ -547,24 +633,143 @@ class LoadTest:
             cpu1 = procstat.self_cpu_ns()
             server2 = [procstat.sample(pid) for pid in o.server_pids]
             self.scanner.finish()
+            parts = [self._part(cpu1 - cpu0)]
+            if isinstance(self.team, Lead):
+                parts += self._gather_parts()
             self._show_progress(force=True)
             self.progress.done()
-            sc = self.scanner
-            return build_result(RunRecord(
-                options=o, engine=self.engine_note, started_at=self.started_at,
-                idle=self.idle, source_addresses=len(self.sources),
-                subscribers=self.tally[KIND_SUB],
-                publishers=self.tally[KIND_PUB if o.publisher == "ws" else KIND_HTTP],
-                connect_seconds=self.t_connected - self.t_start,
-                sending_seconds=self.t_end_send - self.t_run0,
-                run_seconds=self.t_end - self.t_run0,
-                sent=self.sent, reads=self.reads, counts=sc.counts(),
-                delivery=sc.histogram(HIST_DELIVERY), to_last=sc.histogram(HIST_LAST),
-                closed_by_server=dict(self.closed_by_server),
-                publish_errors=dict(self.http_errors), timeline=self.timeline,
-                server=(server0, server1, server2), client_cpu_ns=cpu1 - cpu0))
+            return build_result(self._record(parts, (server0, server1, server2)))
         finally:
             self.close()
+
+    def follow(self) -> None:
+        """A follower's part of a team's run: connect, wait for "go", scan until
+        "finish", then send the lead this process's part of the result."""
+        team = self.team
+        assert isinstance(team, Follower)
+        self._begin()
+        try:
+            self.connect()
+            team.send("connected", self.tally[KIND_SUB].state())
+            while not (team.go or team.finish):
+                self.pump(TEAM_REAP)
+                self._check_deadline("the lead's go")
+            cpu0 = procstat.self_cpu_ns()
+            self._phase = "run"
+            self.t_run0 = time.monotonic()
+            next_expire = 0.0
+            while not team.finish:
+                self.pump(TEAM_REAP)
+                now = time.monotonic()
+                self._storm_step(now)
+                if now >= next_expire:
+                    next_expire = now + 0.05
+                    self.scanner.expire(self.clock() - int(self.opts.message_timeout * 1e9))
+                self._check_deadline("the end of the run")
+            self.scanner.finish()
+            team.send("result", self._part(procstat.self_cpu_ns() - cpu0))
+        finally:
+            self.close()
+
+    def _begin(self) -> None:
+        self.t_start = time.monotonic()
+        self.hard_deadline = self.t_start + self.opts.max_time
+        self.started_at = time.time()
+
+    def _check_deadline(self, waiting_for: str) -> None:
+        if time.monotonic() >= self.hard_deadline + 30:
+            raise LoadError(f"gave up waiting for {waiting_for} (--max-time)")
+
+    def _await_team(self) -> None:
+        """The start barrier: pump until every follower has connected its share."""
+        team = self.team
+        assert isinstance(team, Lead)
+        while not team.all_connected():
+            if time.monotonic() >= self.hard_deadline:
+                raise LoadError("the client processes did not all connect within --max-time")
+            self.pump(TEAM_REAP)
+            self._show_progress()
+
+    def _gather_parts(self) -> list[dict[str, Any]]:
+        team = self.team
+        assert isinstance(team, Lead)
+        team.tell("finish")
+        end = time.monotonic() + 30.0
+        while not team.all_results():
+            if time.monotonic() >= end:
+                raise LoadError("the client processes did not send their results in 30 s")
+            self.pump(TEAM_REAP)
+        return [r for r in team.results if r is not None]
+
+    def _part(self, cpu_ns: int) -> dict[str, Any]:
+        """This process's share of the result (what a follower sends the lead)."""
+        sc = self.scanner
+        return {"subscribers": self.tally[KIND_SUB].state(), "counts": sc.counts(),
+                "delivery": sc.buckets(HIST_DELIVERY).tobytes(), "reads": self.reads,
+                "closed_by_server": dict(self.closed_by_server), "cpu_ns": cpu_ns,
+                "storm": self.storm.state() if self.storm else None}
+
+    def _record(self, parts: list[dict[str, Any]],
+                server: tuple[list[procstat.ProcSample], ...]) -> RunRecord:
+        """The run's record, every process's part added up (parts[0] is this one's)."""
+        o = self.opts
+        subscribers = Tally()
+        counts: Counter[str] = Counter()
+        delivery = array.array("Q", bytes(len(parts[0]["delivery"])))
+        closed: Counter[str] = Counter()
+        for part in parts:
+            subscribers.add(part["subscribers"])
+            counts.update({k: v for k, v in part["counts"].items() if k not in LEAD_ONLY_COUNTS})
+            bucket = array.array("Q", part["delivery"])
+            for i, n in enumerate(bucket):
+                if n:
+                    delivery[i] += n
+            closed.update(part["closed_by_server"])
+        own = self.scanner.counts()
+        counts.update({k: own[k] for k in LEAD_ONLY_COUNTS})
+        storms = [p["storm"] for p in parts if p["storm"] is not None]
+        return RunRecord(
+            options=o, engine=self.engine_note, started_at=self.started_at,
+            idle=self.idle, source_addresses=len(self.sources), processes=len(parts),
+            subscribers=subscribers,
+            publishers=self.tally[KIND_PUB if o.publisher == "ws" else KIND_HTTP],
+            connect_seconds=self.t_connected - self.t_start,
+            sending_seconds=self.t_end_send - self.t_run0,
+            run_seconds=self.t_end - self.t_run0,
+            sent=self.sent, reads=sum(p["reads"] for p in parts), counts=dict(counts),
+            delivery=to_hdr(delivery), to_last=self.scanner.histogram(HIST_LAST),
+            closed_by_server=dict(closed), publish_errors=dict(self.http_errors),
+            timeline=self.timeline, server=server,
+            client_cpu_ns=[p["cpu_ns"] for p in parts],
+            storm=merge_storms(storms) if storms else None)
+
+    def _all_subs(self) -> int:
+        """Subscribers open now, over the whole team."""
+        if isinstance(self.team, Lead):
+            return self.subs + sum(int(c["opened"]) for c in self.team.connected if c) \
+                if self._phase == "connect" else self.subs + self.team.follower_sum("subs")
+        return self.subs
+
+    def _team_tally(self) -> Tally:
+        t = Tally()
+        t.add(self.tally[KIND_SUB].state())
+        if isinstance(self.team, Lead):
+            for c in self.team.connected:
+                if c:
+                    t.add(c)
+        return t
+
+    def _status(self) -> dict[str, Any]:
+        """A follower's figures for the lead's progress line."""
+        sc = self.scanner
+        st = self.storm
+        return {"subs": self.subs, "delivered": sc.delivered,
+                "faults": sum(sc.count(k) for k in FAULT_KEYS),
+                "back": st.back if st else 0, "receiving": st.receiving if st else 0}
+
+    def _pump_wait(self, limit: float) -> float:
+        """How long the next reap may wait: not long while a storm reconnects."""
+        return min(limit, 0.001) if self._connecting() else limit
 
     def _run_phase(self) -> None:
         o = self.opts
@@ -590,13 +795,14 @@ class LoadTest:
                 now = time.monotonic()
                 if now >= end or (limit is not None and self.sent >= limit):
                     break
+                self._storm_step(now)
                 inflight = self.sent - sc.resolved
                 room = window - inflight
                 if limit is not None:
                     room = min(room, limit - self.sent)
                 if room > 0:
                     self._publish(room, lambda _i: self.clock())
-                self.pump(min(0.05, max(0.0, end - now)))
+                self.pump(self._pump_wait(min(0.05, max(0.0, end - now))))
                 if now >= next_expire:
                     sc.expire(self.clock() - int(o.message_timeout * 1e9))
                     next_expire = now + cutoff_every
@@ -608,6 +814,7 @@ class LoadTest:
                 now = time.monotonic()
                 if now >= end or (limit is not None and self.sent >= limit):
                     break
+                self._storm_step(now)
                 now_ns = self.clock()
                 due = int((now_ns - t0_ns) / period_ns) + 1   # messages scheduled by now
                 if limit is not None:
@@ -624,7 +831,7 @@ class LoadTest:
                         continue
                 next_ns = t0_ns + int(self.sent * period_ns)
                 wait = max(0.0, (next_ns - self.clock()) / 1e9)
-                self.pump(min(wait, 0.05, max(0.0, end - now)))
+                self.pump(self._pump_wait(min(wait, 0.05, max(0.0, end - now))))
                 if now >= next_expire:
                     sc.expire(self.clock() - int(o.message_timeout * 1e9))
                     next_expire = now + cutoff_every
@@ -636,11 +843,12 @@ class LoadTest:
         o = self.opts
         sc = self.scanner
         end = min(self.hard_deadline, time.monotonic() + o.drain_timeout)
-        while not self.idle and self.sent > sc.resolved and self.subs:
+        while not self.idle and self.sent > sc.resolved and self._all_subs():
             now = time.monotonic()
             if now >= end:
                 break
-            self.pump(min(0.05, end - now))
+            self._storm_step(now)
+            self.pump(self._pump_wait(min(0.05, end - now)))
             sc.expire(self.clock() - int(o.message_timeout * 1e9))
             self._show_progress()
         # Late messages are given up on now; what is missing at finish() is undelivered.
@@ -672,7 +880,8 @@ class LoadTest:
         self._last_progress = now
         self._next_progress = now + 1.0
         sc = self.scanner
-        delivered = sc.delivered
+        lead = self.team if isinstance(self.team, Lead) else None
+        delivered = sc.delivered + (lead.follower_sum("delivered") if lead else 0)
         completed = sc.count("completed")
         rate = (delivered - self._last_delivered) / elapsed if elapsed > 0 else 0.0
         mrate = (completed - self._last_completed) / elapsed if elapsed > 0 else 0.0
@@ -681,22 +890,28 @@ class LoadTest:
         p99 = bucket_percentile(sc.buckets(HIST_DELIVERY_INTERVAL), 99.0)
         sc.reset_interval()
         t = now - self.t_start
-        subs = self.tally[KIND_SUB]
-        faults = sum(sc.count(k) for k in ("lost", "undelivered", "duplicated", "out_of_order",
-                                           "corrupted", "bad_opcode", "protocol_errors"))
+        subs = self._all_subs()
+        tally = self._team_tally()
+        faults = sum(sc.count(k) for k in FAULT_KEYS) + (lead.follower_sum("faults")
+                                                         if lead else 0)
         if self._phase != "connect":
             self.timeline.append({
                 "t": round(now - self.t_run0, 3), "deliveries_per_s": round(rate, 1),
                 "messages_per_s": round(mrate, 1),
                 "p99_ms": round(p99 / 1e6, 4) if p99 is not None else -1.0,
-                "subscribers": self.subs,
+                "subscribers": subs,
             })
-        text = (f"[{t:6.1f}s {self._phase:7s}] subscribers {self.subs}/{subs.requested}"
+        text = (f"[{t:6.1f}s {self._phase:7s}] subscribers {subs}/{self.opts.connections}"
                 f" | {rate:,.0f} deliveries/s | {mrate:,.0f} msgs/s"
                 f" | p99 {_ms(p99)} | faults {faults}")
-        failed = subs.refused + sum(subs.failed.values())
+        failed = tally.refused + sum(tally.failed.values())
         if failed:
             text += f" | failed connections {failed}"
+        st = self.storm
+        if st is not None and st.t_drop_ns:
+            back = st.back + (lead.follower_sum("back") if lead else 0)
+            receiving = st.receiving + (lead.follower_sum("receiving") if lead else 0)
+            text += f" | storm: back {back:,}, receiving {receiving:,}"
         self.progress.show(text)
 
 
@@ -729,3 +944,37 @@ def _failures(t: Tally) -> str:
 
 def _no_subscribers(t: Tally, url: str) -> str:
     return f"no subscriber could connect to {url}: {_failures(t)}"
+
+
+def processes_needed(opts: Options) -> int:
+    """``--processes`` as asked, or (0, auto) as many as the open-files limit needs: one
+    process holds at most its hard RLIMIT_NOFILE, less some headroom."""
+    if opts.processes:
+        return opts.processes
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return 1
+    per = max(1, hard - FD_HEADROOM - 64 - opts.publishers - opts.http_connections)
+    return max(1, min(64, -(-opts.connections // per)))
+
+
+def run_load_test(opts: Options, *, progress_stream: IO[str] | None = sys.stderr
+                  ) -> dict[str, Any]:
+    """Run ``opts`` to its result: in this process, or over several (`team`) with this
+    one as the lead. Raises `LoadError` (or `TargetError`) when it cannot."""
+    opts.validate()
+    parse_target(opts.url, allow_remote=opts.allow_remote)  # refuse before any fork
+    n = processes_needed(opts)
+    if n == 1:
+        return LoadTest(opts, progress_stream=progress_stream).run()
+    parts = shares(opts.connections, n)
+
+    def follow(index: int, follower: Follower) -> None:
+        LoadTest(opts, progress_stream=None, share=parts[index], team=follower).follow()
+
+    lead = fork_followers(n - 1, follow)
+    try:
+        return LoadTest(opts, progress_stream=progress_stream, share=parts[0],
+                        team=lead).run()
+    finally:
+        lead.close()

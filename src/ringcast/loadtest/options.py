@@ -34,6 +34,8 @@ class Options:
     allow_remote: bool = False
     source_addresses: int = 0                # 0: as many as the connection count needs
     progress: bool = True
+    processes: int = 0                       # client processes; 0: as the files limit needs
+    storm: tuple[float, float] | None = None  # (fraction, seconds): see `storm`
 
     def validate(self) -> None:
         if self.messages is None and self.duration is None:
@@ -63,3 +65,19 @@ class Options:
             raise LoadError("--connect-concurrency must be in 1..100000")
         if self.max_time <= 0:
             raise LoadError("--max-time must be positive")
+        if not 0 <= self.processes <= 64:
+            raise LoadError("--processes must be in 1..64 (or 0: as many as the open-files "
+                            "limit needs)")
+        if self.processes > self.connections:
+            raise LoadError(f"--processes {self.processes} is more than --connections "
+                            f"{self.connections}: each process holds subscribers")
+        if self.storm is not None:
+            fraction, at = self.storm
+            if not 0 < fraction <= 1 or at < 0:
+                raise LoadError("--storm: a fraction in (0, 1] at a time >= 0 s")
+            if self.messages == 0:
+                raise LoadError("--storm needs messages: coming back is measured by what "
+                                "reaches the subscribers after")
+            if self.duration is not None and at >= self.duration:
+                raise LoadError(f"--storm at {at:g} s is not before the end of --duration "
+                                f"{self.duration:g} s")

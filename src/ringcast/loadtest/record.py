@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -26,6 +27,18 @@ class Tally:
     failed: Counter[str] = field(default_factory=Counter)      # by reason
     handshake_ns: list[int] = field(default_factory=list)      # per opened connection
 
+    def state(self) -> dict[str, Any]:
+        """Plain values, to cross a process boundary and `add` up."""
+        return {"requested": self.requested, "opened": self.opened, "refused": self.refused,
+                "failed": dict(self.failed), "handshake_ns": self.handshake_ns}
+
+    def add(self, state: dict[str, Any]) -> None:
+        self.requested += state["requested"]
+        self.opened += state["opened"]
+        self.refused += state["refused"]
+        self.failed.update(state["failed"])
+        self.handshake_ns.extend(state["handshake_ns"])
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -36,6 +49,7 @@ class RunRecord:
     started_at: float                   # wall clock, seconds since the epoch
     idle: bool                          # connections only, no messages
     source_addresses: int               # 127.0.0.x spread over; 0: none
+    processes: int                      # client processes (a team when > 1)
     subscribers: Tally
     publishers: Tally
     connect_seconds: float
@@ -51,4 +65,5 @@ class RunRecord:
     timeline: list[dict[str, float]]    # one point a second
     server: tuple[list[ProcSample], ...]    # per --server-pid: before connecting, once
                                             # connected, at the end
-    client_cpu_ns: int                  # this process, publishing and draining
+    client_cpu_ns: list[int]            # per client process, publishing and draining
+    storm: dict[str, Any] | None        # `storm.merge_storms` of every process; None: none

@@ -93,9 +93,13 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
     faults["connections_failed"] = sum(conn_failures.values())
     faults["closed_by_server"] = closed
     faults["publish_errors"] = sum(rec.publish_errors.values())
+    storm = _storm(rec.storm)
+    if storm is not None:
+        faults["storm_not_recovered"] = storm["dropped"] - storm["receiving"]
     total_faults = sum(faults.values())
     passed = total_faults == 0 and (rec.idle or delivered > 0)
-    client_pct = rec.client_cpu_ns / 1e9 / run_s * 100
+    client_cpu_ns = sum(rec.client_cpu_ns)
+    client_pct = max(rec.client_cpu_ns) / 1e9 / run_s * 100
     if rec.idle:
         mode = "idle connections"
     elif o.rate is None:
@@ -123,6 +127,7 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
             "per_second": round(subs.opened / connect_s, 1) if connect_s > 0 else None,
             "handshake_ms": _latency(handshakes),
             "source_addresses": rec.source_addresses or 1,
+            "processes": rec.processes,
         },
         "run": {
             "seconds": round(run_s, 3),
@@ -144,6 +149,7 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
             "publisher_echoes_ignored": c["ignored"],
         },
         "latency_ms": {"delivery": _latency(h_del), "to_last_subscriber": _latency(h_last)},
+        "storm": storm,
         "faults": faults,
         "pass": passed,
         "closed_by_server": dict(rec.closed_by_server),
@@ -151,15 +157,37 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
         "server": _server(list(o.server_pids), rec.server, deliveries=delivered,
                           conns=subs.opened + pubs.opened),
         "client": {
-            "cpu_seconds": round(rec.client_cpu_ns / 1e9, 4),
-            "cpu_percent_of_one_core": round(client_pct, 1),
-            "cpu_us_per_1000_deliveries": (round(rec.client_cpu_ns / 1e3 / (delivered / 1000), 2)
+            "processes": rec.processes,
+            "cpu_seconds": round(client_cpu_ns / 1e9, 4),
+            "cpu_percent_of_one_core": round(client_pct, 1),    # the busiest process
+            "cpu_us_per_1000_deliveries": (round(client_cpu_ns / 1e3 / (delivered / 1000), 2)
                                            if delivered else None),
             "client_may_be_the_limit": client_pct >= CLIENT_BUSY,
         },
         "timeline": rec.timeline,
         "percentile_curves": {"delivery": _curve(h_del), "to_last_subscriber": _curve(h_last)},
     }
+
+
+def _storm(s: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The merged storm (`storm.merge_storms`) as the report shows it: seconds from the
+    drop until all were back (101) and all receiving; None where that never happened."""
+    if s is None:
+        return None
+    reconnects = HdrHistogram(1, 3_600_000_000_000, 3)
+    for ns in s["reconnect_ns"]:
+        reconnects.record_value(max(1, ns))
+    t0 = s["t_drop_ns"]
+
+    def since_drop(t: int) -> float | None:
+        return round((t - t0) / 1e9, 3) if t0 and t else None
+
+    return {"fraction": s["fraction"], "at_s": s["at"], "dropped": s["dropped"],
+            "back": s["back"], "receiving": s["receiving"],
+            "all_back_s": since_drop(s["t_back_ns"]),
+            "all_receiving_s": since_drop(s["t_receiving_ns"]),
+            "reconnect_ms": _latency(reconnects),
+            "failed_attempts": s["failed"]}
 
 
 def _expected(c: dict[str, int]) -> int:
@@ -183,7 +211,9 @@ def format_text(r: dict[str, Any]) -> str:
         f"ringcast loadtest: {r['target']}  ({r['mode']}, {r['options']['size']}-byte messages,"
         f" {r['options']['publisher']} publisher, client engine {r['engine']})",
         f"connect    {cn['subscribers_opened']}/{cn['subscribers_requested']} subscribers in "
-        f"{cn['seconds']:.2f}s ({cn['per_second'] or 0:,.0f}/s), handshake "
+        f"{cn['seconds']:.2f}s ({cn['per_second'] or 0:,.0f}/s"
+        + (f", {cn['processes']} client processes" if cn["processes"] > 1 else "")
+        + "), handshake "
         + _fmt_lat(cn["handshake_ms"]),
     ]
     if r["mode"] != "idle connections":
@@ -196,6 +226,9 @@ def format_text(r: dict[str, Any]) -> str:
             "latency    per delivery:        " + _fmt_lat(r["latency_ms"]["delivery"]),
             "           to last subscriber:  " + _fmt_lat(r["latency_ms"]["to_last_subscriber"]),
         ]
+    st = r["storm"]
+    if st is not None:
+        lines.append(_storm_text(st))
     fault_text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.items())
     lines.append(f"faults     {fault_text}")
     for title, d in (("connection failures", r["connect"]["failures"]),
@@ -213,11 +246,28 @@ def format_text(r: dict[str, Any]) -> str:
                if s["rss_bytes_per_connection"] is not None else "")
         )
     cl = r["client"]
+    busiest = " (the busiest process)" if cl["processes"] > 1 else ""
     lines.append(f"client     cpu {cl['cpu_seconds']:.2f}s = {cl['cpu_percent_of_one_core']:.0f}% "
-                 "of one core" + ("  <- the client may be the limit, not the server"
+                 f"of one core{busiest}" + ("  <- the client may be the limit, not the server"
                                   if cl["client_may_be_the_limit"] else ""))
     lines.append("result     " + ("PASS" if r["pass"] else "FAIL"))
     return "\n".join(lines)
+
+
+def _storm_text(st: dict[str, Any]) -> str:
+    def took(key: str, what: str) -> str:
+        s = st[f"all_{key}_s"]
+        return f"all {what} in {s:.2f}s" if s is not None else \
+            f"{st[key]:,} {what} by the end (not all)"
+
+    text = (f"storm      {st['dropped']:,} subscribers dropped at {st['at_s']:g}s: "
+            f"{took('back', 'back')}, {took('receiving', 'receiving')}; reconnect "
+            + _fmt_lat(st["reconnect_ms"]))
+    failed = st["failed_attempts"]
+    if failed:
+        text += ("\n           failed reconnect attempts (retried): "
+                 + ", ".join(f"{k} x{v}" for k, v in failed.items()))
+    return text
 
 
 def write_json(r: dict[str, Any], path: str | os.PathLike[str]) -> None:

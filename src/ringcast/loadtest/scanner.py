@@ -43,6 +43,8 @@ PROTOCOL_ERRORS = {
     lib.WS_ERR_AFTER_CLOSE: "bytes after a close frame",
 }
 
+DONE_SIZE = ffi.sizeof("ws_done")
+
 HIST_DELIVERY, HIST_LAST, HIST_DELIVERY_INTERVAL, HIST_LAST_INTERVAL = range(4)
 COUNT_NAMES: tuple[str, ...] = tuple(f[0] for f in ffi.typeof("ws_counts").fields)
 
@@ -139,6 +141,24 @@ class Scanner:
     def finish(self) -> None:
         """Count as undelivered what each live subscriber has not received by now."""
         lib.ws_finish(self._s)
+
+    # -- a run over several processes (see `team`) -------------------------
+
+    def join_team(self, *, follower: bool, peers: int = 0) -> None:
+        """A follower logs each message it is done with for `take_done`; the lead
+        holds each message until ``peers`` followers' records are `merge`-d."""
+        if lib.ws_set_team(self._s, int(follower), peers) < 0:
+            raise ValueError("a follower has no peers; a lead at most 4096")
+
+    def take_done(self) -> bytes:
+        """The records logged since the last call, packed (`merge` reads them)."""
+        raw = lib.ws_take_done(self._s, self._nnotes)
+        return bytes(ffi.buffer(raw, self._nnotes[0] * DONE_SIZE)) if self._nnotes[0] else b""
+
+    def merge(self, records: bytes) -> None:
+        n, rest = divmod(len(records), DONE_SIZE)
+        if rest or lib.ws_merge(self._s, ffi.from_buffer("ws_done[]", records), n) < 0:
+            raise ValueError("not a whole number of valid done records")
 
     # -- results ----------------------------------------------------------
 

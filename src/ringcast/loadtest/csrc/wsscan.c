@@ -36,6 +36,7 @@
 typedef struct wpub {
     uint64_t exp;               /* next expected sequence number               */
     uint64_t win;               /* bit i: exp - 1 - i was received              */
+    uint64_t start;             /* exp at ws_conn_set: older ones came early    */
 } wpub;
 
 typedef struct wconn {
@@ -51,6 +52,7 @@ typedef struct wconn {
     uint8_t clen;               /* control payload gathered                     */
     uint8_t closed;             /* a close frame arrived                        */
     uint8_t after_close;        /* bytes after it were reported                 */
+    uint8_t receiving;          /* an intact message arrived since ws_conn_set  */
     uint8_t hdr[14];
     uint8_t mhead[HEAD];
     uint8_t ctl[125];
@@ -66,6 +68,7 @@ typedef struct wmsg {
     uint32_t expected;
     uint32_t resolved;          /* received (intact or not) or skipped past     */
     uint32_t got;               /* received intact                              */
+    uint32_t waiting;           /* followers' ws_done records still owed        */
     uint32_t done;
 } wmsg;
 
@@ -83,6 +86,10 @@ struct ws_scan {
     ws_note *notes;
     uint32_t nnotes, notecap;
     uint64_t now;
+    uint32_t peers;             /* lead: records owed per message (ws_set_team) */
+    int log_done;               /* follower: log finished messages              */
+    ws_done *done;
+    uint32_t ndone, donecap;
 };
 
 /* ---- pattern ----------------------------------------------------------- */
@@ -317,6 +324,7 @@ void ws_free(ws_scan *s)
     free(s->tail);
     free(s->hist);
     free(s->notes);
+    free(s->done);
     free(s);
 }
 
@@ -339,9 +347,27 @@ static inline wmsg *msg_at(ws_scan *s, uint32_t pub, uint64_t seq)
     return (m->seq == seq && !m->done) ? m : NULL;
 }
 
-static void msg_check_done(ws_scan *s, wmsg *m)
+/* A follower logs a message it stops tracking (see ws_set_team). */
+static void log_done(ws_scan *s, uint32_t pub, const wmsg *m)
 {
-    if (m->resolved < m->expected)
+    if (!s->log_done)
+        return;
+    if (s->ndone == s->donecap) {
+        uint32_t cap = s->donecap ? s->donecap * 2 : 256;
+        ws_done *d = realloc(s->done, cap * sizeof(ws_done));
+        if (!d)
+            return;             /* the lead gives the message up by its timeout */
+        s->done = d;
+        s->donecap = cap;
+    }
+    s->done[s->ndone++] = (ws_done){.seq = m->seq, .maxlat = m->maxlat, .pub = pub,
+                                    .expected = m->expected, .resolved = m->resolved,
+                                    .got = m->got};
+}
+
+static void msg_check_done(ws_scan *s, uint32_t pub, wmsg *m)
+{
+    if (m->resolved < m->expected || m->waiting)
         return;
     m->done = 1;
     s->ct.completed++;
@@ -349,6 +375,14 @@ static void msg_check_done(ws_scan *s, wmsg *m)
         s->ct.completed_all++;
         hist_add(s, 1, m->maxlat);
     }
+    log_done(s, pub, m);
+}
+
+static void msg_give_up(ws_scan *s, uint32_t pub, wmsg *m)
+{
+    m->done = 1;
+    s->ct.expired++;
+    log_done(s, pub, m);
 }
 
 int ws_publish(ws_scan *s, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t expected)
@@ -357,13 +391,46 @@ int ws_publish(ws_scan *s, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t exp
         return -1;
     wmsg *m = &s->ring[((uint64_t)pub << s->ring_bits)
                        + (seq & s->ring_mask)];
-    if (!m->done) {             /* still in flight a whole ring later: give up on it */
-        m->done = 1;
-        s->ct.expired++;
-    }
-    *m = (wmsg){.seq = seq, .ts = ts, .expected = expected};
+    if (!m->done)               /* still in flight a whole ring later: give up on it */
+        msg_give_up(s, pub, m);
+    *m = (wmsg){.seq = seq, .ts = ts, .expected = expected, .waiting = s->peers};
     s->published[pub] = seq + 1;
-    msg_check_done(s, m);       /* nobody to wait for */
+    msg_check_done(s, pub, m);  /* nobody to wait for */
+    return 0;
+}
+
+int ws_set_team(ws_scan *s, int log, uint32_t peers)
+{
+    if (peers > 4096 || (log && peers))
+        return -1;
+    s->log_done = log;
+    s->peers = peers;
+    return 0;
+}
+
+ws_done *ws_take_done(ws_scan *s, uint32_t *count)
+{
+    *count = s->ndone;
+    s->ndone = 0;
+    return s->done;
+}
+
+int ws_merge(ws_scan *s, const ws_done *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++, r++) {
+        if (r->pub >= s->npub)
+            return -1;
+        wmsg *m = msg_at(s, r->pub, r->seq);
+        if (!m || !m->waiting)
+            continue;           /* given up on here already */
+        m->waiting--;
+        m->expected += r->expected;
+        m->resolved += r->resolved;
+        m->got += r->got;
+        if (r->maxlat > m->maxlat)
+            m->maxlat = r->maxlat;
+        msg_check_done(s, r->pub, m);
+    }
     return 0;
 }
 
@@ -381,8 +448,7 @@ uint64_t ws_expire(ws_scan *s, uint64_t cutoff)
                 continue;
             if (m->ts >= cutoff)
                 break;
-            m->done = 1;
-            s->ct.expired++;
+            msg_give_up(s, p, m);
             n++;
         }
         s->tail[p] = t;
@@ -401,7 +467,7 @@ int ws_conn_set(ws_scan *s, uint32_t id, int role)
     c->role = (uint8_t)role;
     wpub *wp = &s->pubs[(size_t)id * s->npub];
     for (uint32_t p = 0; p < s->npub; p++) {
-        wp[p].exp = s->published[p];
+        wp[p].exp = wp[p].start = s->published[p];
         wp[p].win = ~0ULL;
     }
     return 0;
@@ -422,7 +488,7 @@ void ws_conn_gone(ws_scan *s, uint32_t id)
                 wmsg *m = msg_at(s, p, q);
                 if (m && m->expected) {
                     m->expected--;
-                    msg_check_done(s, m);
+                    msg_check_done(s, p, m);
                 }
             }
         }
@@ -486,11 +552,13 @@ static void protocol_error(ws_scan *s, uint32_t id, wconn *c, uint32_t why)
 
 /* ---- one message ------------------------------------------------------- */
 
-enum { ARRIVED_NEW, ARRIVED_LATE, ARRIVED_DUP, ARRIVED_ANCIENT };
+enum { ARRIVED_NEW, ARRIVED_LATE, ARRIVED_DUP, ARRIVED_ANCIENT, ARRIVED_BEFORE_JOIN };
 
 static int arrive(ws_scan *s, uint32_t id, uint32_t pub, uint64_t seq)
 {
     wpub *wp = &s->pubs[(size_t)id * s->npub + pub];
+    if (seq < wp->start)
+        return ARRIVED_BEFORE_JOIN;
     if (seq >= wp->exp) {
         uint64_t gap = seq - wp->exp;
         if (gap) {
@@ -502,7 +570,7 @@ static int arrive(ws_scan *s, uint32_t id, uint32_t pub, uint64_t seq)
                 wmsg *m = msg_at(s, pub, q);
                 if (m) {
                     m->resolved++;
-                    msg_check_done(s, m);
+                    msg_check_done(s, pub, m);
                 }
             }
         }
@@ -541,13 +609,20 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
         return;
     }
     int how = arrive(s, id, pub, seq);
+    int intact = !c->mbad && c->mpos == s->size;
     if (how == ARRIVED_DUP) {
         s->ct.duplicated++;
         return;
     }
+    if (how == ARRIVED_BEFORE_JOIN) {
+        if (intact && op == s->opcode)
+            s->ct.before_join++;
+        else
+            s->ct.corrupted++;
+        return;
+    }
     if (how == ARRIVED_LATE || how == ARRIVED_ANCIENT)
         s->ct.out_of_order++;
-    int intact = !c->mbad && c->mpos == s->size;
     wmsg *m = how == ARRIVED_ANCIENT ? NULL : msg_at(s, pub, seq);
     if (!intact) {
         s->ct.corrupted++;
@@ -555,6 +630,10 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
         s->ct.bad_opcode++;
     } else {
         s->ct.delivered++;
+        if (!c->receiving) {
+            c->receiving = 1;
+            s->ct.receiving++;
+        }
         uint64_t lat = s->now > ts ? s->now - ts : 0;
         hist_add(s, 0, lat);
         if (m) {
@@ -565,7 +644,7 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
     }
     if (m && how == ARRIVED_NEW) {
         m->resolved++;
-        msg_check_done(s, m);
+        msg_check_done(s, pub, m);
     }
 }
 

@@ -67,6 +67,11 @@ typedef struct ws_counts {
                                 (received, or skipped past)                         */
     uint64_t completed_all;  /* of those, received by every expected subscriber     */
     uint64_t expired;        /* messages given up on by ws_expire or a ring wrap    */
+    uint64_t receiving;      /* subscribers that got an intact message since their
+                                ws_conn_set (each join counted once)                */
+    uint64_t before_join;    /* intact messages published before the subscriber's
+                                ws_conn_set that reached it (it joined while they
+                                were on their way: not a fault, not counted above)  */
 } ws_counts;
 
 typedef struct ws_note {
@@ -112,6 +117,27 @@ uint64_t ws_expire(ws_scan *s, uint64_t cutoff_ns);
 /* End of run: count as undelivered what each live subscriber has not received
  * past the last message it did receive. */
 void ws_finish(ws_scan *s);
+
+/* A run spread over several client processes (one of them, the lead, publishes;
+ * the followers mirror its ws_publish calls). A follower logs every message it
+ * stops tracking, completed or given up on, as a ws_done record; the lead feeds
+ * the followers' records to ws_merge, and a message of the lead is complete
+ * once its own subscribers and `peers` records have resolved it. Call before
+ * the first ws_publish. Returns 0, or -1 on a bad argument. */
+typedef struct ws_done {
+    uint64_t seq;
+    uint64_t maxlat;         /* largest latency among the follower's deliveries     */
+    uint32_t pub;
+    uint32_t expected;       /* the follower's subscribers for this message         */
+    uint32_t resolved;       /* of those, received or skipped past                  */
+    uint32_t got;            /* of those, received intact                           */
+} ws_done;
+
+int ws_set_team(ws_scan *s, int log_done, uint32_t peers);
+/* Records logged since the last call; valid until the next call into s. */
+ws_done *ws_take_done(ws_scan *s, uint32_t *count);
+/* Merge followers' records; -1 if one names a publisher out of range. */
+int ws_merge(ws_scan *s, const ws_done *recs, size_t n);
 
 const ws_counts *ws_get_counts(ws_scan *s);
 uint64_t ws_published(ws_scan *s, uint32_t pub);
