@@ -6,5 +6,6 @@ setup(
     cffi_modules=[
         "src/ringcast/ringio/_build.py:ffibuilder",
         "src/ringcast/loadtest/_build.py:ffibuilder",
+        "src/ringcast/server/protocol/_build.py:ffibuilder",
     ]
 )

@@ -279,7 +279,9 @@ class Loop:
         return max(-1, int(lib.rio_generation(self._loop, conn)))
 
     def queued(self, conn: ConnId) -> int:
-        return max(0, int(lib.rio_queued(self._loop, conn)))
+        """Bytes queued to ``conn`` and not sent yet (0 for an id that is not open)."""
+        n = lib.rio_queued(self._loop, conn)
+        return n if n > 0 else 0
 
     # -- sending ----------------------------------------------------------
 
@@ -329,8 +331,12 @@ class Loop:
             if kind == _DATA:
                 end = max(end, aux + length)
         blob = ffi.buffer(lib.rio_data(self._loop), end)[:] if end else b""
+        # tuple.__new__ straight: a NamedTuple's own __new__ is one more Python call per
+        # event, and a storm is thousands of events a reap.
+        new = tuple.__new__
         return [
-            Event(_KIND[kind], conn, res, aux, blob[aux:aux + length] if kind == _DATA else b"")
+            new(Event, (_KIND[kind], conn, res, aux,
+                        blob[aux:aux + length] if kind == _DATA else b""))
             for kind, conn, res, length, aux in events
         ]
 

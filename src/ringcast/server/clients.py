@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
@@ -238,44 +238,49 @@ class Clients(Owner):
         loop = self._loop
         if self._bridge is not None and self._bridge.connected:
             self._hold_until_confirmed(conn, actions)
+        session = self.sessions.get(conn)
         # A work list, not recursion: an answer may release the next pipelined request,
         # whose actions are appended here (thousands in one receive).
-        work = deque(actions)
-        while work:
-            action = work.popleft()
+        work = actions
+        i = 0
+        while i < len(work):
+            action = work[i]
+            i += 1
             if isinstance(action, SendBytes):
-                held = self._held.held_bytes(conn)
+                held = self._held.held_bytes(conn) if self._held else None
                 if held is not None:
                     held.append(action.data)
                     continue
-                session = self.sessions.get(conn)
                 if session is not None and session.channel is not None:
                     # Frames already published to its channel this iteration go first.
                     self._fanout.flush_channel(session.channel)
                 loop.send(conn, action.data, force=True)
+            elif isinstance(action, Subscribe):
+                if self._bridge is not None:
+                    self._bridge.subscribe(action.channel)
+                if not (self._held and self._held.is_held(conn)):
+                    self._hub.subscribe(conn, action.channel)
             elif isinstance(action, Publish):
                 self._counts.published_ws += 1
                 exclude = NO_CONN if self._current.settings.echo else conn
                 self._fanout.publish(action.channel, data_frame(action.payload, action.text),
                                      exclude)
-            elif isinstance(action, Subscribe):
-                if self._bridge is not None:
-                    self._bridge.subscribe(action.channel)
-                if not self._held.is_held(conn):
-                    self._hub.subscribe(conn, action.channel)
             elif isinstance(action, HttpPublish):
+                assert session is not None
                 self._counts.published_http += 1
                 frame = data_frame(action.payload, action.text)
                 reached = self._fanout.publish(action.channel, frame)
-                work.extend(self.sessions[conn].publish_done(reached))
+                work.extend(session.publish_done(reached))
             elif isinstance(action, HttpPublishBatch):
+                assert session is not None
                 self._counts.published_http += len(action.messages)
                 counts = [self._fanout.publish(m.channel, data_frame(m.payload, m.text))
-                           for m in action.messages]
-                work.extend(self.sessions[conn].publish_batch_done(counts))
+                          for m in action.messages]
+                work.extend(session.publish_batch_done(counts))
             elif isinstance(action, HttpQuery):
+                assert session is not None
                 status, content_type, body = self._query(action.path)
-                work.extend(self.sessions[conn].respond(status, content_type, body))
+                work.extend(session.respond(status, content_type, body))
             elif isinstance(action, Refused):
                 self._counts.refusals[action.reason] += 1
                 log.debug("refused conn %d: %s (%d) %s", conn, action.reason.value, action.code,
@@ -283,7 +288,6 @@ class Clients(Owner):
             elif isinstance(action, CloseConnection):
                 self._drop(conn, flush=True)
                 return
-        session = self.sessions.get(conn)
         if session is not None:
             if session.state is SessionState.CLOSING:
                 # RFC 6455 section 5.5.1: no data frame after our close frame.

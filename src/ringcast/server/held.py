@@ -23,6 +23,10 @@ class HeldHandshakes:
     def __init__(self) -> None:
         self._held: dict[ConnId, tuple[str, list[bytes]]] = {}
 
+    def __len__(self) -> int:
+        """Handshakes held (falsy when none: the common case, checked first)."""
+        return len(self._held)
+
     def hold(self, conn: ConnId, channel: str) -> None:
         self._held[conn] = (channel, [])
 

@@ -287,7 +287,14 @@ class Server:
 
     def _dispatch(self, ev: Event, now: float) -> None:
         kind, conn = ev.kind, ev.conn
-        if kind == EventKind.ACCEPT:  # conn is new: its listener's owner decides
+        # By frequency, and by identity (EventKind members are singletons): this runs for
+        # every event.
+        if kind is EventKind.DATA:
+            owner = self.table.owner(conn)
+            if owner is not None:  # None: bytes for an id closed meanwhile
+                owner.data_received(conn, ev.data, now)
+            return
+        if kind is EventKind.ACCEPT:  # conn is new: its listener's owner decides
             listener_id = ConnId(ev.aux)
             listener = self.table.owner(listener_id)
             if listener is None:
@@ -298,18 +305,16 @@ class Server:
         owner = self.table.owner(conn)
         if owner is None:
             return  # the wake-up of a closed id, or a listener closed meanwhile
-        if kind == EventKind.DATA:
-            owner.data_received(conn, ev.data, now)
-        elif kind == EventKind.HUP:
+        if kind is EventKind.HUP:
             owner.hung_up(conn, ev.res, now)
-        elif kind == EventKind.OVERFLOW:
-            owner.overflowed(conn, now)
-        elif kind == EventKind.CLOSED:
+        elif kind is EventKind.CLOSED:
             self.table.forget(conn)
             owner.released(conn)
-        elif kind == EventKind.ACCEPT_ERROR:
+        elif kind is EventKind.OVERFLOW:
+            owner.overflowed(conn, now)
+        elif kind is EventKind.ACCEPT_ERROR:
             owner.accept_failed(conn, ev.res, now)
-        elif kind == EventKind.REFUSED:
+        elif kind is EventKind.REFUSED:
             owner.refused(conn, now)
 
     def _timeout(self, now: float) -> float:

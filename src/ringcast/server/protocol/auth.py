@@ -165,6 +165,10 @@ class Access:
     ``None``: publishing never expires (no token needed, or a static one)."""
 
 
+_MAY_PUBLISH: Final = Access(may_publish=True)
+_MAY_NOT_PUBLISH: Final = Access(may_publish=False)
+
+
 class Authenticator:
     """The token configuration of a worker, and the decisions that follow from it.
 
@@ -256,9 +260,11 @@ class Authenticator:
             msg = f"the token may not subscribe to {channel}"
             raise AuthError(Refusal.CHANNEL_FORBIDDEN, 403, msg)
         if not self.require_publish:
-            return Access(may_publish=True)
+            return _MAY_PUBLISH
         if grant is None or not grant.may_publish(channel):
-            return Access(may_publish=False)
+            return _MAY_NOT_PUBLISH
+        if grant.expires is None:
+            return _MAY_PUBLISH
         return Access(may_publish=True, publish_expires=grant.expires)
 
     def check_http_publish(self, grant: Grant | None, channel: str) -> None:

@@ -110,7 +110,7 @@ def held_limit(settings: ProtocolSettings) -> int:
     return head_limit(settings) + settings.max_http_body
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value; not frozen: see .actions
 class Upgrade:
     """A completed WebSocket handshake, for the session to continue with.
 
@@ -279,7 +279,7 @@ class HttpPhase:
         """Decide a plain request on the fast path; False (and nothing done) to leave it
         to h11."""
         settings = self._settings
-        if plain.method == b"GET" and b"upgrade" in plain.fields:
+        if plain.upgrade_ready or (plain.method == b"GET" and b"upgrade" in plain.fields):
             accepted = fast_path.check_upgrade(settings, plain, self._unix_now())
             if accepted is None:
                 return False

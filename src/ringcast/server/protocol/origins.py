@@ -39,7 +39,7 @@ ENTRY: Final = re.compile(
 class OriginPolicy:
     """Decides whether an ``Origin`` header value is allowed."""
 
-    __slots__ = ("_exact", "_regex")
+    __slots__ = ("_exact", "_regex", "allows_any")
 
     def __init__(self, entries: Iterable[str]) -> None:
         """Raises :exc:`ValueError` for an entry that is not ``scheme://host[:port]``."""
@@ -68,11 +68,8 @@ class OriginPolicy:
             patterns.append(pattern)
         self._exact = frozenset(exact)
         self._regex = re.compile("|".join(patterns)) if patterns else None
-
-    @property
-    def allows_any(self) -> bool:
-        """True for an empty list: every origin is allowed."""
-        return not self._exact and self._regex is None
+        #: True for an empty list: every origin is allowed.
+        self.allows_any: Final = not self._exact and self._regex is None
 
     def allows(self, origin: str) -> bool:
         """Whether the value of an ``Origin`` header is allowed."""

@@ -1,0 +1,260 @@
+/* headscan: a plain request head in one pass. The contract is in headscan_api.h;
+ * the grammar is fast_path.py's, whose regular expressions are the reference
+ * (tests/unit/protocol/test_headscan.py holds the two to the same answers). */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "headscan_api.h"
+
+/* RFC 9110 section 5.6.2: tchar. */
+static int is_tchar(uint8_t c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static uint8_t TCHAR[256];      /* built once; 1 for a tchar */
+static int tchar_ready;
+
+static void build_tchar(void)
+{
+    for (int c = 0; c < 256; c++)
+        TCHAR[c] = (uint8_t)is_tchar((uint8_t)c);
+    tchar_ready = 1;
+}
+
+static inline int vchar(uint8_t c)
+{
+    return c >= 0x21 && c <= 0x7e;
+}
+
+static inline int ows(uint8_t c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static inline int crlf_at(const uint8_t *p, size_t i, size_t n)
+{
+    return n - i >= 2 && p[i] == '\r' && p[i + 1] == '\n';
+}
+
+static int eq_nocase(const uint8_t *p, size_t n, const char *lower)
+{
+    size_t k = strlen(lower);
+    if (n != k)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i] >= 'A' && p[i] <= 'Z' ? p[i] | 0x20 : p[i];
+        if (c != (uint8_t)lower[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Connection: a comma-separated list; is "upgrade" one of its tokens? */
+static int lists_upgrade(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i <= n) {
+        size_t start = i;
+        while (i < n && p[i] != ',')
+            i++;
+        size_t a = start, b = i;
+        while (a < b && ows(p[a]))
+            a++;
+        while (b > a && ows(p[b - 1]))
+            b--;
+        if (eq_nocase(p + a, b - a, "upgrade"))
+            return 1;
+        i++;
+    }
+    return 0;
+}
+
+static int is_b64(uint8_t c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+        || c == '+' || c == '/';
+}
+
+/* 16 bytes in base64: 21 characters, one of A Q g w (the last 4 bits are 0), "==". */
+static int valid_key(const uint8_t *p, size_t n)
+{
+    if (n != 24 || p[22] != '=' || p[23] != '=' || !strchr("AQgw", p[21]) || !p[21])
+        return 0;
+    for (int i = 0; i < 21; i++)
+        if (!is_b64(p[i]))
+            return 0;
+    return 1;
+}
+
+static int has_xn(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (eq_nocase(p + i, 4, "xn--"))
+            return 1;
+    return 0;
+}
+
+static int zero_length(const uint8_t *p, size_t n)
+{
+    if (n < 1 || n > 19)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '0')
+            return 0;
+    return 1;
+}
+
+/* The headers a handshake reads: which one a (lower-case) name is. */
+enum { H_OTHER, H_HOST, H_UPGRADE, H_CONNECTION, H_VERSION, H_KEY, H_ORIGIN, H_PROTOCOL,
+       H_AUTHORIZATION, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_EXPECT };
+
+static int which(const uint8_t *name, size_t n)
+{
+    static const struct { const char *name; int id; } known[] = {
+        {"host", H_HOST}, {"upgrade", H_UPGRADE}, {"connection", H_CONNECTION},
+        {"sec-websocket-version", H_VERSION}, {"sec-websocket-key", H_KEY},
+        {"origin", H_ORIGIN}, {"sec-websocket-protocol", H_PROTOCOL},
+        {"authorization", H_AUTHORIZATION}, {"content-length", H_CONTENT_LENGTH},
+        {"transfer-encoding", H_TRANSFER_ENCODING}, {"expect", H_EXPECT},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strlen(known[i].name) == n && memcmp(known[i].name, name, n) == 0)
+            return known[i].id;
+    return H_OTHER;
+}
+
+#define MAX_NAMES 128           /* names compared for duplicates; past it, no HS_UPGRADE */
+
+int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_section,
+                uint32_t max_headers, hs_head *out, uint8_t *blob, size_t cap)
+{
+    if (!tchar_ready)
+        build_tchar();
+    size_t i;
+    if (n >= 4 && memcmp(p, "GET ", 4) == 0) {
+        out->method = HS_GET;
+        i = 4;
+    } else if (n >= 5 && memcmp(p, "POST ", 5) == 0) {
+        out->method = HS_POST;
+        i = 5;
+    } else {
+        return 0;
+    }
+    if (i >= n || p[i] != '/')
+        return 0;
+    size_t target = i, query = 0;
+    while (i < n && vchar(p[i])) {
+        if (p[i] == '?' && !query)
+            query = i;
+        i++;
+    }
+    out->target_off = (uint32_t)target;
+    out->target_len = (uint32_t)(i - target);
+    out->path_len = (uint32_t)((query ? query : i) - target);
+    uint32_t flags = query ? HS_QUERY : 0;
+    if (n - i < 11 || memcmp(p + i, " HTTP/1.1\r\n", 11) != 0)
+        return 0;
+    i += 11;
+    if (i - 2 > max_line)
+        return 0;
+    /* What the handshake checks find; `bad` once one fails for good. */
+    int bad = out->method != HS_GET, host = 0, upgrade = 0, connection = 0, version = 0;
+    int key = 0;
+    uint32_t seen = 0;
+    size_t names[MAX_NAMES][2];
+    size_t section = i, b = 0;
+    uint32_t headers = 0;
+    while (!crlf_at(p, i, n)) {
+        size_t name = i;
+        while (i < n && TCHAR[p[i]])
+            i++;
+        if (i == name || i >= n || p[i] != ':')
+            return 0;
+        size_t name_end = i++;
+        while (i < n && ows(p[i]))
+            i++;
+        size_t value = i, value_end = i;
+        for (; i < n; i++) {
+            if (vchar(p[i]))
+                value_end = i + 1;
+            else if (!ows(p[i]))
+                break;
+        }
+        if (!crlf_at(p, i, n))
+            return 0;       /* a control character, obs-text, a bare CR, or the end */
+        i += 2;
+        if (++headers > max_headers || i - section > max_section)
+            return 0;
+        size_t nlen = name_end - name, vlen = value_end - value;
+        if (cap - b < nlen + vlen + 2)
+            return 0;
+        const uint8_t *lname = blob + b;
+        for (size_t k = name; k < name_end; k++)
+            blob[b++] = (uint8_t)(p[k] >= 'A' && p[k] <= 'Z' ? p[k] | 0x20 : p[k]);
+        blob[b++] = 0;
+        memcpy(blob + b, p + value, vlen);
+        b += vlen;
+        blob[b++] = 0;
+        /* What the caller's policy reads, on every request. */
+        int id = which(lname, nlen);
+        if (id == H_ORIGIN) {
+            seen |= HS_ORIGIN;
+            out->origin_off = (uint32_t)value;
+            out->origin_len = (uint32_t)vlen;
+        } else if (id == H_PROTOCOL) {
+            seen |= HS_PROTOCOL;
+        } else if (id == H_AUTHORIZATION) {
+            seen |= HS_AUTHORIZATION;
+        }
+        /* The handshake checks, until one fails. */
+        if (bad)
+            continue;
+        if (headers > MAX_NAMES) {
+            bad = 1;
+            continue;
+        }
+        for (uint32_t h = 0; h + 1 < headers && !bad; h++)
+            bad = names[h][1] == nlen && memcmp(blob + names[h][0], lname, nlen) == 0;
+        names[headers - 1][0] = (size_t)(lname - blob);
+        names[headers - 1][1] = nlen;
+        const uint8_t *v = p + value;
+        switch (id) {
+        case H_HOST:
+            host = 1;
+            bad |= has_xn(v, vlen);
+            break;
+        case H_UPGRADE:
+            upgrade = eq_nocase(v, vlen, "websocket");
+            break;
+        case H_CONNECTION:
+            connection = lists_upgrade(v, vlen);
+            break;
+        case H_VERSION:
+            version = vlen == 2 && v[0] == '1' && v[1] == '3';
+            break;
+        case H_KEY:
+            key = valid_key(v, vlen);
+            out->key_off = (uint32_t)value;
+            break;
+        case H_CONTENT_LENGTH:
+            bad |= !zero_length(v, vlen);
+            break;
+        case H_TRANSFER_ENCODING:
+        case H_EXPECT:
+            bad = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!bad && host && upgrade && connection && version && key)
+        flags |= HS_UPGRADE;
+    out->flags = flags | seen;
+    out->headers = headers;
+    out->blob_len = (uint32_t)b;
+    return (int64_t)(i + 2);
+}

@@ -1,0 +1,68 @@
+/* headscan: the fast path's reading of a request head, in one pass (fast_path.py).
+ *
+ * Read by two parsers: the C compiler (through headscan.c) and cffi's cdef
+ * parser (by ../_build.py). Plain declarations only: no #include, no #define.
+ *
+ * hs_scan reads a request line and header lines in the grammar fast_path.py
+ * calls plain, a strict subset of RFC 9112 that h11 accepts with the same
+ * meaning:
+ *
+ *   request-line = ("GET" / "POST") SP "/" *VCHAR SP "HTTP/1.1" CRLF
+ *   header-line  = token ":" OWS value OWS CRLF
+ *   value        = VCHARs, with runs of SP / HTAB between them (no obs-fold,
+ *                  no obs-text, no control character)
+ *   head         = request-line *header-line CRLF
+ *
+ * within the limits given (the request line without its CRLF, the header
+ * lines with theirs, the number of header lines). On success it returns the
+ * length of the head, through the CRLF of its empty line, and fills `out`
+ * and `blob`: each header's name in lower case, a NUL, its value without the
+ * whitespace around it, a NUL. A plain value holds no NUL (a control
+ * character), so one bytes.split(b"\0") gives the names and values back.
+ * It returns 0 when the head is not plain, not all here yet, over a limit,
+ * or when `blob` is too small for it: the caller then leaves the request to
+ * h11, which reads anything and says what is wrong.
+ *
+ * Besides, it reads what a WebSocket handshake needs (RFC 6455 section 4.2.1) and
+ * sets HS_UPGRADE when every check below that wsproto makes holds, so that the
+ * common handshake needs neither the blob nor a dict of the headers:
+ *
+ *   GET, no header name twice, Host, no Transfer-Encoding nor Expect, no body
+ *   (no Content-Length, or digits worth 0); Upgrade: websocket (any case);
+ *   Connection listing the token upgrade (any case); Sec-WebSocket-Version: 13;
+ *   Sec-WebSocket-Key: 22 base64 characters and "==" (16 bytes); a Host
+ *   without "xn--" (whose IDNA reading is left to Python).
+ *
+ * What is left to the caller's policy is pointed at: the Origin, and whether
+ * a Sec-WebSocket-Protocol or an Authorization header or a query came (which
+ * may carry credentials).
+ */
+
+enum {
+    HS_GET = 1,
+    HS_POST = 2,
+};
+
+enum {
+    HS_UPGRADE = 1,          /* a WebSocket handshake every check above passed     */
+    HS_ORIGIN = 2,           /* an Origin header: origin_off, origin_len            */
+    HS_PROTOCOL = 4,         /* a Sec-WebSocket-Protocol header                     */
+    HS_AUTHORIZATION = 8,    /* an Authorization header                             */
+    HS_QUERY = 16,           /* the target has a query ("?")                        */
+};
+
+typedef struct hs_head {
+    uint32_t method;         /* HS_GET or HS_POST                                */
+    uint32_t target_off;     /* the request target: bytes [off, off + len)       */
+    uint32_t target_len;
+    uint32_t path_len;       /* the target's bytes before any "?"               */
+    uint32_t headers;        /* header lines                                     */
+    uint32_t blob_len;       /* bytes written to blob                            */
+    uint32_t flags;          /* HS_* above                                       */
+    uint32_t key_off;        /* HS_UPGRADE: the 24-byte Sec-WebSocket-Key value  */
+    uint32_t origin_off;     /* HS_ORIGIN: its value                             */
+    uint32_t origin_len;
+} hs_head;
+
+int64_t hs_scan(const uint8_t *data, size_t len, uint32_t max_line, uint32_t max_section,
+                uint32_t max_headers, hs_head *out, uint8_t *blob, size_t blob_cap);
