@@ -100,6 +100,7 @@ typedef struct conn {
     uint8_t hup_sent;
     uint8_t accept_paused;
     uint8_t fixed;              /* uring: installed in the file table at its id      */
+    uint8_t send_zc;            /* uring: the send in flight is a zero-copy one      */
     uint8_t closed_by_caller;   /* rio_close() was called: report RIO_EV_CLOSED      */
     uint8_t owes;               /* OWE_* events waiting in l->owed for room; the id
                                    is not reused until they are out               */
@@ -209,11 +210,14 @@ struct rio_loop {
  *   OP_CANCEL                     index and generation 0: nothing to look up,
  *                                 the CQE is ignored (the cancelled request
  *                                 reports its own end).
+ *   OP_CLOSE                      index and generation: a closed connection's
+ *                                 table slot being removed; its CQE frees the
+ *                                 id (see uring_close).
  *   0                             never packed; a CQE with op 0 is ignored.
  *
  * The generation wraps after 2^24 reuses of one id; a CQE that old cannot be
  * outstanding, since an id is only freed once no operation names it. */
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_SENDZC, OP_CANCEL };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_SENDZC, OP_CANCEL, OP_CLOSE };
 
 static inline uint64_t ud_pack(uint32_t op, uint32_t gen, uint32_t idx)
 {

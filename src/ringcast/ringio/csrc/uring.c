@@ -266,6 +266,7 @@ static void uring_kick(rio_loop *l, uint32_t id)
          * names the connection and its generation, and outlives both CQEs */
         io_uring_sqe_set_data64(sqe, ud_pack(OP_SENDZC, 0, (uint32_t)z));
         c->inflight = 1;
+        c->send_zc = 1;
         l->st.zc_sends++;
     } else if (c->qlen == 1) {
         struct iovec v;
@@ -315,9 +316,59 @@ static void finish_op(rio_loop *l, uint32_t id)
         rio_conn_free(l, id);
 }
 
+/* Closing a connection that has a table slot (the common case) makes no
+ * system call of its own, which matters when 100,000 clients leave at once:
+ * its SQEs go with the next submission.
+ *   1. Cancel its requests by their user_data (a hash lookup each; cancelling
+ *      by file would walk every pending request of the ring): the multishot
+ *      recv, and a send in flight, which may be waiting on a full socket and
+ *      would otherwise keep the socket alive while it holds the file (a
+ *      shutdown() used to wake it, at the cost of a FIN and the peer's answer,
+ *      on loopback paid here).
+ *   2. Remove the slot (IORING_OP_CLOSE of a fixed file). With the last
+ *      reference the socket closes: FIN, or RST when bytes were left unread.
+ * SQEs are issued in order, so each cancel finds its request. The fd itself is
+ * closed at once: no request names it (they all name the slot), and the table
+ * keeps the socket until step 2. The id stays taken until the removal's CQE
+ * (c->ops): a connection installed at this index before that would be removed
+ * with it. */
+static void close_fixed(rio_loop *l, uint32_t id)
+{
+    conn *c = &l->conns[id];
+    c->ops++;   /* the removal's; also keeps the id while get_sqe() may drain */
+    uint64_t owned[2];
+    int n = 0;
+    if (c->recv_armed)
+        owned[n++] = ud_pack(OP_RECV, c->gen, id);
+    if (c->sending)
+        owned[n++] = ud_pack(OP_SEND, c->gen, id);     /* send or sendmsg */
+    struct io_uring_sqe *sqe = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!(sqe = get_sqe(l)))
+            break;
+        io_uring_prep_cancel64(sqe, owned[i], 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_CANCEL, 0, 0));
+    }
+    if ((sqe = l->failed ? NULL : get_sqe(l))) {
+        io_uring_prep_close_direct(sqe, id);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_CLOSE, c->gen, id));
+    } else {
+        finish_op(l, id);   /* the loop failed: nothing will complete any more */
+    }
+    c->fixed = 0;
+    close(c->fd);
+    c->fd = -1;
+}
+
 static void uring_close(rio_loop *l, uint32_t id)
 {
     conn *c = &l->conns[id];
+    /* (A zero-copy send in flight is named by its record, not the connection:
+     * the shutdown below wakes it.) Kernel >= 6.0, as the loop needs. */
+    if (c->fixed && c->kind == CK_STREAM && !(c->sending && c->send_zc)) {
+        close_fixed(l, id);
+        return;
+    }
     int fd = c->fd;
     c->ops++;   /* keep the id while get_sqe() may drain completions */
     struct io_uring_sqe *sqe = c->recv_armed ? get_sqe(l) : NULL;
@@ -359,6 +410,7 @@ static void on_send(rio_loop *l, uint32_t id, int res)
         want += e->len - e->off;
     }
     c->sending = 0;
+    c->send_zc = 0;
     if (c->sc) {
         sc_put(l, c->sc);
         c->sc = NULL;
@@ -560,6 +612,10 @@ static void handle_cqe(rio_loop *l, struct io_uring_cqe *cqe)
         break;
     case OP_ACCEPT:
         on_accept(l, cqe);
+        break;
+    case OP_CLOSE:
+        /* The slot is gone whatever res says (-EBADF: it was empty already). */
+        finish_op(l, id);
         break;
     }
 }
