@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Callable
 
@@ -32,6 +33,21 @@ def test_n_connections_are_accepted_with_fd_and_listener_id(
     assert st["accepts"] == n
     assert st["conns_live"] == n + 1  # the listener holds an id too
     assert st["refused"] == 0
+
+
+def test_accepted_connections_have_tcp_nodelay(make_server: Callable[..., Server]) -> None:
+    """Frames leave at once (no Nagle delay): set on the listener by rio_listen, and
+    inherited by every connection accepted from it."""
+    srv = make_server()
+    srv.connect(4, batch=4)
+    accepts = kinds(srv.log, EventKind.ACCEPT)
+    assert len(accepts) == 4
+    for e in accepts:
+        sock = socket.socket(fileno=e.res)          # borrowed: the loop owns the fd
+        try:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        finally:
+            sock.detach()
 
 
 def test_multishot_accept_keeps_accepting_across_many_reaps(

@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -528,6 +530,11 @@ const rio_stats *rio_get_stats(rio_loop *l)
 
 int rio_listen(rio_loop *l, int fd)
 {
+    /* Accepted sockets inherit TCP_NODELAY from their listener (Linux copies it
+     * into the child socket): set once here, not once per connection. Not a TCP
+     * listener (a Unix socket): nothing to set, and nothing fails. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     int64_t id = rio_conn_alloc(l, fd, CK_LISTENER);
     if (id < 0)
         return (int)id;

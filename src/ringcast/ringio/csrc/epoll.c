@@ -144,6 +144,11 @@ static void on_readable(rio_loop *l, uint32_t id)
             if (c->state == CS_OPEN)    /* else closing: read and discard */
                 rio_data_commit(l, id, (uint32_t)r);
             got += (uint32_t)r;
+            /* Less than asked for: the socket is most likely empty now, and the
+             * recv that would say so (EAGAIN) is a system call per event saved
+             * (level-triggered: whatever arrives meanwhile is reported again). */
+            if ((uint32_t)r < l->p.buf_size)
+                return;
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
@@ -187,9 +192,7 @@ static void on_acceptable(rio_loop *l, uint32_t lid)
             rio_ev_put(l, RIO_EV_REFUSED, lid, 0, 0, 0);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        l->conns[id].recv_armed = 1;
+        l->conns[id].recv_armed = 1;     /* (TCP_NODELAY: from the listener) */
         if (set_events(l, (uint32_t)id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD) < 0) {
             l->conns[id].fd = -1;
             rio_conn_free(l, (uint32_t)id);

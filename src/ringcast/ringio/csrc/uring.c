@@ -559,8 +559,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
             l->st.refused++;
             rio_ev_put(l, RIO_EV_REFUSED, lid, 0, 0, 0);
         } else {
-            int one = 1;
-            setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            /* (TCP_NODELAY: inherited from the listener, see rio_listen) */
             if (l->probe.zc_enabled && !l->p.zc_loopback && peer_is_loopback(res))
                 l->conns[id].zc_off = 1;    /* the kernel would copy: don't try */
             install_file(l, (uint32_t)id);
