@@ -10,6 +10,7 @@ class _Lib:
     HS_PROTOCOL: int
     HS_AUTHORIZATION: int
     HS_QUERY: int
+    HS_CONNECTION: int
     def hs_scan(self, data: bytes, length: int, max_line: int, max_section: int,
                 max_headers: int, out: Any, blob: Any, blob_cap: int) -> int: ...
 

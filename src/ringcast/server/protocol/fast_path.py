@@ -69,9 +69,7 @@ __all__ = [
     "response",
 ]
 
-_DIGITS: Final = re.compile(rb"[0-9]{1,19}")
 _KEY: Final = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # 16 bytes in base64
-_LEFT_TO_H11: Final = frozenset({b"transfer-encoding", b"expect"})
 _WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _PUBLISH_PREFIX: Final = "/publish/"
 _BATCH_PATH: Final = "/publish"
@@ -80,14 +78,14 @@ _NO_CREDENTIALS: Final = Credentials(None, None)
 
 class Plain:
     """A complete plain request. ``fields`` (its headers, names in lower case as h11 gives
-    them, each once) is made when first asked for: the common handshake never needs it."""
+    them, each once) is made when first asked for: a common request never needs it."""
 
-    __slots__ = ("_fields", "_headers", "body", "end", "flags", "key", "method", "origin",
-                 "path", "target")
+    __slots__ = ("_fields", "_headers", "body", "connection", "content_type", "end", "flags",
+                 "key", "method", "origin", "path", "target")
 
     def __init__(self, method: bytes, target: bytes, path: str, *, body: bytes, end: int,
                  headers: bytes, flags: int, key: bytes, origin: bytes | None,
-                 fields: dict[bytes, bytes] | None = None) -> None:
+                 connection: bytes | None, content_type: bytes) -> None:
         self.method = method
         """``b"GET"`` or ``b"POST"``."""
         self.target = target
@@ -102,14 +100,20 @@ class Plain:
         """``HS_UPGRADE``: the Sec-WebSocket-Key."""
         self.origin = origin
         """The Origin header's value, if any."""
+        self.connection = connection
+        """The Connection header's value, if any."""
+        self.content_type = content_type
+        """The Content-Type header's value (empty if none)."""
         self._headers = headers
-        self._fields = fields
+        self._fields: dict[bytes, bytes] | None = None
 
     @property
     def fields(self) -> dict[bytes, bytes]:
         fields = self._fields
         if fields is None:
-            fields = self._fields = _pairs(self._headers)
+            it = iter(self._headers.split(b"\0"))
+            # The split ends with b"" after the last NUL: zip stops there.
+            fields = self._fields = dict(zip(it, it, strict=False))
         return fields
 
     @property
@@ -133,44 +137,30 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     limit, or anything else this path leaves to h11).
 
     The head is read in C (``csrc/headscan.c``, one pass: about a tenth of the time of
-    the regular expressions it replaced), which also makes the checks of a WebSocket
-    handshake that need no policy; what other header lines mean is decided here."""
+    the regular expressions it replaced), with the rules of a plain head and the checks of
+    a WebSocket handshake that need no policy; the body's length is checked here."""
     head = _HEAD
     end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
                       settings.max_headers, head, _BLOB, _BLOB_CAP)
     if end <= 0:
         return None
-    headers = ffi.buffer(_BLOB, head.blob_len)[:]
-    flags = head.flags
-    toff = head.target_off
-    target = data[toff : toff + head.target_len]
-    path = data[toff : toff + head.path_len].decode("ascii")
-    origin = (data[head.origin_off : head.origin_off + head.origin_len]
-              if flags & lib.HS_ORIGIN else None)
-    if flags & lib.HS_UPGRADE:  # checked in C: GET, no body, no name twice, Host...
-        key = data[head.key_off : head.key_off + 24]
-        return Plain(b"GET", target, path, body=b"", end=end, headers=headers, flags=flags,
-                     key=key, origin=origin)
-    fields = _pairs(headers)
-    if len(fields) != head.headers:
-        return None  # a name twice
-    if b"host" not in fields or not _LEFT_TO_H11.isdisjoint(fields):
-        return None
-    length = fields.get(b"content-length", b"0")
-    if not _DIGITS.fullmatch(length):
-        return None
-    size = int(length)
+    size = head.content_length
     if size > settings.max_http_body or len(data) - end < size:
         return None
-    return Plain(_METHODS[head.method], target, path, body=data[end : end + size],
-                 end=end + size, headers=headers, flags=flags, key=b"", origin=origin,
-                 fields=fields)
-
-
-def _pairs(headers: bytes) -> dict[bytes, bytes]:
-    """The scanner's ``name NUL value NUL ...`` as a dict (a name twice: the last one)."""
-    it = iter(headers.split(b"\0"))
-    return dict(zip(it, it, strict=False))  # the split ends with b"" after the last NUL
+    flags = head.flags
+    toff = head.target_off
+    return Plain(
+        _METHODS[head.method], data[toff : toff + head.target_len],
+        data[toff : toff + head.path_len].decode("ascii"),
+        body=data[end : end + size] if size else b"", end=end + size,
+        headers=ffi.buffer(_BLOB, head.blob_len)[:], flags=flags,
+        key=data[head.key_off : head.key_off + 24] if flags & lib.HS_UPGRADE else b"",
+        origin=(data[head.origin_off : head.origin_off + head.origin_len]
+                if flags & lib.HS_ORIGIN else None),
+        connection=(data[head.conn_off : head.conn_off + head.conn_len]
+                    if flags & lib.HS_CONNECTION else None),
+        content_type=data[head.type_off : head.type_off + head.type_len],
+    )
 
 
 def _origin_allowed(settings: ProtocolSettings, plain: Plain) -> bool:
@@ -179,9 +169,10 @@ def _origin_allowed(settings: ProtocolSettings, plain: Plain) -> bool:
     return policy.allows_any or origin is None or policy.allows(origin.decode("ascii"))
 
 
-def _keeps_alive(fields: dict[bytes, bytes]) -> bool:
+def _keeps_alive(plain: Plain) -> bool:
     """No ``Connection`` header but ``keep-alive`` (which h11 answers with nothing)."""
-    return fields.get(b"connection", b"keep-alive").lower() == b"keep-alive"
+    connection = plain.connection
+    return connection is None or connection.lower() == b"keep-alive"
 
 
 def _credentials(settings: ProtocolSettings, plain: Plain, websocket: bool) -> Credentials:
@@ -270,9 +261,8 @@ def check_publish(
     settings: ProtocolSettings, plain: Plain, unix_now: float | None
 ) -> PlainPublish | None:
     """Accept a plain ``POST /publish/<channel>``, or None to leave it to h11."""
-    fields = plain.fields
     if (plain.method != b"POST" or not settings.http_enabled
-            or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(fields)
+            or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(plain)
             or not _origin_allowed(settings, plain)):
         return None
     auth = settings.authenticator
@@ -284,7 +274,7 @@ def check_publish(
         auth.check_http_publish(grant, channel)
     except (ChannelNameError, AuthError):
         return None
-    media_type = fields.get(b"content-type", b"").partition(b";")[0].strip().lower()
+    media_type = plain.content_type.partition(b";")[0].strip().lower()
     text = media_type.startswith(b"text/") or media_type == b"application/json"
     if text and not plain.body.isascii():
         try:
@@ -298,9 +288,8 @@ def check_batch(
     settings: ProtocolSettings, plain: Plain, unix_now: float | None
 ) -> list[Message] | None:
     """The messages of a plain ``POST /publish`` batch, or None to leave it to h11."""
-    fields = plain.fields
     if (plain.method != b"POST" or not settings.http_enabled or plain.path != _BATCH_PATH
-            or not _keeps_alive(fields) or not _origin_allowed(settings, plain)):
+            or not _keeps_alive(plain) or not _origin_allowed(settings, plain)):
         return None
     auth = settings.authenticator
     try:
@@ -315,7 +304,7 @@ def check_batch(
 def check_query(settings: ProtocolSettings, plain: Plain) -> str | None:
     """The path of a plain ``GET /healthz`` or ``/metrics``, or None."""
     path = plain.path
-    if (plain.method != b"GET" or plain.body or not _keeps_alive(plain.fields)
+    if (plain.method != b"GET" or plain.body or not _keeps_alive(plain)
             or not (path == "/healthz" or (path == "/metrics" and settings.metrics_enabled))):
         return None
     return path

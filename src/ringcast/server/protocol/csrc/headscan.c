@@ -98,19 +98,24 @@ static int has_xn(const uint8_t *p, size_t n)
     return 0;
 }
 
-static int zero_length(const uint8_t *p, size_t n)
+/* 1 to 19 digits (as h11 takes them), into *out; 0 for anything else. */
+static int read_length(const uint8_t *p, size_t n, uint64_t *out)
 {
     if (n < 1 || n > 19)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != '0')
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
             return 0;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
     return 1;
 }
 
 /* The headers a handshake reads: which one a (lower-case) name is. */
 enum { H_OTHER, H_HOST, H_UPGRADE, H_CONNECTION, H_VERSION, H_KEY, H_ORIGIN, H_PROTOCOL,
-       H_AUTHORIZATION, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_EXPECT };
+       H_AUTHORIZATION, H_CONTENT_LENGTH, H_CONTENT_TYPE, H_TRANSFER_ENCODING, H_EXPECT };
 
 static int which(const uint8_t *name, size_t n)
 {
@@ -119,6 +124,7 @@ static int which(const uint8_t *name, size_t n)
         {"sec-websocket-version", H_VERSION}, {"sec-websocket-key", H_KEY},
         {"origin", H_ORIGIN}, {"sec-websocket-protocol", H_PROTOCOL},
         {"authorization", H_AUTHORIZATION}, {"content-length", H_CONTENT_LENGTH},
+        {"content-type", H_CONTENT_TYPE},
         {"transfer-encoding", H_TRANSFER_ENCODING}, {"expect", H_EXPECT},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -127,7 +133,7 @@ static int which(const uint8_t *name, size_t n)
     return H_OTHER;
 }
 
-#define MAX_NAMES 128           /* names compared for duplicates; past it, no HS_UPGRADE */
+#define MAX_NAMES 128           /* names compared for duplicates; past it, not plain */
 
 int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_section,
                 uint32_t max_headers, hs_head *out, uint8_t *blob, size_t cap)
@@ -161,13 +167,15 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
     i += 11;
     if (i - 2 > max_line)
         return 0;
-    /* What the handshake checks find; `bad` once one fails for good. */
-    int bad = out->method != HS_GET, host = 0, upgrade = 0, connection = 0, version = 0;
+    /* What the handshake checks find; `ws_bad` once one fails for good. */
+    int ws_bad = out->method != HS_GET, host = 0, upgrade = 0, connection = 0, version = 0;
     int key = 0;
     uint32_t seen = 0;
     size_t names[MAX_NAMES][2];
     size_t section = i, b = 0;
     uint32_t headers = 0;
+    out->content_length = 0;
+    out->type_len = 0;
     while (!crlf_at(p, i, n)) {
         size_t name = i;
         while (i < n && TCHAR[p[i]])
@@ -187,7 +195,7 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
         if (!crlf_at(p, i, n))
             return 0;       /* a control character, obs-text, a bare CR, or the end */
         i += 2;
-        if (++headers > max_headers || i - section > max_section)
+        if (++headers > max_headers || i - section > max_section || headers > MAX_NAMES)
             return 0;
         size_t nlen = name_end - name, vlen = value_end - value;
         if (cap - b < nlen + vlen + 2)
@@ -199,38 +207,24 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
         memcpy(blob + b, p + value, vlen);
         b += vlen;
         blob[b++] = 0;
-        /* What the caller's policy reads, on every request. */
-        int id = which(lname, nlen);
-        if (id == H_ORIGIN) {
-            seen |= HS_ORIGIN;
-            out->origin_off = (uint32_t)value;
-            out->origin_len = (uint32_t)vlen;
-        } else if (id == H_PROTOCOL) {
-            seen |= HS_PROTOCOL;
-        } else if (id == H_AUTHORIZATION) {
-            seen |= HS_AUTHORIZATION;
-        }
-        /* The handshake checks, until one fails. */
-        if (bad)
-            continue;
-        if (headers > MAX_NAMES) {
-            bad = 1;
-            continue;
-        }
-        for (uint32_t h = 0; h + 1 < headers && !bad; h++)
-            bad = names[h][1] == nlen && memcmp(blob + names[h][0], lname, nlen) == 0;
+        for (uint32_t h = 0; h + 1 < headers; h++)
+            if (names[h][1] == nlen && memcmp(blob + names[h][0], lname, nlen) == 0)
+                return 0;   /* a name twice */
         names[headers - 1][0] = (size_t)(lname - blob);
         names[headers - 1][1] = nlen;
         const uint8_t *v = p + value;
-        switch (id) {
+        switch (which(lname, nlen)) {
         case H_HOST:
             host = 1;
-            bad |= has_xn(v, vlen);
+            ws_bad |= has_xn(v, vlen);
             break;
         case H_UPGRADE:
             upgrade = eq_nocase(v, vlen, "websocket");
             break;
         case H_CONNECTION:
+            seen |= HS_CONNECTION;
+            out->conn_off = (uint32_t)value;
+            out->conn_len = (uint32_t)vlen;
             connection = lists_upgrade(v, vlen);
             break;
         case H_VERSION:
@@ -240,18 +234,36 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
             key = valid_key(v, vlen);
             out->key_off = (uint32_t)value;
             break;
+        case H_ORIGIN:
+            seen |= HS_ORIGIN;
+            out->origin_off = (uint32_t)value;
+            out->origin_len = (uint32_t)vlen;
+            break;
+        case H_PROTOCOL:
+            seen |= HS_PROTOCOL;
+            break;
+        case H_AUTHORIZATION:
+            seen |= HS_AUTHORIZATION;
+            break;
         case H_CONTENT_LENGTH:
-            bad |= !zero_length(v, vlen);
+            if (!read_length(v, vlen, &out->content_length))
+                return 0;
+            ws_bad |= out->content_length != 0;
+            break;
+        case H_CONTENT_TYPE:
+            out->type_off = (uint32_t)value;
+            out->type_len = (uint32_t)vlen;
             break;
         case H_TRANSFER_ENCODING:
         case H_EXPECT:
-            bad = 1;
-            break;
+            return 0;       /* left to h11 */
         default:
             break;
         }
     }
-    if (!bad && host && upgrade && connection && version && key)
+    if (!host)
+        return 0;
+    if (!ws_bad && upgrade && connection && version && key)
         flags |= HS_UPGRADE;
     out->flags = flags | seen;
     out->headers = headers;

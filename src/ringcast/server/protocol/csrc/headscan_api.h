@@ -14,7 +14,7 @@
  *   head         = request-line *header-line CRLF
  *
  * within the limits given (the request line without its CRLF, the header
- * lines with theirs, the number of header lines). On success it returns the
+ * lines with theirs, the number of header lines; and at most 128 lines). On success it returns the
  * length of the head, through the CRLF of its empty line, and fills `out`
  * and `blob`: each header's name in lower case, a NUL, its value without the
  * whitespace around it, a NUL. A plain value holds no NUL (a control
@@ -23,15 +23,19 @@
  * or when `blob` is too small for it: the caller then leaves the request to
  * h11, which reads anything and says what is wrong.
  *
- * Besides, it reads what a WebSocket handshake needs (RFC 6455 section 4.2.1) and
- * sets HS_UPGRADE when every check below that wsproto makes holds, so that the
- * common handshake needs neither the blob nor a dict of the headers:
+ * A plain request also has no header name twice, a Host, no Transfer-Encoding
+ * nor Expect, and a Content-Length (if any) of 1 to 19 digits: hs_scan returns
+ * 0 for a head that breaks one of these too, and reads Content-Length,
+ * Content-Type and Connection for the caller, so that a common request needs no
+ * dict of its headers.
  *
- *   GET, no header name twice, Host, no Transfer-Encoding nor Expect, no body
- *   (no Content-Length, or digits worth 0); Upgrade: websocket (any case);
- *   Connection listing the token upgrade (any case); Sec-WebSocket-Version: 13;
- *   Sec-WebSocket-Key: 22 base64 characters and "==" (16 bytes); a Host
- *   without "xn--" (whose IDNA reading is left to Python).
+ * Besides, it reads what a WebSocket handshake needs (RFC 6455 section 4.2.1) and
+ * sets HS_UPGRADE when every check below that wsproto makes holds:
+ *
+ *   GET, no body (no Content-Length, or one worth 0); Upgrade: websocket (any
+ *   case); Connection listing the token upgrade (any case);
+ *   Sec-WebSocket-Version: 13; Sec-WebSocket-Key: 22 base64 characters and "=="
+ *   (16 bytes); a Host without "xn--" (whose IDNA reading is left to Python).
  *
  * What is left to the caller's policy is pointed at: the Origin, and whether
  * a Sec-WebSocket-Protocol or an Authorization header or a query came (which
@@ -49,6 +53,7 @@ enum {
     HS_PROTOCOL = 4,         /* a Sec-WebSocket-Protocol header                     */
     HS_AUTHORIZATION = 8,    /* an Authorization header                             */
     HS_QUERY = 16,           /* the target has a query ("?")                        */
+    HS_CONNECTION = 32,      /* a Connection header: conn_off, conn_len             */
 };
 
 typedef struct hs_head {
@@ -62,6 +67,11 @@ typedef struct hs_head {
     uint32_t key_off;        /* HS_UPGRADE: the 24-byte Sec-WebSocket-Key value  */
     uint32_t origin_off;     /* HS_ORIGIN: its value                             */
     uint32_t origin_len;
+    uint32_t conn_off;       /* HS_CONNECTION: its value                         */
+    uint32_t conn_len;
+    uint32_t type_off;       /* Content-Type's value (type_len 0: none or empty) */
+    uint32_t type_len;
+    uint64_t content_length; /* 0 without a Content-Length                       */
 } hs_head;
 
 int64_t hs_scan(const uint8_t *data, size_t len, uint32_t max_line, uint32_t max_section,
