@@ -6,6 +6,7 @@
 # Config from a mounted file (env RINGCAST_<SECTION>_<KEY> still wins over it):
 #   docker run -v ./ringcast.toml:/etc/ringcast/ringcast.toml:ro -p 8080:8080 ringcast \
 #     serve --config /etc/ringcast/ringcast.toml
+# (`ringcast serve ...` after the image name works too; so does any command of the image, e.g. sh.)
 # BASE is the official image; tests pass --build-arg BASE=<a locally made equivalent>.
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
@@ -40,6 +41,7 @@ RUN apt-get update \
       --no-create-home --shell /usr/sbin/nologin ringcast \
  && mkdir -p /etc/ringcast
 COPY --from=build /opt/venv /opt/venv
+COPY deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -47,9 +49,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
-# GET /healthz (200 while serving, 503 while draining) on the port the server uses: the one from
-# /etc/ringcast/ringcast.toml if mounted, with the RINGCAST_* environment on top. No curl in slim.
+# GET /healthz (200 while serving, 503 while draining) on the port the server uses: `ringcast
+# health --pid 1` reads the config file, flags and RINGCAST_* environment the server (PID 1,
+# or its child under `docker run --init`) was started with, mounted file or not.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; from ringcast.config import load_config; f = '/etc/ringcast/ringcast.toml'; s = load_config(f if os.path.exists(f) else None).server; h = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(s.host, s.host); h = f'[{h}]' if ':' in h else h; urllib.request.urlopen(f'http://{h}:{s.port}/healthz', timeout=4)"]
-ENTRYPOINT ["ringcast"]
-CMD ["serve"]
+  CMD ["ringcast", "health", "--pid", "1", "--timeout", "4"]
+ENTRYPOINT ["/bin/sh", "/usr/local/bin/docker-entrypoint.sh"]
+CMD ["ringcast", "serve"]

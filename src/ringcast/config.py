@@ -47,6 +47,7 @@ __all__ = [
     "Config",
     "ConfigKey",
     "HttpConfig",
+    "KeyChange",
     "KeySpec",
     "LimitsConfig",
     "LoggingConfig",
@@ -955,6 +956,33 @@ def diff_configs(old: Config, new: Config) -> tuple[list[str], list[str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One key a reload read: its value running and its value in the file read again."""
+
+    key: ConfigKey
+    old: Any
+    """The running value, plain (as :meth:`Config.as_dict` gives it)."""
+    new: Any
+
+    def __str__(self) -> str:
+        """``limits.max_message_size 1048576 -> 2097152``, for a log line: a secret shows
+        ``***`` for each value it holds (``[***, ***]``), a URL its credentials masked."""
+        old, new = _shown(self.old, self.key.spec.secret), _shown(self.new, self.key.spec.secret)
+        if self.old == self.new:
+            return f"{self.key.path} {new} (read again)"
+        return f"{self.key.path} {old} -> {new}"
+
+
+def _shown(value: object, secret: bool) -> str:
+    """A value as a log line may show it: TOML, with secrets and URL credentials masked."""
+    if secret and isinstance(value, str):
+        return "***" if value else '""'
+    if secret and isinstance(value, list | tuple):
+        return "[" + ", ".join("***" for _ in value) + "]"
+    return mask_credentials(_toml_value(value))
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadPlan:
     """What a SIGHUP does with a configuration read again: see :func:`plan_reload`."""
 
@@ -964,6 +992,15 @@ class ReloadPlan:
     """Key paths whose new values apply now."""
     restart: tuple[str, ...]
     """Key paths that changed but need a restart: not applied."""
+    changes: tuple[KeyChange, ...] = ()
+    """Every key of ``live`` and ``restart``, with its old and new values."""
+
+    def describe(self, paths: tuple[str, ...]) -> str:
+        """``paths`` (``plan.live`` or ``plan.restart``) with their old and new values, for the
+        reload's log lines: ``"limits.max_message_size 1048576 -> 2097152, auth.publish_tokens
+        [***] -> [***, ***]"``. Secrets are never shown; their count of values is."""
+        by_path = {change.key.path: change for change in self.changes}
+        return ", ".join(str(by_path[path]) if path in by_path else path for path in paths)
 
 
 def plan_reload(running: Config, new: Config) -> ReloadPlan:
@@ -977,14 +1014,18 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
     live, restart = diff_configs(running, new)
     if not live and running.auth.jwt_public_key_file:
         live = ["auth.jwt_public_key_file"]
+    old_values, fresh = running.as_dict(), new.as_dict()
+    keys = {key.path: key for key in config_keys()}
+    changes = tuple(KeyChange(key, old_values[key.section][key.name], fresh[key.section][key.name])
+                    for key in (keys[path] for path in (*live, *restart)))
     if not live:
-        return ReloadPlan(running, (), tuple(restart))
-    merged = {section: dict(keys) for section, keys in running.as_dict().items()}
-    fresh = new.as_dict()
+        return ReloadPlan(running, (), tuple(restart), changes)
+    merged = {section: dict(values) for section, values in old_values.items()}
     for path in live:
         section, key = path.split(".", 1)
         merged[section][key] = fresh[section][key]
-    return ReloadPlan(config_from_mapping(merged, "<reload>"), tuple(live), tuple(restart))
+    return ReloadPlan(config_from_mapping(merged, "<reload>"), tuple(live), tuple(restart),
+                      changes)
 
 
 # --------------------------------------------------------------------------------------------

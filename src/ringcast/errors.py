@@ -6,7 +6,8 @@ stands alone).
     RingcastError
     ├── ConfigError          a configuration file or override is invalid
     ├── ChannelNameError     a channel name breaks the documented rules
-    └── BackendError         the chosen I/O backend cannot run here
+    ├── BackendError         the chosen I/O backend cannot run here
+    └── ListenError          the server cannot listen where it was told to
 
 Every message says what happened and what to do about it.
 """
@@ -28,3 +29,8 @@ class ChannelNameError(RingcastError, ValueError):
 
 class BackendError(RingcastError):
     """The I/O backend that was asked for cannot run on this machine."""
+
+
+class ListenError(RingcastError):
+    """The configured address and port cannot be listened on (in use, not permitted, not an
+    address of this machine)."""

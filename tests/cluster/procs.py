@@ -147,13 +147,15 @@ class Node(ServerProcess):
 
     @classmethod
     def start(cls, workers: int = 1, backend: str | None = None,
-              config: str | None = None, cpus: set[int] | None = None, **env: object) -> Self:
+              config: str | None = None, cpus: set[int] | None = None, port: int = 0,
+              **env: object) -> Self:
         """``workers``: how many the test expects (RINGCAST_SERVER_WORKERS unless in ``env``);
-        ``cpus``: the CPU affinity of the process. Returns once every worker listens."""
+        ``cpus``: the CPU affinity of the process; ``port``: 0 for any free one. Returns once
+        every worker listens."""
         # taskset execs the server: same pid
         prefix = () if cpus is None else ("taskset", "-c", ",".join(map(str, sorted(cpus))))
         node = cls.spawn({"SERVER_WORKERS": workers, **env}, backend=backend, config=config,
-                         prefix=prefix)
+                         prefix=prefix, port=port)
         node.workers = workers
         node.wait_listening()
         return node

@@ -13,6 +13,7 @@ subscriptions (``PUBSUB NUMSUB``), not just until a node says "connected".
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import time
@@ -442,6 +443,14 @@ def test_redis_acl_user_from_the_url(start_node: StartNode, make_redis: MakeRedi
         await wait_until(lambda: sub.texts() == ["m:0"], 10, "the message from the other node")
 
     run(main())
+    # What an operator reads: the cluster in the start-up line, the first connection at info,
+    # the password nowhere.
+    shown = f"redis://ringcast:***@127.0.0.1:{redis.port}"
+    for node in (a, b):
+        log = node.stderr_text()
+        assert re.search(rf"listening on .*; cluster: {re.escape(shown)}$", log, re.M), log
+        assert f"INFO cluster: connected to {shown} (" in log, log
+        assert "s3cret" not in log, log
 
 
 @pytest.mark.slow

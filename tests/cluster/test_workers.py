@@ -200,7 +200,7 @@ def test_sighup_reaches_every_worker_and_sigterm_drains_them(
         node.signal(signal.SIGHUP)
         for w in (0, 1):
             await wait_until(lambda w=w: bool(log_lines(
-                node, rf"\[worker {w}\] reload: applied limits\.max_message_size")),
+                node, rf"\[worker {w}\] reload: applied limits\.max_message_size \d+ -> 1000")),
                 10, f"worker {w} applying limits.max_message_size")
         # Applied in both workers: a 2000-byte message is too big on either.
         big = await open_on_workers(node.port, {0: 1, 1: 1}, "h")

@@ -9,9 +9,8 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .helpers import REPO, free_port, missing, require_tool, wait_healthy
 
@@ -75,58 +74,96 @@ def test_runtime_stage() -> None:
     assert "rm -rf /var/lib/apt/lists/*" in run
     for forbidden in ("gcc", "liburing-dev", "libc6-dev", "build-essential", "pip install"):
         assert forbidden not in run, forbidden
-    assert values(runtime, "COPY") == ["--from=build /opt/venv /opt/venv"]
+    assert values(runtime, "COPY") == [
+        "--from=build /opt/venv /opt/venv",
+        "deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh"]
     (user,) = values(runtime, "USER")
     assert user.split(":")[0] not in ("0", "root"), user
     assert values(runtime, "EXPOSE") == ["8080"]
     assert values(runtime, "STOPSIGNAL") == ["SIGTERM"]
-    assert json.loads(values(runtime, "ENTRYPOINT")[0]) == ["ringcast"]
-    assert json.loads(values(runtime, "CMD")[0]) == ["serve"]
+    # `docker run IMAGE serve ...` and `docker run IMAGE ringcast serve ...` both work: the
+    # entry point adds `ringcast` when the first argument is not a command (tests/deploy/
+    # test_podman.py runs both).
+    assert json.loads(values(runtime, "ENTRYPOINT")[0]) == [
+        "/bin/sh", "/usr/local/bin/docker-entrypoint.sh"]
+    assert json.loads(values(runtime, "CMD")[0]) == ["ringcast", "serve"]
     env = " ".join(values(runtime, "ENV"))
     assert "RINGCAST_SERVER_HOST=0.0.0.0" in env
     assert "PATH=/opt/venv/bin:$PATH" in env
-    (health,) = values(runtime, "HEALTHCHECK")
-    assert "/healthz" in health and "curl" not in health
+    assert healthcheck_argv()[:4] == ["ringcast", "health", "--pid", "1"]
 
 
 def test_dockerignore_is_an_allow_list_without_build_artifacts() -> None:
     lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*"
-    for needed in ("!pyproject.toml", "!setup.py", "!src/ringcast"):
+    for needed in ("!pyproject.toml", "!setup.py", "!README.md", "!LICENSE", "!src/ringcast",
+                   "!deploy/docker-entrypoint.sh"):
         assert needed in lines
+        assert (REPO / needed[1:]).exists(), f"{needed[1:]} is allowed in but does not exist"
     for artifact in ("**/*.so", "**/*.o", "**/*.egg-info", "**/__pycache__"):
         assert artifact in lines
 
 
 def healthcheck_argv() -> list[str]:
+    """The HEALTHCHECK's command."""
     runtime = stages(parsed().structure)[-1]
     (health,) = values(runtime, "HEALTHCHECK")
     argv = json.loads(health.split(" CMD ", 1)[1].strip())
-    assert isinstance(argv, list) and argv[0] == "python"
-    return [sys.executable, *argv[1:]]
+    assert isinstance(argv, list) and all(isinstance(a, str) for a in argv), argv
+    return argv
 
 
-@pytest.mark.skipif(os.path.exists("/etc/ringcast/ringcast.toml"),
-                    reason="/etc/ringcast/ringcast.toml on this host would steer the check")
-def test_healthcheck_command_against_a_real_server() -> None:
-    """The HEALTHCHECK's Python snippet passes against a live server and fails without one."""
+def test_entrypoint_adds_ringcast_only_before_its_arguments(tmp_path: Path) -> None:
+    """The entry point script, run by sh as the image runs it, with a stand-in `ringcast`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "ringcast"
+    stand_in.write_text('#!/bin/sh\necho "ringcast $*"\n')
+    stand_in.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def entry(*args: str) -> str:
+        res = subprocess.run(["/bin/sh", str(REPO / "deploy/docker-entrypoint.sh"), *args],
+                             env=env, capture_output=True, text=True, timeout=10, check=True)
+        return res.stdout
+
+    assert entry("ringcast", "serve") == "ringcast serve\n"        # the image's CMD
+    assert entry("serve", "--config", "/c.toml") == "ringcast serve --config /c.toml\n"
+    assert entry("ringcast", "serve", "--config", "/c.toml") == "ringcast serve --config /c.toml\n"
+    assert entry("--version") == "ringcast --version\n"
+    assert entry("echo", "a command of the image") == "a command of the image\n"
+
+
+def test_healthcheck_command_against_a_real_server(tmp_path: Path) -> None:
+    """The HEALTHCHECK's command, given the server's pid for PID 1, passes against a live server
+    whose port comes from a config file it does not share, and fails once the server is gone."""
     argv = healthcheck_argv()
+    pid_at = argv.index("--pid") + 1
     port = free_port()
-    env = {**os.environ, "RINGCAST_SERVER_HOST": "0.0.0.0", "RINGCAST_SERVER_PORT": str(port)}
-    dead = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
-    assert dead.returncode == 1, dead.stderr  # unhealthy (Docker reserves 2)
-    assert b"Connection refused" in dead.stderr, dead.stderr
+    config = tmp_path / "ringcast.toml"
+    config.write_text(f"[server]\nport = {port}\n")
+    # What the check sees of its own environment must not matter: none of it is the server's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "ringcast", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--backend", "epoll"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "ringcast", "serve", "--config", str(config), "--backend", "epoll"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "ringcast", *argv[1:]]
+        command[pid_at + 2] = str(server.pid)   # + 2: `python -m` for `ringcast`
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30,
+                              check=False)
+
     try:
         wait_healthy(port, 20, lambda: server.poll() is None, lambda: "see the output below")
-        ok = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
-                            check=False)
+        ok = check()
         assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.startswith("ok\n"), ok.stdout
     finally:
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=30)
     assert server.returncode == 0, out
+    gone = check()
+    assert gone.returncode == 1, gone  # unhealthy (Docker reserves 2)
+    assert "ringcast health: cannot read the command line of process" in gone.stderr, gone.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -192,10 +193,25 @@ def test_image_contents(podman: Podman, image: str) -> None:
     assert lines[-1].startswith("ringcast "), out
 
 
+def test_entrypoint_takes_ringcast_arguments_a_ringcast_command_or_any_command(
+        podman: Podman, image: str) -> None:
+    version = podman("run", "--rm", image, "ringcast", "--version").stdout
+    assert re.fullmatch(r"ringcast \S+\n", version), version
+    for args in (["--version"], ["version"]):
+        assert podman("run", "--rm", image, *args).stdout == version, args
+    assert podman("run", "--rm", image, "sh", "-c", "echo $((6 * 7))").stdout == "42\n"
+
+
 def test_default_seccomp_falls_back_to_epoll(podman: Podman, image: str) -> None:
     port = free_port()
+    # A config file mounted where the image looks for one, but not passed to the server: the
+    # health check must ask the port the server was given, not the file's.
+    unused = podman.work / "unused.toml"
+    unused.write_text(f"[server]\nport = {free_port()}\n")
+    unused.chmod(0o644)
     with container(podman, f"{PREFIX}-epoll", "-e", "RINGCAST_SERVER_HOST=127.0.0.1",
-                   "-e", f"RINGCAST_SERVER_PORT={port}", image) as name:
+                   "-e", f"RINGCAST_SERVER_PORT={port}",
+                   "-v", f"{unused}:/etc/ringcast/ringcast.toml:ro", image) as name:
         logs = serve_and_check(podman, name, port)
     line = next((ln for ln in logs.splitlines() if "listening on" in ln), "")
     assert f"127.0.0.1:{port}, backend epoll" in line, logs
@@ -203,20 +219,41 @@ def test_default_seccomp_falls_back_to_epoll(podman: Podman, image: str) -> None
     assert "--security-opt seccomp=" in line, line  # how to enable it
 
 
-def test_io_uring_profile_and_mounted_config(
+def readme_docker_run(work: Path, image: str) -> list[str]:
+    """The options and command of README's `docker run` with a mounted config, as this test
+    runs it: ``$PWD`` is ``work`` (where the test puts ``ringcast.toml`` and the seccomp
+    profile, under README's names), the image is ``image``, and ``-p 8080:8080`` goes: the
+    test runs on the host's network, on the port its config file sets."""
+    text = (REPO / "README.md").read_text()
+    (line,) = [" ".join(part.strip().removesuffix("\\") for part in run.split("\n"))
+               for run in re.findall(r"^docker run (?:.*\\\n)*.*$", text, re.M)
+               if "--config" in run]
+    args = shlex.split(line.replace("$PWD", str(work)))
+    assert args[:2] == ["docker", "run"], line
+    args = args[2:]
+    published = args.index("-p")
+    assert args[published + 1] == "8080:8080", line
+    del args[published:published + 2]
+    args[args.index("ringcast")] = image
+    return args
+
+
+def test_io_uring_profile_and_mounted_config_as_readme_runs_it(
     podman: Podman, image: str, io_uring_profile: Path, host_io_uring: None,
 ) -> None:
     port = free_port()
     config = podman.work / "ringcast.toml"
     config.write_text(f"[server]\nport = {port}\n\n[shutdown]\ndrain_timeout = 5.0\n")
     config.chmod(0o644)
-    with container(podman, f"{PREFIX}-uring", "--security-opt", f"seccomp={io_uring_profile}",
-                   "-v", f"{config}:/etc/ringcast/ringcast.toml:ro",
-                   "-e", "RINGCAST_SERVER_HOST=127.0.0.1",
-                   image, "serve", "--config", "/etc/ringcast/ringcast.toml") as name:
+    assert io_uring_profile == podman.work / "seccomp-io_uring.json"   # README's name
+    run_args = readme_docker_run(podman.work, image)
+    assert run_args[-3:] == ["serve", "--config", "/etc/ringcast/ringcast.toml"], run_args
+    with container(podman, f"{PREFIX}-uring", "-e", "RINGCAST_SERVER_HOST=127.0.0.1",
+                   *run_args) as name:
         logs = serve_and_check(podman, name, port)
     line = next((ln for ln in logs.splitlines() if "listening on" in ln), "")
     assert f"127.0.0.1:{port}, backend io_uring" in line, logs
+    assert "config: /etc/ringcast/ringcast.toml with RINGCAST_SERVER_HOST;" in line, line
     assert "up to 5.0s" in logs  # the mounted file's drain_timeout was used
 
 

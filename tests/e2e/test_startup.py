@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
 from .conftest import StartServer
 from .helpers import http, metrics
+
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 class TestStartup:
@@ -20,6 +26,30 @@ class TestStartup:
         line = next(ln for ln in server.stderr_text().splitlines() if "listening on" in ln)
         assert " INFO " in line, line
         assert f"127.0.0.1:{server.port}" in line
+
+    def test_log_line_names_config_workers_and_cluster(
+        self, start_server: StartServer, backend: str
+    ) -> None:
+        server = start_server(LIMITS_PING_INTERVAL=30)
+        line = next(ln for ln in server.stderr_text().splitlines() if "listening on" in ln)
+        # Overrides by name only (a value may be a secret), flags after the environment.
+        assert line.endswith(f"({server.reason}); config: built-in defaults with "
+                             "RINGCAST_LIMITS_PING_INTERVAL, --port, --backend; workers: 1; "
+                             "cluster: none"), line
+
+    def test_json_logs_carry_rfc3339_utc_times(self, start_server: StartServer) -> None:
+        before = datetime.now(UTC)
+        server = start_server(LOGGING_FORMAT="json")
+        server.terminate()
+        assert server.wait() == 0
+        after = datetime.now(UTC)
+        docs = [json.loads(line) for line in server.stderr_text().splitlines()]
+        assert [d["msg"] for d in docs if d["msg"] == "stopped"], docs
+        for doc in docs:
+            assert RFC3339_UTC.fullmatch(doc["ts"]), doc
+            when = datetime.fromisoformat(doc["ts"])
+            # Milliseconds are truncated: a line may read up to 1 ms before `before`.
+            assert before - timedelta(milliseconds=1) <= when <= after, (before, doc, after)
 
     def test_auto_backend_says_which_and_why(self, start_server: StartServer,
                                              io_uring_skip_reason: str | None) -> None:

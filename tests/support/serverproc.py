@@ -62,17 +62,21 @@ class ServerProcess:
     @classmethod
     def spawn(cls, env: Mapping[str, object], *, backend: str | None = None,
               config: str | None = None, nofile: int | None = None,
-              prefix: Sequence[str] = ()) -> Self:
-        """Start ``[prefix] python -m ringcast serve --port 0``; `wait_listening` waits for it.
+              prefix: Sequence[str] = (), port: int | None = 0) -> Self:
+        """Start ``[prefix] python -m ringcast serve --port <port>``; `wait_listening` waits
+        for it.
 
         ``env``: overrides without the ``RINGCAST_`` prefix (``{"LIMITS_PING_INTERVAL": 0.5}``,
         values through `str`); the child inherits none of this process's own ``RINGCAST_*``
         variables, so only these apply. ``backend``, ``config``: ``--backend``, ``--config``
         when given. ``nofile``: the child's RLIMIT_NOFILE. ``prefix``: a command that execs
-        the server (``taskset -c 0``), so that ``pid`` is still the server's.
+        the server (``taskset -c 0``), so that ``pid`` is still the server's. ``port``: 0 (the
+        default) lets the kernel pick a free one; None leaves ``--port`` out.
         """
         overrides = {key: str(value) for key, value in env.items()}
-        args = [*prefix, sys.executable, "-m", "ringcast", "serve", "--port", "0"]
+        args = [*prefix, sys.executable, "-m", "ringcast", "serve"]
+        if port is not None:
+            args += ["--port", str(port)]
         if backend is not None:
             args += ["--backend", backend]
         if config is not None:

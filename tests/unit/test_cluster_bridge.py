@@ -297,6 +297,32 @@ def test_up_waits_for_auth_on_both_connections(make_harness: MakeHarness) -> Non
     assert h.bridge.connected
 
 
+def test_each_connection_is_logged_at_info_credentials_masked(
+        make_harness: MakeHarness, caplog: pytest.LogCaptureFixture) -> None:
+    h = make_harness(userinfo="app:s3cret@", channels=("a",))
+    port = h.listener.getsockname()[1]
+
+    def connect(now: float) -> list[str]:
+        """Connect and answer AUTH, SUBSCRIBE and PING; the messages logged meanwhile."""
+        seen = len(caplog.records)
+        redis = h.connect(now)
+        assert [c[0] for c in redis.commands(redis.sub, 2)] == [b"AUTH", b"SUBSCRIBE"]
+        assert [c[0] for c in redis.commands(redis.pub, 2)] == [b"AUTH", b"PING"]
+        redis.say(redis.pub, OK + PONG)
+        redis.say(redis.sub, OK + subscribed("a", 1))
+        assert h.bridge.connected
+        redis.hang_up(redis.sub)
+        return [r.getMessage() for r in caplog.records[seen:] if r.levelno == logging.INFO]
+
+    assert connect(now=1.0) == [
+        f"cluster: connected to redis://app:***@127.0.0.1:{port} (1 channels subscribed); "
+        "publishes go through it"]
+    assert connect(now=2.0) == [
+        f"cluster: reconnected to redis://app:***@127.0.0.1:{port} (1 channels subscribed); "
+        "publishes go through it"]
+    assert "s3cret" not in caplog.text
+
+
 def test_refused_auth_takes_the_bridge_down(make_harness: MakeHarness,
                                             caplog: pytest.LogCaptureFixture) -> None:
     h = make_harness(userinfo=":s3cret@", channels=("a",))

@@ -777,6 +777,36 @@ def test_plan_reload_reads_a_public_key_file_again_even_unchanged(tmp_path: Path
     plan = plan_reload(running, running)
     assert plan.live == ("auth.jwt_public_key_file",)
     assert plan.applied == running
+    assert plan.describe(plan.live) == f'auth.jwt_public_key_file "{key}" (read again)'
+
+
+def test_plan_reload_describes_each_change_old_to_new() -> None:
+    running = Config()
+    new = config_from_mapping({"server": {"port": 9000}, "limits": {"max_message_size": 4096},
+                               "logging": {"level": "debug"}})
+    plan = plan_reload(running, new)
+    assert plan.describe(plan.live) == ('limits.max_message_size 1048576 -> 4096, '
+                                        'logging.level "info" -> "debug"')
+    assert plan.describe(plan.restart) == "server.port 8080 -> 9000"
+
+
+def test_plan_reload_masks_secrets_in_its_description() -> None:
+    secrets = ("token-one-0123456789", "token-two-0123456789", "token-three-0123456789",
+               "publish-0123456789", "jwt-secret-0123456789-0123456789", "redis-pw")
+    running = config_from_mapping({"auth": {"publish_tokens": [secrets[0]]},
+                                   "cluster": {"redis_url": "redis://app:redis-pw@db:6379"}})
+    new = config_from_mapping({"auth": {"publish_tokens": list(secrets[1:3]),
+                                        "jwt_secret": secrets[4]},
+                               "http": {"publish_token": secrets[3]},
+                               "cluster": {"redis_url": "redis://app:redis-pw@db2:6379"}})
+    plan = plan_reload(running, new)
+    live, restart = plan.describe(plan.live), plan.describe(plan.restart)
+    assert "auth.publish_tokens [***] -> [***, ***]" in live
+    assert 'http.publish_token "" -> ***' in live
+    assert 'auth.jwt_secret "" -> ***' in live
+    assert restart == ('cluster.redis_url "redis://app:***@db:6379" -> '
+                       '"redis://app:***@db2:6379"')
+    assert not [s for s in secrets if s in live + restart], live + restart
 
 
 def test_diff_configs_covers_every_key() -> None:

@@ -237,9 +237,10 @@ class RedisBridge:
         self._next_try = None
         self._backoff = BACKOFF_MIN
         self.reconnects += 1
-        if self._down_logged or self.reconnects > 1:
-            log.info("cluster: connected to redis at %s:%d, %d channels subscribed",
-                     *self.addr, len(self._confirmed))
+        # Every time, the first included: an operator sees that the node joined the cluster.
+        log.info("cluster: %s %s (%d channels subscribed); publishes go through it",
+                 "connected to" if self.reconnects == 1 else "reconnected to",
+                 mask_credentials(self.url), len(self._confirmed))
         self._down_logged = False
 
     def _keepalive(self, now: float) -> None:

@@ -139,7 +139,11 @@ class Server:
         family = socket.AF_INET6 if ":" in srv.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.peers is not None:
+            # Workers of one supervisor share the port (the kernel spreads connections
+            # over their listeners). A server alone does not: its bind then fails while
+            # any other process listens there, instead of splitting the clients with it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if self.config.limits.socket_send_buffer:
             # Accepted sockets inherit it: what a stalled client can hold in the kernel
             # is bounded too, not only what waits in ringio's queue.
@@ -203,14 +207,14 @@ class Server:
         sdnotify.ready()
         if plan.restart:
             log.warning("reload: %s changed but need a restart; not applied",
-                        ", ".join(plan.restart))
+                        plan.describe(plan.restart))
         if not plan.live:
             log.info("reload: no live-reloadable setting changed")
             return
         # Every part holds this one object: swap both halves together.
         self.current.config, self.current.settings = current.config, current.settings
         logging.getLogger().setLevel(self.config.logging.level.upper())
-        log.info("reload: applied %s", ", ".join(plan.live))
+        log.info("reload: applied %s", plan.describe(plan.live))
 
     def _begin_drain(self, now: float) -> None:
         clients = self.clients
