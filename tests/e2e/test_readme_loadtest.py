@@ -79,16 +79,18 @@ def _scaled(argv: list[str], *, port: int, pid: int, tmp: Path) -> list[str]:
     for i, word in enumerate(argv):
         before = argv[i - 1] if i else ""
         if before in SCALED:
-            word = SCALED[before]
+            value = SCALED[before]
         elif before == "--storm":
-            word = f"{word.partition('@')[0]}@{STORM_AT}"
+            value = f"{word.partition('@')[0]}@{STORM_AT}"
         elif before == "--processes" and word == "0":
-            word = "2"          # "as many as needed" is one here: make it a team anyway
+            value = "2"          # "as many as needed" is one here: make it a team anyway
         elif before in ("--json", "--plot"):
-            word = str(tmp / word)
+            value = str(tmp / word)
         elif word == "$!":
-            word = str(pid)
-        out.append(URL.sub(f"ws://127.0.0.1:{port}", word))
+            value = str(pid)
+        else:
+            value = word
+        out.append(URL.sub(f"ws://127.0.0.1:{port}", value))
     return out
 
 

@@ -112,14 +112,15 @@ def test_batch_feed_over_connections() -> None:
     s = new(conns=8, subs=8)
     frames = publish(s, 4, expected=8)
     data = b"".join(frames)
-    conns, chunks = [], []
+    conns, spans = [], []
     for c in range(8):  # each connection's bytes in two pieces, interleaved
         conns.append(c)
-        chunks.append(data[:c + 1])
+        spans.append((0, c + 1))
     for c in range(8):
         conns.append(c)
-        chunks.append(data[c + 1:])
-    s.feed_batch(conns, chunks)
+        spans.append((c + 1, len(data) - c - 1))
+    received = bytearray(b"x" * 5 + data)   # where the bytes lie: not at offset 0
+    s.feed_spans(conns, [5 + off for off, _ in spans], [n for _, n in spans], received)
     c = s.counts()
     assert c["delivered"] == 32 and c["completed_all"] == 4
     assert s.histogram(sc.HIST_LAST).get_total_count() == 4

@@ -15,9 +15,10 @@ Phases of `LoadTest.run`:
 3. drain: wait for what is in flight, up to ``drain_timeout``; then whatever a
    subscriber has not received is undelivered.
 
-Per delivery nothing happens in Python: every ``reap`` goes to the C scanner in
-one call (`Scanner.feed_batch`). HTTP is read by `handshake` (the upgrade's answer)
-and `http_publish` (the answers to HTTP publishes), h11 where the answer is unusual.
+Per delivery nothing happens in Python: every ``reap`` goes to the C scanner in one
+call (`Scanner.feed_spans`), which reads the bytes where ringio received them. HTTP is
+read by `handshake` (the upgrade's answer) and `http_publish` (the answers to HTTP
+publishes), h11 where the answer is unusual.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Any
+
+from typing_extensions import Buffer
 
 from ringcast.fdlimit import FD_HEADROOM, raise_nofile
 from ringcast.loadtest import procstat
@@ -72,6 +75,7 @@ from ringcast.ringio import (
     EventKind,
     Loop,
     LoopParams,
+    RawEvent,
     RingioError,
     RingUnavailable,
 )
@@ -425,35 +429,38 @@ class LoadTest:
         is done with; the lead merges its followers' reports."""
         team = self.team
         if team is None:
-            events = self.loop.reap(timeout)
+            events, received = self.loop.reap_raw(timeout)
         else:
-            events = self.loop.reap(min(timeout, TEAM_REAP))
+            events, received = self.loop.reap_raw(min(timeout, TEAM_REAP))
             if isinstance(team, Follower):
                 team.poll(self._mirror_publish)
             else:
                 team.poll(self.scanner.merge)
         if events:
-            self._scan(events)
+            self._scan(events, received)
         if isinstance(team, Follower):
             team.report(self.scanner.take_done(), self._status, time.monotonic())
 
-    def _scan(self, events: list[Event]) -> None:
+    def _scan(self, events: list[RawEvent], received: Buffer) -> None:
         scan_ok = self.scan_ok
         ids: list[int] = []
-        chunks: list[bytes] = []
-        others: list[Event] = []
+        offs: list[int] = []
+        lens: list[int] = []
+        others: list[RawEvent] = []
         for ev in events:
-            if ev[0] == DATA and scan_ok[ev[1]]:
-                ids.append(ev[1])
-                chunks.append(ev[4])
+            kind, conn, _res, length, aux = ev
+            if kind == DATA and scan_ok[conn]:
+                ids.append(conn)
+                offs.append(aux)
+                lens.append(length)
             else:
                 others.append(ev)
-        if chunks:
-            self.reads += len(chunks)
-            if self.scanner.feed_batch(ids, chunks):
+        if ids:
+            self.reads += len(ids)
+            if self.scanner.feed_spans(ids, offs, lens, received):
                 self._notes()
         for ev in others:
-            self._other(ev)
+            self._other(self.loop.event(ev))
 
     def _other(self, ev: Event) -> None:
         kind, conn = ev.kind, ev.conn

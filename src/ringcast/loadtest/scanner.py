@@ -1,19 +1,19 @@
 """The Python face of the C frame scanner (``csrc/wsscan.c``).
 
-Python crosses into C once per reap: `Scanner.feed_batch` takes every chunk of
-bytes one ``Loop.reap`` returned, for every connection, and C parses the
-frames, checks each message and counts it. What Python must act on (a ping
+Python crosses into C once per reap: `Scanner.feed_spans` takes where every chunk of
+bytes one ``Loop.reap_raw`` received lies, for every connection, and C parses the
+frames where they are (no copy), checks each message and counts it. What Python must act on (a ping
 owed a pong, a close, a protocol error) comes back as `Note`s.
 """
 
 from __future__ import annotations
 
 import array
-import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from hdrh.histogram import HdrHistogram
+from typing_extensions import Buffer
 
 try:
     from ringcast.loadtest._wsscan import ffi, lib
@@ -44,7 +44,6 @@ PROTOCOL_ERRORS = {
 }
 
 DONE_SIZE = ffi.sizeof("ws_done")
-_JOIN_MAX = 256 * 1024  # feed_batch joins a reap's chunks into one call up to this many bytes
 
 HIST_DELIVERY, HIST_LAST, HIST_DELIVERY_INTERVAL, HIST_LAST_INTERVAL = range(4)
 COUNT_NAMES: tuple[str, ...] = tuple(f[0] for f in ffi.typeof("ws_counts").fields)
@@ -100,28 +99,17 @@ class Scanner:
             raise ValueError(f"connection id {conn} out of range")
         return int(rc)
 
-    def feed_batch(self, conns: Sequence[int], chunks: Sequence[bytes], now_ns: int = 0) -> int:
-        """Parse ``chunks[i]`` received on ``conns[i]``, all in one call into C."""
-        n = len(chunks)
+    def feed_spans(self, conns: Sequence[int], offs: Sequence[int], lens: Sequence[int],
+                   received: Buffer, now_ns: int = 0) -> int:
+        """Parse ``received[offs[i]:offs[i] + lens[i]]``, received on ``conns[i]``, all in
+        one call into C and where the bytes lie (`Loop.reap_raw`'s buffer: no copy)."""
+        n = len(conns)
         if n == 0:
             return 0
-        if n == 1:
-            return self.feed(conns[0], chunks[0], now_ns)
-        lens = array.array("I", map(len, chunks))
-        offs = array.array("Q", itertools.accumulate(lens, initial=0))
-        if offs[-1] > _JOIN_MAX:
-            # Big messages: joining would copy every byte once more into a fresh
-            # mapping (page faults were a fifth of the client's time with 1 MB
-            # messages); one call per chunk costs little beside a chunk's bytes.
-            pending = 0
-            for conn, chunk in zip(conns, chunks, strict=True):
-                pending = self.feed(conn, chunk, now_ns)
-            return pending
-        ids = array.array("I", conns)
-        blob = b"".join(chunks)
-        rc = lib.ws_feed_batch(self._s, ffi.from_buffer("uint32_t[]", ids),
-                               ffi.from_buffer("uint64_t[]", offs),
-                               ffi.from_buffer("uint32_t[]", lens), n, blob, now_ns)
+        rc = lib.ws_feed_batch(self._s, ffi.from_buffer("uint32_t[]", array.array("I", conns)),
+                               ffi.from_buffer("uint64_t[]", array.array("Q", offs)),
+                               ffi.from_buffer("uint32_t[]", array.array("I", lens)), n,
+                               ffi.from_buffer("uint8_t[]", received), now_ns)
         if rc < 0:
             raise ValueError("connection id out of range")
         return int(rc)

@@ -14,6 +14,7 @@ from ringcast.ringio.loop import (
     Loop,
     LoopParams,
     Probe,
+    RawEvent,
     probe,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "Loop",
     "LoopParams",
     "Probe",
+    "RawEvent",
     "RingUnavailable",
     "RingioError",
     "probe",

@@ -87,6 +87,11 @@ class Event(NamedTuple):
     data: bytes
 
 
+RawEvent = tuple[int, int, int, int, int]
+"""An event as `Loop.reap_raw` returns it: (kind, conn, res, length, aux); kind is an
+`EventKind` value."""
+
+
 @dataclass(frozen=True)
 class LoopParams:
     engine: Engine = Engine.IO_URING
@@ -188,6 +193,9 @@ class Loop:
             raise open_failed(err[0], stage[0], uring=params.engine is Engine.IO_URING)
         self._l: LoopHandle | None = handle
         self._stats: Stats | None = lib.rio_get_stats(handle)
+        # The received bytes of one reap, in C memory allocated once (rio_data): each
+        # DATA event's bytes are sliced from it, one copy (not the region, then a slice).
+        self._data: Any = ffi.buffer(lib.rio_data(handle), params.data_capacity)
         self.params = params
         self.engine = params.engine
         self._socks: dict[int, socket.socket] = {}
@@ -206,6 +214,7 @@ class Loop:
             lib.rio_destroy(self._l)
             self._l = None
             self._stats = None
+            self._data = None
             for s in self._socks.values():
                 s.detach()
             self._socks.clear()
@@ -318,27 +327,40 @@ class Loop:
         see rio_reap in csrc/ringio_api.h); it then raises again on every call, and
         the loop can only be closed.
         """
-        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        n = lib.rio_reap(self._loop, ms)
-        if n < 0:
-            raise reap_failed(-n, uring=self.engine is Engine.IO_URING)
-        if n == 0:
+        raw = self._reap(timeout)
+        if raw is None:
             return []
-        raw = ffi.buffer(lib.rio_events(self._loop), n * _EVENT.size)
-        events = list(_EVENT.iter_unpack(raw))
-        end = 0
-        for kind, _conn, _res, length, aux in events:
-            if kind == _DATA:
-                end = max(end, aux + length)
-        blob = ffi.buffer(lib.rio_data(self._loop), end)[:] if end else b""
+        data = self._data
         # tuple.__new__ straight: a NamedTuple's own __new__ is one more Python call per
         # event, and a storm is thousands of events a reap.
         new = tuple.__new__
         return [
             new(Event, (_KIND[kind], conn, res, aux,
-                        blob[aux:aux + length] if kind == _DATA else b""))
-            for kind, conn, res, length, aux in events
+                        data[aux:aux + length] if kind == _DATA else b""))
+            for kind, conn, res, length, aux in _EVENT.iter_unpack(raw)
         ]
+
+    def reap_raw(self, timeout: float | None) -> tuple[list[RawEvent], Buffer]:
+        """`reap` without copying any bytes, for a consumer that reads them where they lie
+        (the load tester's scanner, in C): the events as the C core wrote them, and the
+        buffer of the bytes received, valid until the next reap. A DATA event's bytes
+        are ``received[aux:aux + length]``; `event` makes an `Event` of a raw one.
+        """
+        raw = self._reap(timeout)
+        return ([] if raw is None else list(_EVENT.iter_unpack(raw))), self._data
+
+    def event(self, raw: RawEvent) -> Event:
+        """The `Event` of a raw event from the last `reap_raw` (its bytes copied)."""
+        kind, conn, res, length, aux = raw
+        return Event(_KIND[kind], ConnId(conn), res, aux,
+                     self._data[aux:aux + length] if kind == _DATA else b"")
+
+    def _reap(self, timeout: float | None) -> Any:
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        n = lib.rio_reap(self._loop, ms)
+        if n < 0:
+            raise reap_failed(-n, uring=self.engine is Engine.IO_URING)
+        return ffi.buffer(lib.rio_events(self._loop), n * _EVENT.size) if n else None
 
 
 def _check(rc: int) -> int:
@@ -359,5 +381,6 @@ def probe(engine: Engine = Engine.IO_URING) -> Probe | RingUnavailable:
 
 
 __all__ = [
-    "NO_CONN", "ConnId", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "probe",
+    "NO_CONN", "ConnId", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "RawEvent",
+    "probe",
 ]
