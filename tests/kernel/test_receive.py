@@ -130,3 +130,27 @@ def test_peer_reset_gives_hup_with_econnreset_or_0(make_server: Callable[..., Se
     assert len(hups) == 1
     assert hups[0].conn == conn
     assert hups[0].res in (errno.ECONNRESET, 0)
+
+
+def test_reap_raw_gives_each_data_event_its_bytes_where_they_lie(
+        make_server: Callable[..., Server]) -> None:
+    # The load tester's path: the bytes stay in the loop's buffer, each DATA event says where;
+    # `event` turns a raw event into the Event `reap` would have made.
+    srv = make_server()
+    clients = srv.connect(8)
+    expected = {c.conn: pattern(c.conn, 1000 + 37 * i) for i, c in enumerate(clients)}
+    for c in clients:
+        srv.peers.send(c, expected[c.conn])
+    got: dict[int, bytearray] = defaultdict(bytearray)
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while any(len(got[k]) < len(v) for k, v in expected.items()):
+        assert time.monotonic() < deadline, "timed out waiting for the clients' bytes"
+        raw, received = srv.loop.reap_raw(0.05)
+        for ev in raw:
+            kind, conn, _res, length, aux = ev
+            event = srv.loop.event(ev)
+            assert (event.kind, event.conn) == (kind, conn)
+            if kind == EventKind.DATA:
+                assert bytes(received[aux:aux + length]) == event.data
+                got[conn] += event.data
+    assert got == expected
