@@ -161,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run_worker(config, args.config, index=index, count=count, token=token,
                           ready=ready, sources=sources)
 
-    code = supervise(count, worker, config.shutdown.drain_timeout,
+    code = supervise(count, worker, config.shutdown.lame_duck + config.shutdown.drain_timeout,
                      on_ready=lambda: sdnotify.ready(f"{count} workers on {srv.host}:{port}"))
     log.info("stopped")
     return code

@@ -694,6 +694,17 @@ class LoggingConfig:
 class ShutdownConfig:
     """``[shutdown]``: how SIGTERM/SIGINT drain."""
 
+    lame_duck: float = field(
+        default=3.0,
+        metadata=_spec(
+            "After SIGTERM, how long /healthz answers 503 while the server still accepts and "
+            "serves, so that a load balancer takes it out of rotation before its listener "
+            "closes; then it drains. SIGINT (Ctrl-C) skips it.",
+            minimum=0,
+            maximum=3600,
+            unit="seconds",
+        ),
+    )
     drain_timeout: float = field(
         default=10.0,
         metadata=_spec(

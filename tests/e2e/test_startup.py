@@ -34,7 +34,8 @@ class TestStartup:
         line = next(ln for ln in server.stderr_text().splitlines() if "listening on" in ln)
         # Overrides by name only (a value may be a secret), flags after the environment.
         assert line.endswith(f"({server.reason}); config: built-in defaults with "
-                             "RINGCAST_LIMITS_PING_INTERVAL, --port, --backend; workers: 1; "
+                             "RINGCAST_LIMITS_PING_INTERVAL, RINGCAST_SHUTDOWN_LAME_DUCK, --port, "
+                             "--backend; workers: 1; "
                              "cluster: none"), line
 
     def test_json_logs_carry_rfc3339_utc_times(self, start_server: StartServer) -> None:

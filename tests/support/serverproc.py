@@ -68,12 +68,15 @@ class ServerProcess:
 
         ``env``: overrides without the ``RINGCAST_`` prefix (``{"LIMITS_PING_INTERVAL": 0.5}``,
         values through `str`); the child inherits none of this process's own ``RINGCAST_*``
-        variables, so only these apply. ``backend``, ``config``: ``--backend``, ``--config``
-        when given. ``nofile``: the child's RLIMIT_NOFILE. ``prefix``: a command that execs
-        the server (``taskset -c 0``), so that ``pid`` is still the server's. ``port``: 0 (the
-        default) lets the kernel pick a free one; None leaves ``--port`` out.
+        variables, so only these apply (and ``SHUTDOWN_LAME_DUCK=0`` unless given).
+        ``backend``, ``config``: ``--backend``, ``--config`` when given. ``nofile``: the
+        child's RLIMIT_NOFILE. ``prefix``: a command that execs the server (``taskset -c
+        0``), so that ``pid`` is still the server's. ``port``: 0 (the default) lets the
+        kernel pick a free one; None leaves ``--port`` out.
         """
-        overrides = {key: str(value) for key, value in env.items()}
+        # No lame duck unless a test asks: every teardown is a SIGTERM, and each would wait
+        # it out (tests/e2e/test_lame_duck.py tests it).
+        overrides = {"SHUTDOWN_LAME_DUCK": "0", **{key: str(value) for key, value in env.items()}}
         args = [*prefix, sys.executable, "-m", "ringcast", "serve"]
         if port is not None:
             args += ["--port", str(port)]

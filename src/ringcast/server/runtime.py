@@ -96,8 +96,10 @@ class Server:
     Life cycle: :meth:`start` binds and listens (the kernel queues connections);
     :meth:`accept_clients` starts accepting them (a worker of several does so once linked
     to the others); :meth:`run` serves until :meth:`stop` (SIGTERM/SIGINT once
-    :meth:`install_signal_handlers` was called), then drains: no more accepts, close 1001
-    to every client, queued bytes flushed for up to ``shutdown.drain_timeout`` seconds.
+    :meth:`install_signal_handlers` was called); then, for ``shutdown.lame_duck`` seconds
+    (not after SIGINT), it still accepts and serves while ``/healthz`` answers 503, and then
+    drains: no more accepts, close 1001 to every client, queued bytes flushed for up to
+    ``shutdown.drain_timeout`` seconds.
     Build one with :func:`build_server`.
     """
 
@@ -124,6 +126,8 @@ class Server:
         self._wake_w: socket.socket | None = None
         self._reload_requested = False
         self.stopping = False
+        self._lame_duck = False     # stopping, not draining yet: /healthz 503, still serving
+        self._lame_until: float | None = None
         self._drain_deadline = 0.0
         self._events_deferred = 0
 
@@ -177,11 +181,15 @@ class Server:
         self._wake_w = w
         self.table.adopt(r, _WakeUp())
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop(lame_duck=False))
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
-    def stop(self) -> None:
+    def stop(self, *, lame_duck: bool = True) -> None:
+        """Stop serving: after the lame duck (``lame_duck=False``, or a second call, skips
+        what is left of it), drain. Safe in a signal handler: it only sets flags."""
+        if self.stopping or not lame_duck:
+            self._lame_until = 0.0
         self.stopping = True
 
     def request_reload(self) -> None:
@@ -216,6 +224,16 @@ class Server:
         logging.getLogger().setLevel(self.config.logging.level.upper())
         log.info("reload: applied %s", plan.describe(plan.live))
 
+    def _begin_lame_duck(self, now: float) -> None:
+        seconds = self.config.shutdown.lame_duck
+        self._lame_duck = True
+        if self._lame_until is None:      # not skipped already
+            self._lame_until = now + seconds
+        if self._lame_until > now:
+            sdnotify.stopping(f"lame duck for {seconds:g}s, then draining")
+            log.info("stopping: /healthz answers 503 for %gs while still serving (a load "
+                     "balancer's time to stop sending clients), then draining", seconds)
+
     def _begin_drain(self, now: float) -> None:
         clients = self.clients
         sdnotify.stopping(f"draining {clients.open} connections")
@@ -240,7 +258,10 @@ class Server:
                 if self._reload_requested:
                     self.reload()
                 if self.stopping and not self.clients.draining:
-                    self._begin_drain(now)
+                    if not self._lame_duck:
+                        self._begin_lame_duck(now)
+                    if self._lame_until is not None and now >= self._lame_until:
+                        self._begin_drain(now)
                 if self.clients.draining and (self.clients.done or now >= self._drain_deadline):
                     break
                 self.run_once(self._timeout(now))
@@ -323,7 +344,8 @@ class Server:
 
     def _timeout(self, now: float) -> float:
         """Seconds until the nearest deadline of anything this worker waits for (at most 1)."""
-        nearest = [self.timers.next_time(), self.clients.next_deadline()]
+        lame = self._lame_until if self.stopping and not self.clients.draining else None
+        nearest = [self.timers.next_time(), self.clients.next_deadline(), lame]
         for helper in (self.peers, self.bridge):
             if helper is not None:
                 nearest.append(helper.next_attempt())
@@ -336,14 +358,15 @@ class Server:
         if path != "/healthz":
             return 200, self.metrics.content_type, self.metrics.render()
         draining = self.clients.draining
-        lines = ["draining" if draining else "ok", f"worker: {self.worker}",
+        state = "draining" if draining else "stopping (lame duck)" if self.stopping else "ok"
+        lines = [state, f"worker: {self.worker}",
                  f"backend: {self.backend.name}"]
         if self.peers is not None:
             lines.append(f"workers linked: {len(self.peers.out) + 1}/{self.peers.count}")
         if self.bridge is not None:
             lines += [f"cluster {k}: {v}" for k, v in self.bridge.status().items()]
         body = ("\n".join(lines) + "\n").encode()
-        return (503 if draining else 200), "text/plain; charset=utf-8", body
+        return (503 if self.stopping else 200), "text/plain; charset=utf-8", body
 
 
 def build_server(config: Config, backend: Backend, *, max_connections: int,

@@ -61,14 +61,16 @@ def _exit_text(status: int) -> str:
 WorkerMain = Callable[[int, str, Callable[[], None]], int]
 
 
-def supervise(count: int, run_worker: WorkerMain, drain_timeout: float,
+def supervise(count: int, run_worker: WorkerMain, stop_seconds: float,
               on_ready: Callable[[], object] = lambda: None) -> int:
     """Fork ``count`` workers running ``run_worker(index, token, ready)``; restart the dead.
 
     A worker calls ``ready()`` once it listens and is linked to every other
     worker; ``on_ready`` runs when all have (systemd's READY=1), so nothing
     published after that can miss a worker. Returns 0 when every worker
-    stopped cleanly after SIGTERM/SIGINT.
+    stopped cleanly after SIGTERM/SIGINT. A signal is forwarded to every worker as it came
+    (SIGINT skips the workers' lame duck); ``stop_seconds`` is the longest a stop may take
+    (lame duck and drain), after which, and 5 s more, a worker still there is killed.
     """
     token = f"ringcast-{os.getpid()}"
     slots = [_Slot() for _ in range(count)]
@@ -156,11 +158,11 @@ def supervise(count: int, run_worker: WorkerMain, drain_timeout: float,
             if signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
                 sdnotify.stopping()
                 stopping = True
-                stop_deadline = now + drain_timeout + 5
+                stop_deadline = now + stop_seconds + 5
                 log.info("stopping %d workers", sum(1 for s in slots if s.pid))
             for s in slots:
                 if s.pid:
-                    os.kill(s.pid, signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM)
+                    os.kill(s.pid, signum)
         if not stopping:
             for i, s in enumerate(slots):
                 if s.pid == 0 and s.restart_at is not None and s.restart_at <= now:
