@@ -81,7 +81,8 @@ def test_limits_fit_the_default_configuration() -> None:
     assert defaults.limits.max_connections == "auto"
     assert int(svc["LimitNOFILE"]) >= 65536
     stop = float(svc["TimeoutStopSec"].rstrip("s"))
-    assert defaults.shutdown.drain_timeout + 5 <= stop <= defaults.shutdown.drain_timeout + 30
+    longest = defaults.shutdown.lame_duck + defaults.shutdown.drain_timeout   # a whole stop
+    assert longest + 5 <= stop <= longest + 30
     assert svc["KillSignal"] == "SIGTERM"
 
 
