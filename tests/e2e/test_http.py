@@ -132,7 +132,7 @@ class TestRFC9110Errors:
     """RFC 9110 section 15: error statuses, each followed by the server closing."""
 
     def test_unknown_path_404(self, server: ServerProcess) -> None:
-        r = raw_http(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = raw_http(server.port, b"GET /no/such/path HTTP/1.1\r\nHost: x\r\n\r\n")
         assert r.status == 404
         assert r.closed
         assert r.headers.get("connection", "").lower() == "close"

@@ -98,9 +98,10 @@ class TestRFC6455Section4_2_1_ReadingTheClientsOpeningHandshake:
         assert response.status == 400
 
     def test_upgrade_to_something_else_is_not_a_handshake(self) -> None:
-        # Upgrade: h2c is ignored; /news is then an unknown HTTP path.
+        # Upgrade: h2c is ignored; /news is then a channel's path without a WebSocket upgrade.
         response = rejected(upgrade_request(Upgrade="h2c"))
-        assert response.status == 404
+        assert response.status == 426
+        assert "is a WebSocket channel" in response.text
 
     def test_upgrade_must_be_websocket_only(self) -> None:
         response = rejected(upgrade_request(Upgrade="websocket, h2c"))

@@ -265,7 +265,7 @@ class TestRFC9110Section15_5_6_MethodNotAllowed:
 
 
 class TestRFC9110Section15_5_5_NotFound:
-    @pytest.mark.parametrize("path", ["/", "/nope", "/publishing", "/publish/", "/healthz/x"])
+    @pytest.mark.parametrize("path", ["/", "/no/such/path", "/publish/", "/healthz/x", "/%20"])
     def test_unknown_paths(self, path: str) -> None:
         method = "POST" if path.startswith("/publish/") else "GET"
         response = refused(http_request(method, path))
@@ -277,9 +277,19 @@ class TestRFC9110Section15_5_5_NotFound:
             refused(http_request("GET", "/metrics"), settings(metrics_enabled=False)).status == 404
         )
 
-    def test_a_websocket_path_without_upgrade(self) -> None:
-        response = refused(http_request("GET", "/news"))
-        assert (response.status, response.text) == (404, "no route for '/news'")
+
+
+class TestRFC9110Section15_5_22_UpgradeRequired:
+    @pytest.mark.parametrize("path", ["/news", "/publishing", "/a.b:c@d"])
+    def test_a_channel_path_without_upgrade_says_it_takes_a_websocket(self, path: str) -> None:
+        response = refused(http_request("GET", path))
+        assert response.status == 426
+        assert response.headers[b"upgrade"] == b"websocket"   # section 15.5.22: MUST
+        assert response.text == (f"{path} is a WebSocket channel: connect with a WebSocket "
+                                 "client (GET with Upgrade: websocket)")
+
+    def test_only_get_and_head(self) -> None:
+        assert refused(http_request("POST", "/news", body=b"x")).status == 404
 
 
 class TestRFC9110Section15_5_1_BadRequest:

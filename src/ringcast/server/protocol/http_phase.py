@@ -511,6 +511,14 @@ class HttpPhase:
             media_type = media_type.strip().lower()
             text = media_type.startswith(b"text/") or media_type == b"application/json"
             request = _Request(event, Route.PUBLISH, path, channel, text, [])
+        elif is_get and path != _METRICS and _is_channel_path(path, settings):
+            # A browser or curl opening a channel's URL: say what it takes (RFC 9110
+            # section 15.5.22: a 426 names the protocol to upgrade to).
+            self._fail(Refusal.BAD_HANDSHAKE, 426,
+                       f"{path[:_REASON_MAX]} is a WebSocket channel: connect with a WebSocket "
+                       "client (GET with Upgrade: websocket)", out,
+                       [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+            return False
         else:
             self._fail(Refusal.NOT_FOUND, 404, f"no route for {path[:_REASON_MAX]!r}", out)
             return False
@@ -773,6 +781,15 @@ class HttpPhase:
             parts.append(conn.send(h11.Data(data=body)))
         parts.append(conn.send(h11.EndOfMessage()))
         return b"".join(parts)
+
+
+def _is_channel_path(path: str, settings: ProtocolSettings) -> bool:
+    """Is ``path`` ``/<channel>``, a path a subscriber could open?"""
+    try:
+        validate_channel(path[1:], settings.max_channel_name)
+    except ChannelNameError:
+        return False
+    return path.startswith("/")
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
