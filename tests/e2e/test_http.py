@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 from typing import Any
 
 from websockets.asyncio.client import connect
 
+import ringcast
 from tests.support.rawws import handshake_request
 
 from .conftest import StartServer
@@ -102,6 +104,11 @@ class TestHealthAndMetrics:
             assert f"\n{name}{{" in text or text.startswith(f"{name}{{"), name
         m = metrics(server.port)
         assert m.value("ringcast_backend_info", backend=backend) == 1
+        assert m.value("ringcast_build_info", version=ringcast.__version__,
+                       python=platform.python_version()) == 1
+        # The answering process's own figures (prometheus_client's process collector).
+        assert m.value("process_open_fds") > 0
+        assert m.value("process_resident_memory_bytes") > 0
 
     def test_counters_move_after_publishing(self, server: ServerProcess) -> None:
         async def main() -> None:

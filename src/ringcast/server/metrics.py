@@ -7,15 +7,17 @@ reads them, and the live state of the runtime's parts, through a custom collecto
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ringcast import __version__
 from ringcast.ringio import Loop
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Hub
@@ -104,6 +106,9 @@ class Metrics(Collector):
         self._bridge = bridge
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...:
+        # of the worker that answered the scrape.
+        ProcessCollector(registry=self.registry)
 
     def snapshot(self) -> dict[str, float]:
         """The headline numbers this worker shares with the others every second."""
@@ -137,6 +142,10 @@ class Metrics(Collector):
             family.add_metric(lv, value)
             return family
 
+        build = InfoMetricFamily("ringcast_build", "The ringcast and Python versions running",
+                                 labels=w)
+        build.add_metric(lv, {"version": __version__, "python": platform.python_version()})
+        yield build
         info = InfoMetricFamily("ringcast_backend", "I/O backend in use", labels=w)
         info.add_metric(lv, {"backend": self._backend_name})
         yield info
