@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from ringcast.ringio import Engine, RingUnavailable, probe
-
-from .helpers import ringcast_server, run
+from .helpers import run
 
 ZERO = {"lost": 0, "undelivered": 0, "duplicated": 0, "out_of_order": 0, "corrupted": 0,
         "bad_opcode": 0, "protocol_errors": 0, "connections_refused": 0, "connections_failed": 0,
         "closed_by_server": 0, "publish_errors": 0}
-
-
-@pytest.fixture(params=["io_uring", "epoll"], scope="module")
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
-    if request.param == "io_uring":
-        p = probe(Engine.IO_URING)
-        if isinstance(p, RingUnavailable):
-            pytest.skip(f"io_uring unavailable: {p.cause}")
-    with ringcast_server(request.param) as (port, pid):
-        yield port, pid
 
 
 @pytest.mark.parametrize("engine", ["auto", "epoll"])

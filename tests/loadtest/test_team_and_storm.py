@@ -4,27 +4,14 @@
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterator
 
 import pytest
 
 from ringcast.loadtest.client import Options, processes_needed, run_load_test
 from ringcast.loadtest.options import LoadError
-from ringcast.ringio import Engine, RingUnavailable, probe
 
-from .helpers import faulty_server, free_port, ringcast_server, run
+from .helpers import faulty_server, free_port, run
 from .test_against_ringcast import ZERO
-
-
-@pytest.fixture(params=["io_uring", "epoll"], scope="module")
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
-    if request.param == "io_uring":
-        p = probe(Engine.IO_URING)
-        if isinstance(p, RingUnavailable):
-            pytest.skip(f"io_uring unavailable: {p.cause}")
-    with ringcast_server(request.param) as (port, pid):
-        yield port, pid
-
 
 # -- a team of processes ---------------------------------------------------------
 

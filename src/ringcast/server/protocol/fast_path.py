@@ -50,7 +50,7 @@ from typing import Final
 from ringcast.errors import ChannelNameError
 
 from ._headscan import ffi, lib
-from .auth import Access, AuthError
+from .auth import Access, AuthError, Grant
 from .batch import BatchError, Message, read_batch
 from .channels import validate_channel
 from .credentials import Credentials, read_credentials
@@ -257,6 +257,15 @@ class PlainPublish:
     text: bool
 
 
+def _publisher(settings: ProtocolSettings, plain: Plain, unix_now: float | None) -> Grant | None:
+    """The grant of a plain publish request's token; raises AuthError when it may not
+    publish at all."""
+    auth = settings.authenticator
+    credentials = _credentials(settings, plain, websocket=False)
+    return auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
+                             action="publishing ('Authorization: Bearer <token>')")
+
+
 def check_publish(
     settings: ProtocolSettings, plain: Plain, unix_now: float | None
 ) -> PlainPublish | None:
@@ -265,13 +274,10 @@ def check_publish(
             or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(plain)
             or not _origin_allowed(settings, plain)):
         return None
-    auth = settings.authenticator
     try:
-        credentials = _credentials(settings, plain, websocket=False)
-        grant = auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
-                                  action="publishing ('Authorization: Bearer <token>')")
+        grant = _publisher(settings, plain, unix_now)
         channel = validate_channel(plain.path[len(_PUBLISH_PREFIX):], settings.max_channel_name)
-        auth.check_http_publish(grant, channel)
+        settings.authenticator.check_http_publish(grant, channel)
     except (ChannelNameError, AuthError):
         return None
     media_type = plain.content_type.partition(b";")[0].strip().lower()
@@ -291,12 +297,8 @@ def check_batch(
     if (plain.method != b"POST" or not settings.http_enabled or plain.path != _BATCH_PATH
             or not _keeps_alive(plain) or not _origin_allowed(settings, plain)):
         return None
-    auth = settings.authenticator
     try:
-        credentials = _credentials(settings, plain, websocket=False)
-        grant = auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
-                                  action="publishing ('Authorization: Bearer <token>')")
-        return read_batch(plain.body, settings, grant)
+        return read_batch(plain.body, settings, _publisher(settings, plain, unix_now))
     except (AuthError, BatchError):
         return None
 
