@@ -38,6 +38,7 @@ from ringcast.server.metrics import Counters
 from ringcast.server.protocol.actions import (
     Action,
     CloseConnection,
+    Ended,
     HttpPublish,
     HttpPublishBatch,
     HttpQuery,
@@ -171,6 +172,7 @@ class Clients(Owner):
         """Refuse a connection at a limit: a 503 while few refusals are on their way, a
         reset beyond (refused connections never hold more than REFUSALS_IN_FLIGHT ids)."""
         self._counts.refusals[reason] += 1
+        self._counts.count_close(Ended.REFUSED)  # accepted, and closed at once
         if len(self._refusing) >= REFUSALS_IN_FLIGHT:
             self._counts.refusals_reset += 1
             self._loop.close_connection(conn, abort=True)
@@ -189,8 +191,7 @@ class Clients(Owner):
             # Its own answers (pongs, HTTP responses) are backing up: it sends and does
             # not read. Reading on would grow memory without bound.
             self._counts.slow_closes += 1
-            self._counts.count_close("not_reading")
-            self._drop(conn, flush=False)
+            self._drop(conn, flush=False, ended=Ended.NOT_READING)
             return
         self.execute(conn, session.receive_data(data, now))
 
@@ -198,10 +199,12 @@ class Clients(Owner):
         session = self.sessions.get(conn)
         if session is None:
             return
-        self._counts.count_close("peer_reset" if err else "peer_closed")
+        if err:  # reset: nothing more to read, nobody to answer
+            self._drop(conn, flush=False, ended=Ended.PEER_RESET)
+            return
         self.execute(conn, session.receive_data(b"", now))
         if conn in self.sessions:  # the session did not close: the socket is gone
-            self._drop(conn, flush=False)
+            self._drop(conn, flush=False, ended=Ended.PEER_CLOSED)
 
     def overflowed(self, conn: ConnId, now: float) -> None:
         session = self.sessions.get(conn)
@@ -215,7 +218,6 @@ class Clients(Owner):
             self._unsubscribe(conn, session)
             self._counts.slow_trimmed_bytes += self._loop.trim(conn)
             self._counts.slow_closes += 1
-            self._counts.count_close("slow_consumer")
             self.execute(conn, session.close(CloseCode.SLOW_CONSUMER, "slow consumer", now))
         else:
             self._counts.slow_drops += 1
@@ -286,7 +288,7 @@ class Clients(Owner):
                 log.debug("refused conn %d: %s (%d) %s", conn, action.reason.value, action.code,
                           action.detail)
             elif isinstance(action, CloseConnection):
-                self._drop(conn, flush=True)
+                self._drop(conn, flush=True, ended=action.ended)
                 return
         if session is not None:
             if session.state is SessionState.CLOSING:
@@ -344,11 +346,12 @@ class Clients(Owner):
                 and not self._held.waits_for(name):
             self._bridge.unsubscribe(name)
 
-    def _drop(self, conn: ConnId, flush: bool) -> None:
-        """Close a client connection; it keeps its places in the limits until ringio
-        reports its id free (`released`)."""
+    def _drop(self, conn: ConnId, flush: bool, ended: Ended) -> None:
+        """Close a client connection, counted once as ``ended``; it keeps its places in the
+        limits until ringio reports its id free (`released`)."""
         session = self.sessions.pop(conn, None)
         if session is not None:
+            self._counts.count_close(ended)
             self._unsubscribe(conn, session)
         self._deadlines.discard(conn)
         self._loop.close_connection(conn, flush=flush)

@@ -22,6 +22,7 @@ from ringcast.ringio import Loop
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Hub
 from ringcast.server.peers import PeerLinks
+from ringcast.server.protocol.actions import Ended
 from ringcast.server.protocol.refusals import Refusal
 
 # ringio stat -> (metric name, help, is_counter)
@@ -70,11 +71,12 @@ class Counters:
         self.slow_drops = 0
         self.slow_trimmed_bytes = 0
         self.received_peers = 0
-        self.closes: Counter[str] = Counter()
+        self.closes: Counter[Ended] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
 
-    def count_close(self, reason: str) -> None:
-        self.closes[reason] += 1
+    def count_close(self, ended: Ended) -> None:
+        """A connection counted in ``accepted`` has ended (exactly once each)."""
+        self.closes[ended] += 1
 
 
 class ClientsView(Protocol):
@@ -154,15 +156,18 @@ class Metrics(Collector):
                     "Closed client connections still flushing or waiting for the peer's "
                     "close; they count against the connection limits until released",
                     self._clients.closing)
-        yield counter("ringcast_connections_accepted", "Connections accepted", c.accepted)
+        yield counter("ringcast_connections_accepted",
+                      "Connections accepted (accepted - closed = open)", c.accepted)
         yield counter("ringcast_connections_refused",
                       "Connections refused: limits.max_connections reached", c.refused)
         yield counter("ringcast_accept_errors", "accept() failures (e.g. out of fds)",
                       c.accept_errors)
         closed = CounterMetricFamily("ringcast_connections_closed",
-                                     "Connections closed, by reason", labels=["worker", "reason"])
-        for reason, n in sorted(c.closes.items()):
-            closed.add_metric([self.worker, reason], n)
+                                     "Accepted connections that ended, by why and by who ended "
+                                     "them (side: client or server)",
+                                     labels=["worker", "reason", "side"])
+        for ended, n in sorted(c.closes.items()):
+            closed.add_metric([self.worker, ended.value, ended.side], n)
         yield closed
         yield counter("ringcast_refusals_reset",
                       "Connections refused at a limit with a reset instead of a 503: "

@@ -11,6 +11,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from ringcast.server.protocol import (
     CloseConnection,
+    Ended,
     ProtocolSettings,
     Publish,
     Refused,
@@ -219,7 +220,7 @@ class TestRFC6455Section4_2_2_SendingTheServersOpeningHandshake:
         session = Session(SETTINGS, 0.0)
         data = upgrade_request()
         assert len(session.receive_data(data, 0.0)) == 2
-        assert session.receive_data(b"", 0.0) == [CloseConnection()]
+        assert session.receive_data(b"", 0.0) == [CloseConnection(Ended.PEER_CLOSED)]
         assert session.channel == "news"  # kept, so the runtime can unsubscribe
 
     def test_handshake_byte_by_byte(self) -> None:

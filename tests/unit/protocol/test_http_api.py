@@ -9,6 +9,7 @@ import pytest
 
 from ringcast.server.protocol import (
     CloseConnection,
+    Ended,
     HttpPublish,
     HttpQuery,
     ProtocolSettings,
@@ -470,7 +471,7 @@ class TestRFC9112Section9_3_Persistence:
                 0,
                 f"more than {held} bytes sent while an answer was owed",
             ),
-            CloseConnection(),
+            CloseConnection(Ended.REFUSED),
         ]
         assert session.publish_done(1) == []  # the runtime may still answer: ignored
 
@@ -500,7 +501,8 @@ class TestRFC9112Section9_3_Persistence:
         session.receive_data(http_request("GET", "/healthz") + http_request("GET", "/metrics"), 0.0)
         session.receive_data(b"", 0.0)
         assert without_bytes(session.respond(200, "text/plain", b"")) == [HttpQuery("/metrics")]
-        assert without_bytes(session.respond(200, "text/plain", b"")) == [CloseConnection()]
+        assert without_bytes(session.respond(200, "text/plain", b"")) == [
+            CloseConnection(Ended.PEER_CLOSED)]
 
     def test_upgrade_after_a_keep_alive_request(self) -> None:
         session = Session(SETTINGS, 0.0)
@@ -557,7 +559,7 @@ class TestAnswerContract:
     def test_answers_after_the_close_are_ignored(self) -> None:
         session = Session(SETTINGS, 0.0)
         session.receive_data(publish(b"a"), 0.0)
-        assert session.close(1001, "going away", 0.0) == [CloseConnection()]
+        assert session.close(1001, "going away", 0.0) == [CloseConnection(Ended.SHUTDOWN)]
         assert session.publish_done(1) == []
         assert session.publish_refused(503, "x") == []
         assert session.respond(200, "text/plain", b"") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ringcast.server.protocol import (
     CloseConnection,
+    Ended,
     HttpQuery,
     Refusal,
     Refused,
@@ -21,7 +22,7 @@ class TestRFC9112Section9_5_FailuresAndTimeouts:
         assert session.tick(109.9) == []
         assert session.tick(110.0) == [
             Refused(Refusal.HANDSHAKE_TIMEOUT, 0, "no complete request within 10 seconds"),
-            CloseConnection(),
+            CloseConnection(Ended.TIMEOUT),
         ]
         assert session.state is SessionState.CLOSED
         assert session.next_deadline() is None
@@ -50,7 +51,7 @@ class TestRFC9112Section9_5_FailuresAndTimeouts:
         session.respond(200, "text/plain", b"ok")
         assert session.next_deadline() == 14.0  # from the last time the session saw
         assert session.tick(13.0) == []
-        assert session.tick(14.0) == [CloseConnection()]  # idle, not refused
+        assert session.tick(14.0) == [CloseConnection(Ended.TIMEOUT)]  # idle, not refused
 
     def test_a_partial_request_on_a_keep_alive_connection_is_refused(self) -> None:
         session = Session(settings(handshake_timeout=10.0), 0.0)

@@ -10,6 +10,7 @@ from wsproto.frame_protocol import Opcode
 
 from ringcast.server.protocol import (
     CloseConnection,
+    Ended,
     Publish,
     Refusal,
     Refused,
@@ -83,7 +84,7 @@ class TestRFC6455Section5_6_DataFrames:
         actions = client.send(BytesMessage(b"x"))
         assert without_bytes(actions) == [
             Refused(Refusal.PUBLISH_DISABLED, 1008, "publishing is disabled on this server"),
-            CloseConnection(),
+            CloseConnection(Ended.REFUSED),
         ]
         assert_failed(client, 1008, "publishing is disabled on this server")
 
@@ -136,7 +137,7 @@ class TestRFC6455Section5_1_Masking:
         client = open_client()
         assert without_bytes(client.feed(frame(TEXT, b"x", masked=False))) == [
             Refused(Refusal.PROTOCOL_ERROR, 1002, "server received unexpected unmasked frame"),
-            CloseConnection(),
+            CloseConnection(Ended.REFUSED),
         ]
         assert_failed(client, 1002)
 
@@ -208,7 +209,7 @@ class TestRFC6455Section5_5_2_Ping:
         assert (close.code, close.reason) == (1011, "keepalive ping timeout")
         assert client.session.state is SessionState.CLOSING
         assert client.session.next_deadline() == 35.0
-        assert client.tick(35.0) == [CloseConnection()]
+        assert client.tick(35.0) == [CloseConnection(Ended.SERVER_CLOSE)]
         assert client.session.next_deadline() is None  # closed
 
     def test_any_data_counts_as_an_answer(self) -> None:
@@ -267,7 +268,7 @@ class TestRFC6455Section10_4_MessageSizeLimit:
             Refused(
                 Refusal.MESSAGE_TOO_BIG, 1009, "message is at least 101 bytes, at most 100 allowed"
             ),
-            CloseConnection(),
+            CloseConnection(Ended.REFUSED),
         ]
         assert_failed(client, 1009, "message is at least 101 bytes, at most 100 allowed")
 
@@ -334,12 +335,12 @@ class TestRFC6455Section7_1_2_PeerInitiatedClose:
         client = open_client()
         actions = client.feed(frame(CLOSE, b""))
         assert actions[0] == SendBytes(b"\x88\x00")
-        assert actions[1:] == [CloseConnection()]
+        assert actions[1:] == [CloseConnection(Ended.CLIENT_CLOSE)]
 
     def test_a_message_in_progress_is_dropped(self) -> None:
         client = open_client()
         client.send(BytesMessage(b"half", message_finished=False))
-        assert without_bytes(client.send(WsClose(1000))) == [CloseConnection()]
+        assert without_bytes(client.send(WsClose(1000))) == [CloseConnection(Ended.CLIENT_CLOSE)]
 
     def test_nothing_after_closed(self) -> None:
         client = open_client()
@@ -364,7 +365,7 @@ class TestRFC6455Section7_1_3_ServerInitiatedClose:
     def test_the_peers_close_ends_it(self) -> None:
         client = open_client()
         client.close(3008, "slow")
-        assert client.send(WsClose(3008, "slow")) == [CloseConnection()]
+        assert client.send(WsClose(3008, "slow")) == [CloseConnection(Ended.SLOW_CONSUMER)]
         assert client.session.state is SessionState.CLOSED
 
     def test_data_after_our_close_is_discarded(self) -> None:
@@ -383,12 +384,12 @@ class TestRFC6455Section7_1_3_ServerInitiatedClose:
         client = open_client(settings(close_timeout=5.0))
         client.close(1001, "", now=10.0)
         assert client.tick(14.9) == []
-        assert client.tick(15.0) == [CloseConnection()]
+        assert client.tick(15.0) == [CloseConnection(Ended.SHUTDOWN)]
 
     def test_a_protocol_error_while_closing_just_closes(self) -> None:
         client = open_client()
         client.close(1001, "")
-        assert client.feed(frame(TEXT, b"x", masked=False)) == [CloseConnection()]
+        assert client.feed(frame(TEXT, b"x", masked=False)) == [CloseConnection(Ended.SHUTDOWN)]
 
     def test_closing_twice_sends_one_close_frame(self) -> None:
         client = open_client()
@@ -410,7 +411,7 @@ class TestRFC6455Section7_1_3_ServerInitiatedClose:
 
     def test_in_the_http_phase_close_just_closes(self) -> None:
         client = WsClient()
-        assert client.close(1001, "going away") == [CloseConnection()]
+        assert client.close(1001, "going away") == [CloseConnection(Ended.SHUTDOWN)]
         assert client.session.state is SessionState.CLOSED
 
 
@@ -437,27 +438,27 @@ class TestRFC6455Section7_1_5_AbnormalClosure:
 
     def test_eof_before_anything(self) -> None:
         client = WsClient()
-        assert client.feed(b"") == [CloseConnection()]
+        assert client.feed(b"") == [CloseConnection(Ended.PEER_CLOSED)]
 
     def test_eof_in_the_middle_of_a_request(self) -> None:
         client = WsClient()
         client.feed(b"GET /news HTTP/1.1\r\nHo")
-        assert client.feed(b"") == [CloseConnection()]
+        assert client.feed(b"") == [CloseConnection(Ended.PEER_CLOSED)]
 
     def test_eof_when_open(self) -> None:
         client = open_client()
-        assert client.feed(b"") == [CloseConnection()]
+        assert client.feed(b"") == [CloseConnection(Ended.PEER_CLOSED)]
         assert client.session.state is SessionState.CLOSED
 
     def test_eof_in_the_middle_of_a_message(self) -> None:
         client = open_client()
         client.send(BytesMessage(b"half", message_finished=False))
-        assert client.feed(b"") == [CloseConnection()]
+        assert client.feed(b"") == [CloseConnection(Ended.PEER_CLOSED)]
 
     def test_eof_when_closing(self) -> None:
         client = open_client()
         client.close(1001, "")
-        assert client.feed(b"") == [CloseConnection()]
+        assert client.feed(b"") == [CloseConnection(Ended.SHUTDOWN)]
 
     def test_eof_when_closed(self) -> None:
         client = open_client()
@@ -477,7 +478,8 @@ class TestInternalErrors:
     def test_while_reading_a_message(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = open_client()
         monkeypatch.setattr(WebSocketPhase, "_handle", self.explode)
-        assert client.send(TextMessage("x")) == [self.INTERNAL_ERROR_CLOSE, CloseConnection()]
+        assert client.send(TextMessage("x")) == [self.INTERNAL_ERROR_CLOSE,
+                                                 CloseConnection(Ended.INTERNAL_ERROR)]
         (close,) = client.take_events()
         assert isinstance(close, WsClose)
         assert (close.code, close.reason) == (1011, "")
@@ -486,17 +488,19 @@ class TestInternalErrors:
         client = open_client()
         client.close(1001, "")
         monkeypatch.setattr(WebSocketPhase, "_receive_while_closing", self.explode)
-        assert client.feed(frame(CLOSE, b"")) == [CloseConnection()]
+        assert client.feed(frame(CLOSE, b"")) == [CloseConnection(Ended.INTERNAL_ERROR)]
 
     def test_in_a_timer(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = open_client()
         monkeypatch.setattr(websocket_phase, "_pack_ping", self.explode)
-        assert client.tick(1e9) == [self.INTERNAL_ERROR_CLOSE, CloseConnection()]
+        assert client.tick(1e9) == [self.INTERNAL_ERROR_CLOSE,
+                                    CloseConnection(Ended.INTERNAL_ERROR)]
 
     def test_in_close(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = open_client()
         monkeypatch.setattr(WebSocketPhase, "close", self.explode)
-        assert client.close(1001, "") == [self.INTERNAL_ERROR_CLOSE, CloseConnection()]
+        assert client.close(1001, "") == [self.INTERNAL_ERROR_CLOSE,
+                                          CloseConnection(Ended.INTERNAL_ERROR)]
 
     def test_after_the_close_nothing_is_added(self, monkeypatch: pytest.MonkeyPatch) -> None:
         client = open_client()
@@ -507,7 +511,7 @@ class TestInternalErrors:
             raise KeyError("after the end")
 
         monkeypatch.setattr(WebSocketPhase, "receive_data", close_then_explode)
-        assert without_bytes(client.send(WsClose(1000))) == [CloseConnection()]
+        assert without_bytes(client.send(WsClose(1000))) == [CloseConnection(Ended.CLIENT_CLOSE)]
 
 
 class TestWhichRuleComesFirst:

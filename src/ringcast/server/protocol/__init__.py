@@ -23,6 +23,7 @@ from __future__ import annotations
 from .actions import (
     Action,
     CloseConnection,
+    Ended,
     HttpPublish,
     HttpPublishBatch,
     HttpQuery,
@@ -41,6 +42,7 @@ __all__ = [
     "Action",
     "CloseCode",
     "CloseConnection",
+    "Ended",
     "HttpPublish",
     "HttpPublishBatch",
     "HttpQuery",

@@ -13,6 +13,7 @@ field) and every handshake and message makes some.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import final
 
 from .batch import Message
@@ -21,6 +22,7 @@ from .refusals import Refusal
 __all__ = [
     "Action",
     "CloseConnection",
+    "Ended",
     "HttpPublish",
     "HttpPublishBatch",
     "HttpQuery",
@@ -119,10 +121,58 @@ class Refused:
     client input (a channel name, an origin): log it quoted, never use it as a label."""
 
 
+class Ended(StrEnum):
+    """Why a connection ended: the ``reason`` label of ``ringcast_connections_closed_total``
+    (`side` says who ended it)."""
+
+    PEER_CLOSED = "peer_closed"
+    """The client's end of TCP closed: between HTTP requests, in the middle of one, or a
+    WebSocket without a close frame (1006)."""
+    PEER_RESET = "peer_reset"
+    """The client's end of TCP reset (the runtime sees it; no session says it)."""
+    CLIENT_CLOSE = "client_close"
+    """The client started the WebSocket closing handshake."""
+    SHUTDOWN = "shutdown"
+    """The server is stopping (1001, or an HTTP connection closed by the drain)."""
+    SLOW_CONSUMER = "slow_consumer"
+    """The server closed a subscriber that fell behind (3008)."""
+    SERVER_CLOSE = "server_close"
+    """The server started the WebSocket closing handshake for another reason (a ping
+    unanswered: 1011, a token expired: 1008, ...)."""
+    REFUSED = "refused"
+    """A request, handshake or frame was refused (``ringcast_refusals_total`` says why)."""
+    TIMEOUT = "timeout"
+    """No complete request in time, an idle keep-alive connection, or a closing handshake
+    the client never finished."""
+    HTTP_DONE = "http_done"
+    """An HTTP connection closed after its answer (``Connection: close``, HTTP/1.0)."""
+    NOT_READING = "not_reading"
+    """The client sent and did not read: its answers backed up (the runtime decides)."""
+    INTERNAL_ERROR = "internal_error"
+    """An unexpected exception in the server (500 or 1011)."""
+
+    @property
+    def side(self) -> str:
+        """``client`` or ``server``: who ended the connection."""
+        return "client" if self in _CLIENT_SIDE else "server"
+
+    @classmethod
+    def by_server_close(cls, code: int) -> Ended:
+        """Why, when the server closes with WebSocket close ``code``."""
+        return _BY_CLOSE_CODE.get(code, cls.SERVER_CLOSE)
+
+
+_CLIENT_SIDE = frozenset({Ended.PEER_CLOSED, Ended.PEER_RESET, Ended.CLIENT_CLOSE})
+_BY_CLOSE_CODE = {1001: Ended.SHUTDOWN, 3008: Ended.SLOW_CONSUMER}  # going away; ringcast's
+
+
 @final
 @dataclass(slots=True)
 class CloseConnection:
     """Close the TCP connection once the bytes sent before this action are flushed."""
+
+    ended: Ended
+    """Why (counted by the runtime once the session is gone)."""
 
 
 Action = (

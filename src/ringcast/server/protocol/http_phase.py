@@ -75,6 +75,7 @@ from . import fast_path
 from .actions import (
     Action,
     CloseConnection,
+    Ended,
     HttpPublish,
     HttpPublishBatch,
     HttpQuery,
@@ -212,7 +213,7 @@ class HttpPhase:
                 timeout = self._settings.handshake_timeout
                 detail = f"no complete request within {timeout:g} seconds"
                 out.append(Refused(Refusal.HANDSHAKE_TIMEOUT, 0, detail))
-            out.append(CloseConnection())
+            out.append(CloseConnection(Ended.TIMEOUT))
 
     def receive_data(self, data: bytes, now: float, out: list[Action]) -> None:
         self._now = now
@@ -234,7 +235,7 @@ class HttpPhase:
         if len(self._held) > max_held:
             detail = f"more than {max_held} bytes sent while an answer was owed"
             out.append(Refused(Refusal.PIPELINE_OVERFLOW, 0, detail))
-            out.append(CloseConnection())
+            out.append(CloseConnection(Ended.REFUSED))
 
     def _read(self, data: bytes, out: list[Action]) -> None:
         """Serve the requests in ``data``: on the fast path while h11 holds nothing and
@@ -261,7 +262,7 @@ class HttpPhase:
         while True:
             if pos == len(data):
                 if self._eof:  # the client closed between requests
-                    out.append(CloseConnection())
+                    out.append(CloseConnection(Ended.PEER_CLOSED))
                 return None
             rest = data[pos:] if pos else data
             plain = fast_path.read_plain(rest, self._settings)
@@ -373,7 +374,7 @@ class HttpPhase:
         if request.event is None:  # read on the fast path: no h11 to tell
             out.append(SendBytes(fast_path.response(status, content_type, body, keep_alive)))
             if not keep_alive:
-                out.append(CloseConnection())
+                out.append(CloseConnection(_ended_after(status)))
                 return
             self._next_request()
             held = self._held
@@ -384,7 +385,7 @@ class HttpPhase:
         assert conn is not None
         out.append(SendBytes(self._response(status, content_type, body, keep_alive)))
         if not keep_alive or conn.our_state is not h11.DONE:
-            out.append(CloseConnection())  # an error, or the client asked to close
+            out.append(CloseConnection(_ended_after(status)))  # an error, or the client asked
             return
         conn.start_next_cycle()
         self._next_request()
@@ -429,7 +430,7 @@ class HttpPhase:
                 b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
             )
         )
-        out.append(CloseConnection())
+        out.append(CloseConnection(Ended.INTERNAL_ERROR))
 
     # -- parsing -----------------------------------------------------------------------
 
@@ -442,7 +443,7 @@ class HttpPhase:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 if self._eof:
-                    out.append(CloseConnection())  # cut off mid-request: nobody to answer
+                    out.append(CloseConnection(Ended.PEER_CLOSED))  # cut off mid-request
                 elif exc.error_status_hint == 431:  # the backstop behind the head guard
                     message = f"request head exceeds {head_limit(self._settings)} bytes"
                     self._fail(Refusal.HEADERS_TOO_LARGE, 431, message, out)
@@ -462,7 +463,7 @@ class HttpPhase:
                 self._complete_request(out)
                 return
             else:  # ConnectionClosed
-                out.append(CloseConnection())
+                out.append(CloseConnection(Ended.PEER_CLOSED))
                 return
 
     def _start_request(self, event: h11.Request, out: list[Action]) -> bool:
@@ -753,7 +754,7 @@ class HttpPhase:
             data = b""  # h11 cannot send a response in this state: just close
         if data:
             out.append(SendBytes(data))
-        out.append(CloseConnection())
+        out.append(CloseConnection(Ended.REFUSED))
 
     def _response(
         self,
@@ -781,6 +782,12 @@ class HttpPhase:
             parts.append(conn.send(h11.Data(data=body)))
         parts.append(conn.send(h11.EndOfMessage()))
         return b"".join(parts)
+
+
+def _ended_after(status: int) -> Ended:
+    """Why a connection closed after an answer with ``status``: an error refused something,
+    else it was done (``Connection: close``, HTTP/1.0)."""
+    return Ended.REFUSED if status >= 400 else Ended.HTTP_DONE
 
 
 def _is_channel_path(path: str, settings: ProtocolSettings) -> bool:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .actions import Action, CloseConnection
+from .actions import Action, CloseConnection, Ended
 from .frames import valid_close_code
 from .http_phase import HttpPhase, Route, check_status
 from .settings import ProtocolSettings
@@ -183,7 +183,7 @@ class Session:
         out: list[Action] = []
         phase = self._phase
         if isinstance(phase, HttpPhase):
-            out.append(CloseConnection())
+            out.append(CloseConnection(Ended.by_server_close(code)))
         elif phase is not None:
             try:
                 phase.close(code, reason, now, out)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from .actions import Action, CloseConnection, Publish, Refused, SendBytes
+from .actions import Action, CloseConnection, Ended, Publish, Refused, SendBytes
 from .auth import Access
 from .frames import (
     CloseCode,
@@ -121,7 +121,9 @@ class WebSocketPhase:
         allow); ``publish_until``: when publishing ends (the token expires), on the
         session's clock, ``None`` for never."""
         self.channel = channel
-        self.closing = False
+        # Why the server started the closing handshake; None while open (one attribute
+        # for both: an idle connection pays for no more).
+        self.closing: Ended | None = None
         self._settings = settings
         # The frame or fragmented message in progress, if any; None between them.
         self._reader: FrameReader | None = None
@@ -158,7 +160,7 @@ class WebSocketPhase:
         deadline = self._deadline
         if self.closing:
             if deadline is not None and now >= deadline:
-                out.append(CloseConnection())
+                out.append(CloseConnection(self.closing))
             return
         if self._partial_until is not None and now >= self._partial_until:
             reason = f"message not completed within {self._settings.message_timeout:g} seconds"
@@ -179,7 +181,8 @@ class WebSocketPhase:
 
     def receive_data(self, data: bytes, now: float, out: list[Action]) -> None:
         if not data:
-            out.append(CloseConnection())  # EOF without a close frame (code 1006)
+            # EOF without a close frame (code 1006)
+            out.append(CloseConnection(self.closing or Ended.PEER_CLOSED))
             return
         if self.closing:
             self._receive_while_closing(data, out)
@@ -224,7 +227,7 @@ class WebSocketPhase:
                 return True
         else:  # CLOSE: echo the code and reason
             out.append(SendBytes(close_frame(event.code, event.reason)))
-            out.append(CloseConnection())
+            out.append(CloseConnection(Ended.CLIENT_CLOSE))
             return True
         return False
 
@@ -270,14 +273,16 @@ class WebSocketPhase:
     def _receive_while_closing(self, data: bytes, out: list[Action]) -> None:
         """After our close frame: look for the peer's, discard everything else (a
         broken frame ends the wait too)."""
+        closing = self.closing
+        assert closing is not None
         reader = self._reader or FrameReader(None, self._settings.max_message_frames)
         try:
             for event in reader.feed(data):
                 if event.kind is Kind.CLOSE:
-                    out.append(CloseConnection())
+                    out.append(CloseConnection(closing))
                     return
         except FrameError:
-            out.append(CloseConnection())
+            out.append(CloseConnection(closing))
             return
         self._reader = None if reader.idle else reader
 
@@ -288,7 +293,7 @@ class WebSocketPhase:
         if self.closing:
             return
         out.append(SendBytes(close_frame(code, reason)))
-        self.closing = True
+        self.closing = Ended.by_server_close(code)
         self._deadline = now + self._settings.close_timeout
         self._partial_until = None
         # The message in progress is dropped; the rest of its frames are read and
@@ -300,10 +305,10 @@ class WebSocketPhase:
         without waiting."""
         out.append(Refused(refusal, code, reason))
         out.append(SendBytes(close_frame(code, reason)))
-        out.append(CloseConnection())
+        out.append(CloseConnection(Ended.REFUSED))
 
     def internal_error(self, out: list[Action]) -> None:
         """Close with 1011 after an unexpected exception, whatever state the reader is in."""
         if not self.closing:
             out.append(SendBytes(close_frame(CloseCode.INTERNAL_ERROR)))
-        out.append(CloseConnection())
+        out.append(CloseConnection(Ended.INTERNAL_ERROR))
