@@ -6,7 +6,8 @@
   it has, and once clients leave, accept the connections that waited in the backlog,
   answer ``/healthz`` and accept new ones.
 - ``limits.max_connections`` small: connections past it are refused (closed without an
-  answer) and counted in ``ringcast_connections_refused_total``; accepting goes on once
+  answer) and counted in ``ringcast_refusals_total{reason="too_many_connections"}``;
+  accepting goes on once
   clients leave.
 """
 
@@ -162,7 +163,7 @@ def test_max_connections_refuses_counts_and_recovers(
         c.ws_close(1000)
     sw.run_until(lambda: all(c.state == W.CLOSED for c in opened[:10]), 10, "10 clients to leave")
     m = W.metrics(srv.port)
-    assert m["ringcast_connections_refused_total"] == len(refused)
+    assert m.value("ringcast_refusals_total", reason="too_many_connections") == len(refused)
     assert m["ringcast_connections"] == len(opened) - 10 + 1
     more = sw.connect(5, W.SUB, "live")
     sw.run_until(W.all_open(more), 10, "new connections after clients left")
@@ -170,7 +171,7 @@ def test_max_connections_refuses_counts_and_recovers(
     assert not sw.errors, sw.errors
     record("max_connections", backend, max_connections=MAX_CONNECTIONS,
            tried=2 * MAX_CONNECTIONS, accepted=len(opened), refused=len(refused),
-           refused_metric=m["ringcast_connections_refused_total"])
+           refused_metric=m.value("ringcast_refusals_total", reason="too_many_connections"))
 
 
 def test_max_connections_is_exact(start_server: StartServer, swarm: MakeSwarm) -> None:

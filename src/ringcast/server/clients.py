@@ -114,7 +114,6 @@ class Clients(Owner):
             return self
         self._counts.accepted += 1
         if len(self.sessions) + len(self._closing) >= self.max_connections:
-            self._counts.refused += 1
             self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS,
                          "the server is at its connection limit, retry later")
             return self
@@ -138,7 +137,6 @@ class Clients(Owner):
         self._timers.call_at(now + ACCEPT_RETRY_DELAY, lambda: self._resume(listener))
 
     def refused(self, listener: ConnId, now: float) -> None:
-        self._counts.refused += 1
         self._counts.refusals[Refusal.TOO_MANY_CONNECTIONS] += 1
 
     def _resume(self, listener: ConnId) -> None:

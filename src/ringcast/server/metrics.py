@@ -56,12 +56,15 @@ _RING_STATS = {
 }
 
 
+_HOST_GAUGES = frozenset({"connections"})
+"""The host figures that go up and down; the others are counters (``_total``)."""
+
+
 class Counters:
     """What the runtime counts as it goes: plain integers, read at scrape time."""
 
     def __init__(self) -> None:
         self.accepted = 0
-        self.refused = 0
         self.refusals_reset = 0
         self.accept_errors = 0
         self.published_ws = 0
@@ -158,8 +161,6 @@ class Metrics(Collector):
                     self._clients.closing)
         yield counter("ringcast_connections_accepted",
                       "Connections accepted (accepted - closed = open)", c.accepted)
-        yield counter("ringcast_connections_refused",
-                      "Connections refused: limits.max_connections reached", c.refused)
         yield counter("ringcast_accept_errors", "accept() failures (e.g. out of fds)",
                       c.accept_errors)
         closed = CounterMetricFamily("ringcast_connections_closed",
@@ -208,8 +209,11 @@ class Metrics(Collector):
                       "Messages received from the cluster broker",
                       0 if bridge is None else bridge.received)
         if peers is not None:
-            yield gauge("ringcast_workers_linked", "Other workers this one can send to",
-                        len(peers.out))
+            # One definition with /healthz's "workers linked: N/M": itself included.
+            yield gauge("ringcast_workers_linked",
+                        "Workers of the host this one reaches, itself included (healthy: "
+                        "ringcast_workers)", len(peers.out) + 1)
+            yield gauge("ringcast_workers", "Workers of the host", peers.count)
             yield counter("ringcast_worker_handoff_drops",
                           "Hand-offs dropped: a peer worker fell 64 MiB behind", peers.dropped)
         if bridge is not None:
@@ -221,17 +225,17 @@ class Metrics(Collector):
             yield counter("ringcast_cluster_redelivered",
                           "This host's messages the broker never echoed before it went down, "
                           "delivered locally then", bridge.redelivered)
-        # Every worker's headline numbers (this one live, the others as of their last
-        # report, at most a second old), and their sum across the host.
+        # Every worker's headline numbers: this one live, the others as of their last report
+        # (at most a second old). One scrape of any worker gives the host: sum() over them.
         if peers is not None:
             snaps = {**peers.stats, self.worker: self.snapshot()}
             for key in next(iter(snaps.values())):
-                fam = GaugeMetricFamily(f"ringcast_host_{key}",
-                                        f"{key} per worker and for the host (worker=\"all\")",
-                                        labels=["worker"])
-                total = 0.0
+                fam: GaugeMetricFamily | CounterMetricFamily = (
+                    GaugeMetricFamily(f"ringcast_host_{key}", f"{key}, per worker of the host",
+                                      labels=["worker"])
+                    if key in _HOST_GAUGES else
+                    CounterMetricFamily(f"ringcast_host_{key}", f"{key}, per worker of the host",
+                                        labels=["worker"]))
                 for wid, snap in sorted(snaps.items()):
                     fam.add_metric([wid], snap.get(key, 0))
-                    total += snap.get(key, 0)
-                fam.add_metric(["all"], total)
                 yield fam
