@@ -688,6 +688,16 @@ class LoggingConfig:
         default="text",
         metadata=_spec("text for people, json for one JSON object per line.", choices=LogFormat),
     )
+    refusals_per_second: int = field(
+        default=20,
+        metadata=_spec(
+            "Refused requests, handshakes and frames logged at info, at most this many a "
+            "second per worker (the rest are counted in one line); 0 = none.",
+            minimum=0,
+            maximum=100000,
+            reloadable=True,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,9 +1,10 @@
-"""Start-up and shutdown of `ringcast serve`: the log line, SIGTERM exit code."""
+"""Start-up and shutdown of `ringcast serve`: the log lines, SIGTERM exit code."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from .conftest import StartServer
@@ -67,6 +68,19 @@ class TestStartup:
         server = start_server()
         m = metrics(server.port)
         assert m.value("ringcast_backend_info", backend=backend) == 1.0
+
+    def test_a_refusal_is_logged_at_info(self, start_server: StartServer) -> None:
+        server = start_server(HTTP_PUBLISH_TOKEN="t" * 32)
+        answer = http(server.port, "POST", "/publish/news", b"x")
+        assert answer.status == 401
+        deadline = time.monotonic() + 10
+        while "refused connection" not in server.stderr_text():
+            assert time.monotonic() < deadline, server.stderr_text()
+            time.sleep(0.02)
+        line = next(ln for ln in server.stderr_text().splitlines() if "refused connection" in ln)
+        assert " INFO " in line and ": 401 missing_token " in line, line
+        assert line.endswith("needs a token\""), line   # the client's explanation, quoted
+        assert "t" * 32 not in server.stderr_text()
 
     def test_sigterm_exits_zero(self, start_server: StartServer) -> None:
         server = start_server()

@@ -132,6 +132,7 @@ def test_reloadable_keys() -> None:
             "http.publish_token",
             "http.allowed_origins",
             "logging.level",
+            "logging.refusals_per_second",
         }
     ) == RELOADABLE
     assert RELOADABLE <= ALL_PATHS

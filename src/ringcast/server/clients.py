@@ -50,6 +50,7 @@ from ringcast.server.protocol.actions import (
 from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
 from ringcast.server.protocol.session import Session, SessionState
+from ringcast.server.refusal_log import RefusalLog
 from ringcast.server.settings import Current
 from ringcast.server.table import ConnectionTable, Owner
 from ringcast.server.timers import Deadlines, Timers
@@ -88,6 +89,8 @@ class Clients(Owner):
         self.draining = False
         self._deadlines = Deadlines()
         self._held = HeldHandshakes()
+        self._refusal_log = RefusalLog(
+            lambda: self._current.config.logging.refusals_per_second)
         # Closed connections whose ids are not free yet: id -> generation. Past
         # close_timeout they are reset (the generation makes sure it is still them).
         self._closing: dict[ConnId, int] = {}
@@ -171,6 +174,7 @@ class Clients(Owner):
         reset beyond (refused connections never hold more than REFUSALS_IN_FLIGHT ids)."""
         self._counts.refusals[reason] += 1
         self._counts.count_close(Ended.REFUSED)  # accepted, and closed at once
+        self._refusal_log.refused(503, reason.value, message, conn)
         if len(self._refusing) >= REFUSALS_IN_FLIGHT:
             self._counts.refusals_reset += 1
             self._loop.close_connection(conn, abort=True)
@@ -283,8 +287,7 @@ class Clients(Owner):
                 work.extend(session.respond(status, content_type, body))
             elif isinstance(action, Refused):
                 self._counts.refusals[action.reason] += 1
-                log.debug("refused conn %d: %s (%d) %s", conn, action.reason.value, action.code,
-                          action.detail)
+                self._refusal_log.refused(action.code, action.reason.value, action.detail, conn)
             elif isinstance(action, CloseConnection):
                 self._drop(conn, flush=True, ended=action.ended)
                 return
