@@ -25,14 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import socket
 import sys
 from dataclasses import dataclass
 
 import h11
 
-from tests.loadtest.faulty_server import Faults, FaultyServer
+from tests.loadtest.faulty_server import Faults, FaultyServer, serve
 from tests.support.rawws import accept_key
 
 
@@ -142,14 +141,7 @@ async def main(argv: list[str]) -> None:
     server = AnsweringServer(Answers(framing=a.framing, keep_alive_header=a.keep_alive_header,
                                      split=a.split, refuse_every=a.refuse_every,
                                      close_first=a.close_first))
-    srv = await asyncio.start_server(server.handle, a.host, a.port, backlog=1024)
-    print(f"PORT {srv.sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with srv:
-        await stop.wait()
+    await serve(server.handle, a.host, a.port)
 
 
 if __name__ == "__main__":

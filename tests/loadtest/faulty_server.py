@@ -36,6 +36,7 @@ import contextlib
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tests.support.rawws import (
@@ -245,10 +246,17 @@ async def main(argv: list[str] | None = None) -> None:
                     close_after=a.close_after, affect_every=a.affect_every,
                     fragment=a.fragment, split_bytes=a.split_bytes, bad_accept=a.bad_accept,
                     echo=a.echo, refuse_after=a.refuse_after)
-    server = FaultyServer(faults)
-    srv = await asyncio.start_server(server.handle, a.host, a.port, backlog=1024)
-    port = srv.sockets[0].getsockname()[1]
-    print(f"PORT {port}", flush=True)
+    await serve(FaultyServer(faults).handle, a.host, a.port)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve(handle: Handler, host: str, port: int) -> None:
+    """Listen on ``host:port`` with ``handle``, print ``PORT <n>`` (what the tests wait
+    for), and serve until SIGTERM or SIGINT."""
+    srv = await asyncio.start_server(handle, host, port, backlog=1024)
+    print(f"PORT {srv.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

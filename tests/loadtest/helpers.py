@@ -22,10 +22,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def faulty_server(*args: str) -> Iterator[int]:
+def faulty_server(*args: str) -> contextlib.AbstractContextManager[int]:
     """Run faulty_server.py with ``args``; yields its port."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.loadtest.faulty_server", "--port", "0",
+    return server_module("faulty_server", *args)
+
+
+@contextlib.contextmanager
+def server_module(module: str, *args: str) -> Iterator[int]:
+    """Run ``tests.loadtest.<module>`` (a server that prints ``PORT <n>`` first) with
+    ``args``; yields its port."""
+    proc = subprocess.Popen([sys.executable, "-m", f"tests.loadtest.{module}", "--port", "0",
                              *args], stdout=subprocess.PIPE, text=True, cwd=HERE.parents[1])
     try:
         assert proc.stdout is not None

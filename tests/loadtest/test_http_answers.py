@@ -11,39 +11,18 @@ next answers and count errors (or stall).
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .helpers import run
+from .helpers import run, server_module
 
-ROOT = Path(__file__).resolve().parents[2]
 N, M, WINDOW = 10, 60, 4        # subscribers, messages, HTTP connections (one per window slot)
 
 
-@contextlib.contextmanager
-def answering_server(*args: str) -> Iterator[int]:
+def answering_server(*args: str) -> contextlib.AbstractContextManager[int]:
     """Run answering_server.py with ``args``; yields its port."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.loadtest.answering_server",
-                             "--port", "0", *args], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        yield int(line.split()[1])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    return server_module("answering_server", *args)
 
 
 def http_run(port: int) -> dict[str, Any]:
