@@ -188,7 +188,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _raise_nofile() -> None:
+def raise_nofile() -> None:
+    """The child's soft open-files limit at its hard one (a preexec_fn)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -211,7 +212,7 @@ def start_server(server: Server, port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *server.command(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
                             env=env, cwd=str(PEERS),
-                            preexec_fn=_raise_nofile)  # noqa: PLW1509 (no threads here)
+                            preexec_fn=raise_nofile)  # noqa: PLW1509 (no threads here)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -57,7 +57,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -81,6 +80,11 @@ PEERS_NODE = BENCH / ".peers-node"
 BUN = PEERS_NODE / "node_modules" / ".bin" / "bun"
 BUN_VERSION = "1.4.5"
 DOC = ROOT / "docs" / "benchmarks.md"
+
+sys.path.insert(0, str(BENCH))
+peer_bench = importlib.import_module("run")  # bench/run.py: the peers' venv, and helpers
+free_port: Callable[[], int] = peer_bench.free_port
+raise_nofile: Callable[[], None] = peer_bench.raise_nofile
 SECTION = "## Connection storms (issue 11)"
 BEGIN, END = "<!-- connection-storms:begin -->", "<!-- connection-storms:end -->"
 SERVER_CORE, CLIENT_CORE = "0", "1"
@@ -202,8 +206,6 @@ def ensure_bun(log: list[str]) -> str | None:
 
 def ensure_socketify(log: list[str]) -> str | None:
     """socketify in bench/.peers-venv, through bench/run.py's ensure_peers()."""
-    sys.path.insert(0, str(BENCH))
-    peer_bench = importlib.import_module("run")  # bench/run.py, which owns that venv
     versions: dict[str, str] = peer_bench.ensure_peers(log)
     return versions.get("socketify")
 
@@ -326,17 +328,6 @@ def tcp_text(cell: dict[str, Any]) -> str:
 # -- servers -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _raise_nofile() -> None:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 @dataclass
 class Running:
     proc: subprocess.Popen[bytes]
@@ -355,7 +346,7 @@ def start_server(server: Server, port: int, log: Path, *, pin: bool, workers: in
     print(f"$ {shown}", flush=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(PEERS), preexec_fn=_raise_nofile)  # noqa: PLW1509
+                                cwd=str(PEERS), preexec_fn=raise_nofile)  # noqa: PLW1509
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
