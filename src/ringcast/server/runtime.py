@@ -126,7 +126,8 @@ class Server:
         self._wake_w: socket.socket | None = None
         self._reload_requested = False
         self.stopping = False
-        self._lame_duck = False     # stopping, not draining yet: /healthz 503, still serving
+        # When the lame duck ends (stopping, not draining yet: /healthz 503, still
+        # serving); None until it begins, 0.0 when skipped.
         self._lame_until: float | None = None
         self._drain_deadline = 0.0
         self._events_deferred = 0
@@ -224,15 +225,14 @@ class Server:
         logging.getLogger().setLevel(self.config.logging.level.upper())
         log.info("reload: applied %s", plan.describe(plan.live))
 
-    def _begin_lame_duck(self, now: float) -> None:
+    def _begin_lame_duck(self, now: float) -> float:
+        """When the lame duck ends (now, when ``shutdown.lame_duck`` is 0)."""
         seconds = self.config.shutdown.lame_duck
-        self._lame_duck = True
-        if self._lame_until is None:      # not skipped already
-            self._lame_until = now + seconds
-        if self._lame_until > now:
+        if seconds > 0:
             sdnotify.stopping(f"lame duck for {seconds:g}s, then draining")
             log.info("stopping: /healthz answers 503 for %gs while still serving (a load "
                      "balancer's time to stop sending clients), then draining", seconds)
+        return now + seconds
 
     def _begin_drain(self, now: float) -> None:
         clients = self.clients
@@ -258,9 +258,9 @@ class Server:
                 if self._reload_requested:
                     self.reload()
                 if self.stopping and not self.clients.draining:
-                    if not self._lame_duck:
-                        self._begin_lame_duck(now)
-                    if self._lame_until is not None and now >= self._lame_until:
+                    if self._lame_until is None:
+                        self._lame_until = self._begin_lame_duck(now)
+                    if now >= self._lame_until:
                         self._begin_drain(now)
                 if self.clients.draining and (self.clients.done or now >= self._drain_deadline):
                     break
