@@ -65,6 +65,7 @@ __all__ = [
     "check_publish",
     "check_query",
     "check_upgrade",
+    "is_text",
     "read_plain",
     "response",
 ]
@@ -257,6 +258,13 @@ class PlainPublish:
     text: bool
 
 
+def is_text(content_type: bytes) -> bool:
+    """Is a body of this Content-Type published as a text message (``text/*`` or
+    ``application/json``, parameters ignored)?"""
+    media_type = content_type.partition(b";")[0].strip().lower()
+    return media_type.startswith(b"text/") or media_type == b"application/json"
+
+
 def _publisher(settings: ProtocolSettings, plain: Plain, unix_now: float | None) -> Grant | None:
     """The grant of a plain publish request's token; raises AuthError when it may not
     publish at all."""
@@ -280,8 +288,7 @@ def check_publish(
         settings.authenticator.check_http_publish(grant, channel)
     except (ChannelNameError, AuthError):
         return None
-    media_type = plain.content_type.partition(b";")[0].strip().lower()
-    text = media_type.startswith(b"text/") or media_type == b"application/json"
+    text = is_text(plain.content_type)
     if text and not plain.body.isascii():
         try:
             plain.body.decode()

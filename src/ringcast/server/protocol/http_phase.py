@@ -508,9 +508,7 @@ class HttpPhase:
             channel = self._publish_channel(event, path[len(_PUBLISH_PREFIX) :], out)
             if channel is None:
                 return False
-            media_type = (_header(event.headers, b"content-type") or b"").partition(b";")[0]
-            media_type = media_type.strip().lower()
-            text = media_type.startswith(b"text/") or media_type == b"application/json"
+            text = fast_path.is_text(_header(event.headers, b"content-type") or b"")
             request = _Request(event, Route.PUBLISH, path, channel, text, [])
         elif is_get and path != _METRICS and _is_channel_path(path, settings):
             # A browser or curl opening a channel's URL: say what it takes (RFC 9110
