@@ -1,9 +1,11 @@
 """One server per port: refusing a port that another process already listens on.
 
-Every listener sets ``SO_REUSEPORT`` so that the workers of one supervisor share their port.
-The kernel lets any process of the same user join such a group, so without a check a second
-``ringcast serve`` on a busy port would start and take part of the first one's connections:
-two servers, each with some of the subscribers, each publish reaching only its own.
+A server alone listens without ``SO_REUSEPORT``, so its bind fails on a busy port. The
+workers of one supervisor set it to share their port, and the kernel lets any process of
+the same user join such a group: without a check a second ``ringcast serve`` could start
+on a supervisor's port (or a supervisor on a busy one) and take part of the first one's
+connections: two servers, each with some of the subscribers, each publish reaching only
+its own.
 
 The check is a probe bound *without* ``SO_REUSEPORT``: Linux refuses it while any socket
 listens on the port (or holds it bound without ``SO_REUSEADDR``, as a supervisor's
@@ -20,11 +22,12 @@ import socket
 
 from ringcast.errors import ListenError
 
-__all__ = ["check_port_free", "hold_port", "listen_error"]
+__all__ = ["check_port_free", "hold_port", "listen_error", "tcp_socket"]
 
 
-def _socket(host: str) -> socket.socket:
-    """A TCP socket of the family the runtime's listener uses for ``host``."""
+def tcp_socket(host: str) -> socket.socket:
+    """A TCP socket of the family of ``host`` (IPv6 when it has a colon): the listener's,
+    and the probes' that must meet it."""
     return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
 
 
@@ -54,7 +57,7 @@ def check_port_free(host: str, port: int) -> None:
     """
     if port == 0:
         return
-    with _socket(host) as probe:
+    with tcp_socket(host) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
@@ -90,7 +93,7 @@ def hold_port(host: str, port: int) -> socket.socket:
 
 
 def _bound_holder(host: str, port: int, *, reuseaddr: bool) -> socket.socket:
-    holder = _socket(host)
+    holder = tcp_socket(host)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuseaddr))

@@ -46,6 +46,7 @@ from ringcast.server.fanout import FanOut
 from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters, Metrics
 from ringcast.server.peers import PeerLinks
+from ringcast.server.port import tcp_socket
 from ringcast.server.protocol.frames import CloseCode
 from ringcast.server.settings import Current
 from ringcast.server.table import ConnectionTable, Owner
@@ -141,8 +142,7 @@ class Server:
     def start(self) -> tuple[str, int]:
         """Bind and listen; connections wait in the backlog until `accept_clients`."""
         srv = self.config.server
-        family = socket.AF_INET6 if ":" in srv.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = tcp_socket(srv.host)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.peers is not None:
             # Workers of one supervisor share the port (the kernel spreads connections
