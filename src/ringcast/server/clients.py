@@ -174,11 +174,12 @@ class Clients(Owner):
         reset beyond (refused connections never hold more than REFUSALS_IN_FLIGHT ids)."""
         self._counts.refusals[reason] += 1
         self._counts.count_close(Ended.REFUSED)  # accepted, and closed at once
-        self._refusal_log.refused(503, reason.value, message, conn)
         if len(self._refusing) >= REFUSALS_IN_FLIGHT:
             self._counts.refusals_reset += 1
+            self._refusal_log.refused(0, reason.value, message, conn)  # reset, no answer
             self._loop.close_connection(conn, abort=True)
             return
+        self._refusal_log.refused(503, reason.value, message, conn)
         self._loop.send(conn, error_response(503, message), force=True)
         self._loop.close_connection(conn, flush=True)
         self._linger(self._refusing, conn)
