@@ -16,14 +16,13 @@ import shutil
 import subprocess
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
 from .conftest import StartServer
+from .readme import shell_blocks
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 URL = re.compile(r"http://127\.0\.0\.1:\d+")
 TIMEOUT = 10.0
 
@@ -37,22 +36,11 @@ class Example:
 
 def curl_examples() -> list[Example]:
     """Every `curl` command that publishes, in README's shell blocks."""
-    text = README.read_text()
     found = []
-    for block in re.finditer(r"^```sh\n(.*?)^```", text, re.M | re.S):
-        first = text.count("\n", 0, block.start(1)) + 1
-        raw = block[1].splitlines()
-        i = 0
-        while i < len(raw):
-            start, command = i, raw[i]
-            while command.endswith("\\") and i + 1 < len(raw):   # continuation lines
-                i += 1
-                command = command[:-1] + raw[i].strip()
-            i += 1
-            if command.startswith("curl ") and "/publish" in command:
-                after = raw[i] if i < len(raw) else ""
-                answer = after[2:] if after.startswith("# {") else None
-                found.append(Example(f"README.md:{first + start}", command.strip(), answer))
+    for command in (c for block in shell_blocks() for c in block):
+        if command.text.startswith("curl ") and "/publish" in command.text:
+            answer = command.after[2:] if command.after.startswith("# {") else None
+            found.append(Example(command.where, command.text.strip(), answer))
     return found
 
 

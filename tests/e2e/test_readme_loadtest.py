@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import StartServer
+from .readme import shell_blocks
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 URL = re.compile(r"ws://127\.0\.0\.1:\d+")
 
 # Option -> the value a test uses instead (the README's values are for a real machine).
@@ -37,32 +37,17 @@ class Example:
 
 
 def loadtest_examples() -> list[Example]:
-    text = README.read_text()
     found = []
-    for block in re.finditer(r"^```sh\n(.*?)^```", text, re.M | re.S):
-        first = text.count("\n", 0, block.start(1)) + 1
+    for block in shell_blocks():
         env: dict[str, str] = {}
-        for n, line in _joined(block[1]):
-            words = shlex.split(line, comments=True)
+        for command in block:
+            words = shlex.split(command.text, comments=True)
             if "ringcast" in words and "serve" in words:
                 env = {k.removeprefix("RINGCAST_"): v for k, _, v in
                        (w.partition("=") for w in words[:words.index("ringcast")])}
             elif words[:2] == ["ringcast", "loadtest"]:
-                found.append(Example(f"README.md:{first + n}", env, words[2:]))
+                found.append(Example(command.where, env, words[2:]))
     return found
-
-
-def _joined(block: str) -> list[tuple[int, str]]:
-    """(line index, command) with continuation lines joined."""
-    out, raw, i = [], block.splitlines(), 0
-    while i < len(raw):
-        start, command = i, raw[i]
-        while command.endswith("\\") and i + 1 < len(raw):
-            i += 1
-            command = command[:-1] + raw[i].strip()
-        out.append((start, command))
-        i += 1
-    return out
 
 
 EXAMPLES = loadtest_examples()
