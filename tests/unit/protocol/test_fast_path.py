@@ -27,6 +27,8 @@ from ringcast.server.protocol import (
     ProtocolSettings,
     Session,
     SessionState,
+    Subscribe,
+    fast_path,
 )
 from ringcast.server.protocol.http_phase import HttpPhase
 
@@ -283,3 +285,40 @@ def test_curl_publishing_takes_it_request_after_request(monkeypatch: pytest.Monk
     actions = session.receive_data(request * 2, NOW)
     assert actions == [HttpPublish("news", b"hello", True)]
     assert session.publish_done(1)[-1] == HttpPublish("news", b"hello", True)
+
+
+# -- the whole-request shortcut ----------------------------------------------------------
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(data=requests(), variant=st.sampled_from(sorted(VARIANTS)))
+def test_a_whole_request_read_in_one_scan_is_decided_as_read_plain_decides_it(
+    data: bytes, variant: str
+) -> None:
+    """read_upgrade and read_publish skip the Plain, never the checks: what they accept,
+    check_upgrade and check_publish accept alike (the 101, the publication)."""
+    protocol = VARIANTS[variant]
+    upgrade = fast_path.read_upgrade(data, protocol, UNIX_NOW)
+    publish = fast_path.read_publish(data, protocol, UNIX_NOW)
+    plain = fast_path.read_plain(data, protocol)
+    if upgrade is not None:
+        assert plain is not None and plain.end == len(data)
+        assert upgrade == fast_path.check_upgrade(protocol, plain, UNIX_NOW)
+    if publish is not None:
+        assert plain is not None and plain.end == len(data)
+        assert publish == (fast_path.check_publish(protocol, plain, UNIX_NOW), plain.body)
+
+
+@pytest.mark.parametrize(("data", "last"), [
+    (b"GET /news HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
+     b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+     b"Sec-WebSocket-Version: 13\r\n\r\n", Subscribe("news")),
+    (b"POST /publish/news HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: text/plain\r\n"
+     b"Content-Length: 5\r\n\r\nhello", HttpPublish("news", b"hello", True)),
+], ids=["handshake", "publish"])
+def test_a_storm_handshake_and_a_publish_take_the_shortcut(
+    data: bytes, last: Action, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_path, "read_plain", lambda *a: pytest.fail("read a Plain"))
+    actions = Session(BASE, NOW, unix_offset=UNIX_OFFSET).receive_data(data, NOW)
+    assert actions[-1] == last

@@ -41,6 +41,7 @@ The answers are written here too, byte for byte what h11 and wsproto write.
 from __future__ import annotations
 
 import re
+import struct
 from binascii import b2a_base64
 from dataclasses import dataclass
 from hashlib import sha1
@@ -67,6 +68,8 @@ __all__ = [
     "check_upgrade",
     "is_text",
     "read_plain",
+    "read_publish",
+    "read_upgrade",
     "response",
 ]
 
@@ -75,6 +78,7 @@ _WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _PUBLISH_PREFIX: Final = "/publish/"
 _BATCH_PATH: Final = "/publish"
 _NO_CREDENTIALS: Final = Credentials(None, None)
+_PUBLISHING: Final = "publishing ('Authorization: Bearer <token>')"  # what needs a token
 
 
 class Plain:
@@ -128,6 +132,11 @@ class Plain:
 # and nothing here is re-entered). A head whose names and values do not fit is left to
 # h11, like any other head past a limit.
 _HEAD: Final = ffi.new("hs_head *")
+# hs_head read in one call (fourteen uint32 then a uint64: no padding), not field by
+# field through cffi (about 50 ns each).
+_HEAD_FIELDS: Final = struct.Struct("=14IQ")
+_HEAD_VIEW: Final = ffi.buffer(_HEAD)
+assert _HEAD_FIELDS.size == ffi.sizeof("hs_head")
 _BLOB_CAP: Final = 64 * 1024
 _BLOB: Final = ffi.new("uint8_t[]", _BLOB_CAP)
 _METHODS: Final = {lib.HS_GET: b"GET", lib.HS_POST: b"POST"}
@@ -140,39 +149,32 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     The head is read in C (``csrc/headscan.c``, one pass: about a tenth of the time of
     the regular expressions it replaced), with the rules of a plain head and the checks of
     a WebSocket handshake that need no policy; the body's length is checked here."""
-    head = _HEAD
     end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
-                      settings.max_headers, head, _BLOB, _BLOB_CAP)
+                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
     if end <= 0:
         return None
-    size = head.content_length
+    (method, toff, tlen, plen, _, blob_len, flags, key_off, origin_off, origin_len, conn_off,
+     conn_len, type_off, type_len, size) = _HEAD_FIELDS.unpack_from(_HEAD_VIEW)
     if size > settings.max_http_body or len(data) - end < size:
         return None
-    flags = head.flags
-    toff = head.target_off
     return Plain(
-        _METHODS[head.method], data[toff : toff + head.target_len],
-        data[toff : toff + head.path_len].decode("ascii"),
+        _METHODS[method], data[toff : toff + tlen], data[toff : toff + plen].decode("ascii"),
         body=data[end : end + size] if size else b"", end=end + size,
-        headers=ffi.buffer(_BLOB, head.blob_len)[:], flags=flags,
-        key=data[head.key_off : head.key_off + 24] if flags & lib.HS_UPGRADE else b"",
-        origin=(data[head.origin_off : head.origin_off + head.origin_len]
-                if flags & lib.HS_ORIGIN else None),
-        connection=(data[head.conn_off : head.conn_off + head.conn_len]
-                    if flags & lib.HS_CONNECTION else None),
-        content_type=data[head.type_off : head.type_off + head.type_len],
+        headers=ffi.buffer(_BLOB, blob_len)[:], flags=flags,
+        key=data[key_off : key_off + 24] if flags & lib.HS_UPGRADE else b"",
+        origin=data[origin_off : origin_off + origin_len] if flags & lib.HS_ORIGIN else None,
+        connection=data[conn_off : conn_off + conn_len] if flags & lib.HS_CONNECTION else None,
+        content_type=data[type_off : type_off + type_len],
     )
 
 
-def _origin_allowed(settings: ProtocolSettings, plain: Plain) -> bool:
+def _origin_allowed(settings: ProtocolSettings, origin: bytes | None) -> bool:
     policy = settings.origins
-    origin = plain.origin
     return policy.allows_any or origin is None or policy.allows(origin.decode("ascii"))
 
 
-def _keeps_alive(plain: Plain) -> bool:
+def _keeps_alive(connection: bytes | None) -> bool:
     """No ``Connection`` header but ``keep-alive`` (which h11 answers with nothing)."""
-    connection = plain.connection
     return connection is None or connection.lower() == b"keep-alive"
 
 
@@ -223,12 +225,52 @@ def check_upgrade(
                 host.decode("idna")
             except UnicodeError:
                 return None
-    if not _origin_allowed(settings, plain):
+    if not _origin_allowed(settings, plain.origin):
         return None
     try:
-        channel = validate_channel(plain.path[1:], settings.max_channel_name)
-        auth = settings.authenticator
         credentials = _credentials(settings, plain, websocket=True)
+    except AuthError:
+        return None
+    return _subscriber(settings, plain.path, key, credentials, unix_now)
+
+
+# Where a token may be besides a subprotocol (see .credentials).
+_TOKEN_PLACES: Final = lib.HS_AUTHORIZATION | lib.HS_QUERY
+
+
+def read_upgrade(
+    data: bytes, settings: ProtocolSettings, unix_now: float | None
+) -> PlainUpgrade | None:
+    """Accept ``data`` if it is one whole plain handshake (nothing before or after it)
+    whose credentials, if any can matter, are read from no header: a connection
+    storm's common case, decided in one scan and no :class:`Plain`. None for anything
+    else: the caller then reads ``data`` the usual way (:func:`read_plain`), so this
+    only ever answers what :func:`check_upgrade` would."""
+    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
+                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
+    if end != len(data):
+        return None
+    (_, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, *_) = (
+        _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
+    if not flags & lib.HS_UPGRADE or flags & lib.HS_PROTOCOL or (
+            flags & _TOKEN_PLACES and settings.authenticator.enabled):
+        return None  # not a handshake, or one whose credentials need its headers
+    origin = data[origin_off : origin_off + origin_len] if flags & lib.HS_ORIGIN else None
+    if not _origin_allowed(settings, origin):
+        return None
+    return _subscriber(settings, data[toff : toff + plen].decode("ascii"),
+                       data[key_off : key_off + 24], _NO_CREDENTIALS, unix_now)
+
+
+def _subscriber(
+    settings: ProtocolSettings, path: str, key: bytes, credentials: Credentials,
+    unix_now: float | None,
+) -> PlainUpgrade | None:
+    """A handshake's policy (its origin allowed already): the channel name, the token and
+    what it allows; None to leave a refusal to the slow path."""
+    try:
+        channel = validate_channel(path[1:], settings.max_channel_name)
+        auth = settings.authenticator
         grant = auth.authenticate(credentials.token, unix_now, required=auth.require_subscribe,
                                   action="subscribing")
         access = auth.subscriber_access(grant, channel)
@@ -271,7 +313,7 @@ def _publisher(settings: ProtocolSettings, plain: Plain, unix_now: float | None)
     auth = settings.authenticator
     credentials = _credentials(settings, plain, websocket=False)
     return auth.authenticate(credentials.token, unix_now, required=auth.publish_configured,
-                             action="publishing ('Authorization: Bearer <token>')")
+                             action=_PUBLISHING)
 
 
 def check_publish(
@@ -279,19 +321,64 @@ def check_publish(
 ) -> PlainPublish | None:
     """Accept a plain ``POST /publish/<channel>``, or None to leave it to h11."""
     if (plain.method != b"POST" or not settings.http_enabled
-            or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(plain)
-            or not _origin_allowed(settings, plain)):
+            or not plain.path.startswith(_PUBLISH_PREFIX) or not _keeps_alive(plain.connection)
+            or not _origin_allowed(settings, plain.origin)):
         return None
     try:
         grant = _publisher(settings, plain, unix_now)
-        channel = validate_channel(plain.path[len(_PUBLISH_PREFIX):], settings.max_channel_name)
+    except AuthError:
+        return None
+    return _publication(settings, plain.path, plain.body, plain.content_type, grant)
+
+
+def read_publish(
+    data: bytes, settings: ProtocolSettings, unix_now: float | None
+) -> tuple[PlainPublish, bytes] | None:
+    """:func:`read_upgrade`'s twin for a publish: accept ``data`` if it is one whole plain
+    ``POST /publish/<channel>`` whose token, if any can matter, is in no header; its
+    publication and body. None for anything else (then read the usual way)."""
+    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
+                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
+    if end <= 0:
+        return None
+    (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
+     type_off, type_len, size) = _HEAD_FIELDS.unpack_from(_HEAD_VIEW)
+    auth = settings.authenticator
+    if (end + size != len(data) or method != lib.HS_POST or size > settings.max_http_body
+            or not settings.http_enabled or (flags & _TOKEN_PLACES and auth.enabled)):
+        return None
+    path = data[toff : toff + plen].decode("ascii")
+    if (not path.startswith(_PUBLISH_PREFIX)
+            or (flags & lib.HS_CONNECTION
+                and not _keeps_alive(data[conn_off : conn_off + conn_len]))
+            or (flags & lib.HS_ORIGIN
+                and not _origin_allowed(settings, data[origin_off : origin_off + origin_len]))):
+        return None
+    try:
+        grant = auth.authenticate(None, unix_now, required=auth.publish_configured,
+                                  action=_PUBLISHING)
+    except AuthError:
+        return None
+    body = data[end:]
+    publication = _publication(settings, path, body, data[type_off : type_off + type_len],
+                               grant)
+    return None if publication is None else (publication, body)
+
+
+def _publication(
+    settings: ProtocolSettings, path: str, body: bytes, content_type: bytes, grant: Grant | None
+) -> PlainPublish | None:
+    """A publish's policy (its origin and token read already): the channel name, what the
+    token allows, a text body's UTF-8; None to leave a refusal to the slow path."""
+    try:
+        channel = validate_channel(path[len(_PUBLISH_PREFIX):], settings.max_channel_name)
         settings.authenticator.check_http_publish(grant, channel)
     except (ChannelNameError, AuthError):
         return None
-    text = is_text(plain.content_type)
-    if text and not plain.body.isascii():
+    text = is_text(content_type)
+    if text and not body.isascii():
         try:
-            plain.body.decode()
+            body.decode()
         except UnicodeDecodeError:
             return None
     return PlainPublish(channel, text)
@@ -302,7 +389,7 @@ def check_batch(
 ) -> list[Message] | None:
     """The messages of a plain ``POST /publish`` batch, or None to leave it to h11."""
     if (plain.method != b"POST" or not settings.http_enabled or plain.path != _BATCH_PATH
-            or not _keeps_alive(plain) or not _origin_allowed(settings, plain)):
+            or not _keeps_alive(plain.connection) or not _origin_allowed(settings, plain.origin)):
         return None
     try:
         return read_batch(plain.body, settings, _publisher(settings, plain, unix_now))
@@ -313,7 +400,7 @@ def check_batch(
 def check_query(settings: ProtocolSettings, plain: Plain) -> str | None:
     """The path of a plain ``GET /healthz`` or ``/metrics``, or None."""
     path = plain.path
-    if (plain.method != b"GET" or plain.body or not _keeps_alive(plain)
+    if (plain.method != b"GET" or plain.body or not _keeps_alive(plain.connection)
             or not (path == "/healthz" or (path == "/metrics" and settings.metrics_enabled))):
         return None
     return path
@@ -321,12 +408,20 @@ def check_query(settings: ProtocolSettings, plain: Plain) -> str | None:
 
 def response(status: int, content_type: bytes, body: bytes, keep_alive: bool) -> bytes:
     """An answer as h11 writes it for the HTTP phase's headers."""
+    head = _STATUS_LINES.get(status) or _status_line(status)
+    head += b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body))
+    if not keep_alive:
+        head += b"connection: close\r\n"
+    return head + b"\r\n" + body
+
+
+def _status_line(status: int) -> bytes:
     try:
         phrase = HTTPStatus(status).phrase.encode()
     except ValueError:
         phrase = b""
-    head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
-        status, phrase, content_type, len(body))
-    if not keep_alive:
-        head += b"connection: close\r\n"
-    return head + b"\r\n" + body
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+# The common answers' first lines, made once.
+_STATUS_LINES: Final = {status: _status_line(status) for status in (200, 400, 503)}
