@@ -36,6 +36,12 @@ Then, per route, what it takes to be served here (everything else goes to h11):
   but ``keep-alive``.
 
 The answers are written here too, byte for byte what h11 and wsproto write.
+
+Two shortcuts take the commonest cases in fewer steps still: :func:`read_upgrade` and
+:func:`read_publish` decide data that is exactly one handshake or one publish, whose token
+(if tokens are on) is in no header and no query, straight from the scanner's offsets,
+without a :class:`Plain`. They answer nothing :func:`check_upgrade` and
+:func:`check_publish` would not (a property test holds them to it).
 """
 
 from __future__ import annotations
