@@ -678,6 +678,30 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StatusConfig:
+    """``[status]``: the live status page."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_spec(
+            "Serve the live status page at GET /status (its figures as JSON at /status.json, "
+            "live over a WebSocket at /status/live). When publishing needs a token, so does "
+            "the page (?token= or Authorization: Bearer).",
+            reloadable=True,
+        ),
+    )
+    top_channels: int = field(
+        default=10,
+        metadata=_spec(
+            "Channels listed on the status page, most subscribers first.",
+            minimum=1,
+            maximum=1000,
+            reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     """``[logging]``: what is logged and how."""
 
@@ -768,6 +792,9 @@ class Config:
     )
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig, metadata={_SPEC: "Prometheus metrics."}
+    )
+    status: StatusConfig = field(
+        default_factory=StatusConfig, metadata={_SPEC: "The live status page."}
     )
     logging: LoggingConfig = field(
         default_factory=LoggingConfig, metadata={_SPEC: "What is logged and how."}

@@ -13,7 +13,7 @@ from .procs import RedisServer
 from .wsclient import open_conn
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>counter|gauge) \|", re.M)
+ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>counter|gauge|histogram) \|", re.M)
 TYPE = re.compile(r"^# TYPE (?P<family>\S+) (?P<type>\S+)$", re.M)
 
 

@@ -98,6 +98,7 @@ class Clients(Owner):
         self._refusing: dict[ConnId, int] = {}
         self._per_ip: Counter[str] = Counter()
         self._conn_ip: dict[ConnId, str] = {}  # until the id is released
+        self._born: dict[ConnId, float] = {}  # until the handshake: when it was accepted
         self._accept_warned = -ACCEPT_WARN_EVERY
 
     # -- listeners ---------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Clients(Owner):
         settings = self._current.settings
         session = Session(settings, now, unix_offset=time.time() - now)
         self.sessions[conn] = session
+        self._born[conn] = now
         self._deadlines.set(conn, session.next_deadline())
         return self
 
@@ -261,6 +263,9 @@ class Clients(Owner):
                     self._fanout.flush_channel(session.channel)
                 loop.send(conn, action.data, force=True)
             elif isinstance(action, Subscribe):
+                born = self._born.pop(conn, None)
+                if born is not None:
+                    self._counts.handshake.observe(time.monotonic() - born)
                 if self._bridge is not None:
                     self._bridge.subscribe(action.channel)
                 if not (self._held and self._held.is_held(conn)):
@@ -352,6 +357,7 @@ class Clients(Owner):
         """Close a client connection, counted once as ``ended``; it keeps its places in the
         limits until ringio reports its id free (`released`)."""
         session = self.sessions.pop(conn, None)
+        self._born.pop(conn, None)
         if session is not None:
             self._counts.count_close(ended)
             self._unsubscribe(conn, session)

@@ -16,6 +16,8 @@ loop and handed to ``rio_fanout``, which queues it to every subscriber in C.
 
 from __future__ import annotations
 
+import time
+
 from ringcast.ringio import NO_CONN, ConnId, Loop
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Channel, Hub
@@ -38,6 +40,9 @@ class FanOut:
         self._counts = counters
         self._peers = peers
         self._bridge = bridge
+        #: When the loop iteration in progress began (the runtime sets it): what is sent
+        #: now arrived then, for the publish-to-flush histogram.
+        self.received_at = time.monotonic()
 
     def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
         """A message from a client of this worker (``exclude``: its publisher, unless
@@ -83,3 +88,5 @@ class FanOut:
             finally:
                 loop.release(slot)
             self._counts.messages_out += run.messages
+            self._counts.publish_flush.observe(time.monotonic() - self.received_at,
+                                               run.messages)

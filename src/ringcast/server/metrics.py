@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -21,9 +26,13 @@ from ringcast import __version__
 from ringcast.ringio import Loop
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Hub
+from ringcast.server.latency import Latency
 from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.actions import Ended
 from ringcast.server.protocol.refusals import Refusal
+
+STATUS_KEY: Final = "status"
+"""Where a worker's part of the status page's figures travels in its snapshot."""
 
 # ringio stat -> (metric name, help, is_counter)
 _RING_STATS = {
@@ -56,6 +65,9 @@ _RING_STATS = {
 }
 
 
+_HOST_FIGURES = ("connections", "connections_accepted", "messages_published", "deliveries",
+                 "bytes_out", "dropped_deliveries", "slow_consumer_closes")
+"""The snapshot's figures exported as ``ringcast_host_*`` metrics."""
 _HOST_GAUGES = frozenset({"connections"})
 """The host figures that go up and down; the others are counters (``_total``)."""
 
@@ -76,6 +88,8 @@ class Counters:
         self.received_peers = 0
         self.closes: Counter[Ended] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
+        self.handshake = Latency()
+        self.publish_flush = Latency()
 
     def count_close(self, ended: Ended) -> None:
         """A connection counted in ``accepted`` has ended (exactly once each)."""
@@ -109,17 +123,20 @@ class Metrics(Collector):
         self._clients = clients
         self._peers = peers
         self._bridge = bridge
+        #: This worker's part of the status page's figures (see .status), if it has one.
+        self.status_part: Callable[[], dict[str, Any]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...:
         # of the worker that answered the scrape.
         ProcessCollector(registry=self.registry)
 
-    def snapshot(self) -> dict[str, float]:
-        """The headline numbers this worker shares with the others every second."""
+    def snapshot(self) -> dict[str, Any]:
+        """The headline numbers this worker shares with the others every second (and its
+        part of the status page's figures)."""
         c = self.counters
         stats = self._loop.stats()
-        return {
+        snap: dict[str, Any] = {
             "connections": self._clients.open,
             "connections_accepted": c.accepted,
             "messages_published": c.published_ws + c.published_http,
@@ -127,12 +144,17 @@ class Metrics(Collector):
             "bytes_out": stats["send_bytes"],
             "dropped_deliveries": stats["drops"],
             "slow_consumer_closes": c.slow_closes,
+            "subscribers": self._hub.subscriber_count(),
         }
+        if self.status_part is not None:
+            snap[STATUS_KEY] = self.status_part()
+        return snap
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily
+                                  | HistogramMetricFamily]:
         c = self.counters
         w = ["worker"]
         lv = [self.worker]
@@ -197,6 +219,17 @@ class Metrics(Collector):
                       c.slow_trimmed_bytes)
         yield counter("ringcast_slow_consumer_overflows",
                       "Times a connection's queue reached its cap (drop policy)", c.slow_drops)
+        for name, doc, latency in (
+            ("ringcast_handshake_seconds",
+             "From the loop iteration that accepted a connection to its 101 queued",
+             c.handshake),
+            ("ringcast_publish_flush_seconds",
+             "From the loop iteration that received a message to its sends submitted to "
+             "every local subscriber (per message)", c.publish_flush),
+        ):
+            histogram = HistogramMetricFamily(name, doc, labels=w)
+            histogram.add_metric(lv, latency.buckets(), latency.sum)
+            yield histogram
         stats = self._loop.stats()
         for key, (name, doc, is_counter) in _RING_STATS.items():
             yield (counter if is_counter else gauge)(
@@ -229,7 +262,7 @@ class Metrics(Collector):
         # (at most a second old). One scrape of any worker gives the host: sum() over them.
         if peers is not None:
             snaps = {**peers.stats, self.worker: self.snapshot()}
-            for key in next(iter(snaps.values())):
+            for key in _HOST_FIGURES:
                 fam: GaugeMetricFamily | CounterMetricFamily = (
                     GaugeMetricFamily(f"ringcast_host_{key}", f"{key}, per worker of the host",
                                       labels=["worker"])

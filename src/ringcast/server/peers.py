@@ -11,6 +11,8 @@ or a worker's headline numbers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import socket
@@ -43,7 +45,7 @@ class PeerLinks(Owner):
 
     def __init__(self, table: ConnectionTable, token: str, worker: int, count: int, *,
                  on_publish: Callable[[str, bytes], None],
-                 snapshot: Callable[[], dict[str, float]]) -> None:
+                 snapshot: Callable[[], dict[str, Any]]) -> None:
         self.loop = table.loop
         self._table = table
         self.token = token
@@ -57,7 +59,7 @@ class PeerLinks(Owner):
         self.listener = table.listen(sock, self)
         self.out: dict[int, ConnId] = {}                   # peer worker -> conn
         self.inbound: dict[ConnId, RecordReader] = {}      # conn -> reader
-        self.stats: dict[str, dict[str, float]] = {}    # peer worker -> its last snapshot
+        self.stats: dict[str, dict[str, Any]] = {}    # peer worker -> its last snapshot
         self._retry: dict[int, float] = {p: 0.0 for p in range(count) if p != worker}
         self._next_stats = 0.0
         self.dropped = 0

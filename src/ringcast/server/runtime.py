@@ -34,6 +34,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ringcast.config import Config, load_config, plan_reload
 from ringcast.errors import ConfigError
@@ -49,6 +50,7 @@ from ringcast.server.peers import PeerLinks
 from ringcast.server.port import tcp_socket
 from ringcast.server.protocol.frames import CloseCode
 from ringcast.server.settings import Current
+from ringcast.server.status import StatusBoard
 from ringcast.server.table import ConnectionTable, Owner
 from ringcast.server.timers import Timers
 
@@ -58,6 +60,7 @@ log = logging.getLogger("ringcast")
 
 LINK_WAIT = 2.0  # how long a new worker waits for its links before accepting anyway
 HEALTH_CHECK_EVERY = 10.0  # seconds between looks at the loop's own counters
+STATUS_EVERY = 1.0  # seconds between the status page's figures
 
 
 class _WakeUp(Owner):
@@ -109,6 +112,7 @@ class Server:
                  peers: PeerLinks | None, bridge: Bridge | None, config_path: str | None,
                  worker: int, on_linked: Callable[[], None]) -> None:
         self.current = current
+        self.status: StatusBoard | None = None  # set by build_server
         self.backend = backend
         self.loop: Loop = backend.loop
         self.table = table
@@ -252,6 +256,7 @@ class Server:
         (the kernel refused the ring): the worker must exit, and its supervisor restarts
         it."""
         self.timers.call_at(time.monotonic() + HEALTH_CHECK_EVERY, self._check_loop)
+        self.timers.call_at(time.monotonic() + STATUS_EVERY, self._status_tick)
         try:
             while True:
                 now = time.monotonic()
@@ -267,6 +272,11 @@ class Server:
                 self.run_once(self._timeout(now))
         finally:
             self.close()
+
+    def _status_tick(self) -> None:
+        if self.status is not None:
+            self.status.tick()
+        self.timers.call_at(time.monotonic() + STATUS_EVERY, self._status_tick)
 
     def _check_loop(self) -> None:
         """Say when ringio had to hold events back for want of memory (none is lost, but
@@ -291,7 +301,7 @@ class Server:
 
     def run_once(self, timeout: float) -> None:
         events = self.loop.reap(timeout)
-        now = time.monotonic()
+        now = self.fanout.received_at = time.monotonic()
         for ev in events:
             self._dispatch(ev, now)
         self.fanout.flush()
@@ -353,13 +363,23 @@ class Server:
 
     # -- GET /healthz and /metrics -------------------------------------------------------
 
+    @property
+    def state(self) -> str:
+        """``ok``, ``stopping (lame duck)`` or ``draining``."""
+        if self.clients.draining:
+            return "draining"
+        return "stopping (lame duck)" if self.stopping else "ok"
+
     def answer(self, path: str) -> tuple[int, str, bytes]:
-        """The answer to ``GET path`` (``/healthz`` or ``/metrics``)."""
-        if path != "/healthz":
+        """The answer to ``GET path``: ``/healthz``, ``/metrics``, ``/status`` or
+        ``/status.json`` (the protocol routes only those that are enabled)."""
+        if path == "/metrics":
             return 200, self.metrics.content_type, self.metrics.render()
-        draining = self.clients.draining
-        state = "draining" if draining else "stopping (lame duck)" if self.stopping else "ok"
-        lines = [state, f"worker: {self.worker}",
+        if self.status is not None and path == "/status":
+            return 200, "text/html; charset=utf-8", self.status.page()
+        if self.status is not None and path == "/status.json":
+            return 200, "application/json", self.status.json()
+        lines = [self.state, f"worker: {self.worker}",
                  f"backend: {self.backend.name}"]
         if self.peers is not None:
             lines.append(f"workers linked: {len(self.peers.out) + 1}/{self.peers.count}")
@@ -398,7 +418,7 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     def broker_down() -> None:
         clients.bridge_down()
 
-    def snapshot() -> dict[str, float]:
+    def snapshot() -> dict[str, Any]:
         return metrics.snapshot()
 
     def answer(path: str) -> tuple[int, str, bytes]:
@@ -425,4 +445,9 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     server = Server(current, backend, table, clients=clients, fanout=fanout, timers=timers,
                     metrics=metrics, peers=peers, bridge=bridge, config_path=config_path,
                     worker=worker, on_linked=on_linked)
+    status = server.status = StatusBoard(current, counters, hub, worker=worker,
+                                         backend_name=backend.name, snapshot=snapshot,
+                                         peers=peers, bridge=bridge,
+                                         state=lambda: server.state)
+    metrics.status_part = status.local
     return server

@@ -28,6 +28,7 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         http_enabled=config.http.enabled,
         publish_token=config.http.publish_token,
         metrics_enabled=config.metrics.enabled,
+        status_enabled=config.status.enabled,
         max_channel_name=config.channels.max_name_length,
         echo=config.server.echo,
         publish_tokens=auth.publish_tokens,

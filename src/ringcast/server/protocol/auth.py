@@ -120,6 +120,10 @@ class ChannelPatterns:
             and self._regex.match(channel) is not None
         )
 
+    def __bool__(self) -> bool:
+        """Whether any channel matches."""
+        return self._everything or bool(self._names) or self._regex is not None
+
     def __repr__(self) -> str:
         if self._everything:
             return "ChannelPatterns(['*'])"
@@ -273,6 +277,14 @@ class Authenticator:
         if self.publish_configured and (grant is None or not grant.may_publish(channel)):
             msg = f"not allowed to publish on {channel}"
             raise AuthError(Refusal.PUBLISH_FORBIDDEN, 403, msg)
+
+    def check_status_viewer(self, grant: Grant | None) -> None:
+        """Decide a request for the status page (after :meth:`authenticate` with
+        ``required=self.publish_configured``): when publishing needs a token, the page
+        needs one that may publish somewhere; raise :exc:`AuthError` 403 to refuse."""
+        if self.publish_configured and (grant is None or not grant.publish):
+            raise AuthError(Refusal.PUBLISH_FORBIDDEN, 403,
+                            "the status page needs a token that may publish")
 
     # -- verification --------------------------------------------------------------------
 

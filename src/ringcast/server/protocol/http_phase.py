@@ -97,7 +97,15 @@ _PUBLISH_PREFIX: Final = "/publish/"
 _BATCH_PATH: Final = "/publish"
 _HEALTHZ: Final = "/healthz"
 _METRICS: Final = "/metrics"
+STATUS_PAGES: Final = ("/status", "/status.json")
+"""The status page and its figures: queries, when ``status_enabled``."""
+STATUS_LIVE: Final = "/status/live"
+"""The WebSocket that carries the status figures live, when ``status_enabled``."""
+STATUS_CHANNEL: Final = "/status"
+"""The channel its connections join: no client can name it (``/`` is not allowed in a
+channel name), so only the server publishes there."""
 _REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
+_STATUS_ACCESS: Final = Access(may_publish=False)  # a status page's WebSocket only listens
 
 
 def head_limit(settings: ProtocolSettings) -> int:
@@ -503,7 +511,8 @@ class HttpPhase:
         is_get = method in (b"GET", b"HEAD")
         if method == b"GET" and _has_token(event.headers, b"upgrade", b"websocket"):
             request = _Request(event, Route.UPGRADE, path)
-        elif path == _HEALTHZ or (path == _METRICS and settings.metrics_enabled):
+        elif path == _HEALTHZ or (path == _METRICS and settings.metrics_enabled) or (
+                path in STATUS_PAGES and settings.status_enabled):
             if not is_get:
                 self._fail(
                     Refusal.METHOD_NOT_ALLOWED,
@@ -512,6 +521,8 @@ class HttpPhase:
                     out,
                     [(b"allow", b"GET, HEAD")],
                 )
+                return False
+            if path in STATUS_PAGES and self._status_viewer(event, False, out) is None:
                 return False
             request = _Request(event, Route.QUERY, path)
         elif settings.http_enabled and path == _BATCH_PATH:
@@ -659,13 +670,17 @@ class HttpPhase:
             message = "the WebSocket handshake needs HTTP/1.1"
             self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
-        if not self._origin_allowed(event.headers, out):
-            return
-        try:
-            channel = validate_channel(request.path[1:], self._settings.max_channel_name)
-        except ChannelNameError as exc:
-            self._fail(Refusal.BAD_CHANNEL, 400, str(exc), out)
-            return
+        status = request.path == STATUS_LIVE and self._settings.status_enabled
+        if status:
+            channel = STATUS_CHANNEL  # the status page's own origin may be anything
+        else:
+            if not self._origin_allowed(event.headers, out):
+                return
+            try:
+                channel = validate_channel(request.path[1:], self._settings.max_channel_name)
+            except ChannelNameError as exc:
+                self._fail(Refusal.BAD_CHANNEL, 400, str(exc), out)
+                return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             # wsproto checks Connection, Upgrade, Sec-WebSocket-Version/-Key and Host.
@@ -686,14 +701,20 @@ class HttpPhase:
             self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
         auth = self._settings.authenticator
-        try:
-            credentials, grant = self._authenticate(
-                event, websocket=True, required=auth.require_subscribe, action="subscribing"
-            )
-            access = auth.subscriber_access(grant, channel)
-        except AuthError as exc:
-            self._refuse_credentials(exc, out)
-            return
+        if status:
+            viewer = self._status_viewer(event, True, out)
+            if viewer is None:
+                return
+            credentials, access = viewer, _STATUS_ACCESS
+        else:
+            try:
+                credentials, grant = self._authenticate(
+                    event, websocket=True, required=auth.require_subscribe,
+                    action="subscribing")
+                access = auth.subscriber_access(grant, channel)
+            except AuthError as exc:
+                self._refuse_credentials(exc, out)
+                return
         # No extension (permessage-deflate is declined by not answering it): fan-out
         # frames are encoded once for every subscriber. The only subprotocol ever
         # selected is "ringcast", when offered (see .credentials).
@@ -731,6 +752,23 @@ class HttpPhase:
             credentials.token, self._unix_now(), required=required, action=action
         )
         return credentials, grant
+
+    def _status_viewer(
+        self, event: h11.Request, websocket: bool, out: list[Action]
+    ) -> Credentials | None:
+        """The credentials of a request for the status page if it may be shown: to anyone
+        when publishing needs no token, else to a token that may publish (``?token=`` too,
+        so a browser can open it). None once refused (401/403)."""
+        auth = self._settings.authenticator
+        try:
+            credentials, grant = self._authenticate(event, websocket=websocket,
+                                                    required=auth.publish_configured,
+                                                    action="the status page")
+            auth.check_status_viewer(grant)
+        except AuthError as exc:
+            self._refuse_credentials(exc, out)
+            return None
+        return credentials
 
     def _unix_now(self) -> float | None:
         """Unix time now, if the runtime gave the session its clock's offset."""

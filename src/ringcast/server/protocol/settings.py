@@ -103,6 +103,9 @@ class ProtocolSettings:
     """Largest header section (header lines with their line endings); larger: 431."""
     max_headers: int = 100
     """Most header lines; more: 431."""
+    status_enabled: bool = False
+    """Whether the status page exists: ``GET /status``, ``GET /status.json`` and the
+    WebSocket ``/status/live`` (guarded like ``POST /publish`` when it needs a token)."""
     fast_path: bool = True
     """Read plain, well-formed requests without h11 (see :mod:`.fast_path`); off, every
     request goes through h11 (the tests compare both)."""
