@@ -722,6 +722,21 @@ class LoggingConfig:
             reloadable=True,
         ),
     )
+    access_per_second: int = field(
+        default=0,
+        metadata=_spec(
+            "The access log: each connection accepted (with its address), WebSocket opened and "
+            "closed, and HTTP answer, at most this many lines a second per worker (the rest are "
+            "counted in one line); 0 = off.",
+            minimum=0,
+            maximum=100000,
+            reloadable=True,
+        ),
+    )
+    access_level: LogLevel = field(
+        default="info",
+        metadata=_spec("Level of the access log's lines.", choices=LogLevel, reloadable=True),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

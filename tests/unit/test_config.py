@@ -133,6 +133,8 @@ def test_reloadable_keys() -> None:
             "http.allowed_origins",
             "logging.level",
             "logging.refusals_per_second",
+            "logging.access_per_second",
+            "logging.access_level",
             "status.enabled",
             "status.top_channels",
         }

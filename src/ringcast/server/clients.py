@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
+from ringcast.server.bounded_log import BoundedLog, RefusalLog
 from ringcast.server.cluster import Bridge
 from ringcast.server.fanout import FanOut
 from ringcast.server.held import Held, HeldHandshakes
@@ -50,7 +51,6 @@ from ringcast.server.protocol.actions import (
 from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
 from ringcast.server.protocol.session import Session, SessionState
-from ringcast.server.refusal_log import RefusalLog
 from ringcast.server.settings import Current
 from ringcast.server.table import ConnectionTable, Owner
 from ringcast.server.timers import Deadlines, Timers
@@ -63,6 +63,8 @@ REFUSALS_IN_FLIGHT = 64
 """Connections refused at a limit whose 503 may be on its way at once; more are reset."""
 ACCEPT_RETRY_DELAY = 0.1
 ACCEPT_WARN_EVERY = 10.0
+
+_LEVELS = logging.getLevelNamesMapping()
 
 Query = Callable[[str], tuple[int, str, bytes]]
 """Answers ``GET /healthz`` and ``GET /metrics``: path -> (status, content type, body)."""
@@ -91,6 +93,12 @@ class Clients(Owner):
         self._held = HeldHandshakes()
         self._refusal_log = RefusalLog(
             lambda: self._current.config.logging.refusals_per_second)
+        # The settings are read at each line: a reload applies at once.
+        self._access_log = BoundedLog(
+            "ringcast.access", title="access", what="connections and requests",
+            counted_in="ringcast_connections_accepted_total",
+            per_second=lambda: self._current.config.logging.access_per_second,
+            level=lambda: _LEVELS[self._current.config.logging.access_level.upper()])
         # Closed connections whose ids are not free yet: id -> generation. Past
         # close_timeout they are reset (the generation makes sure it is still them).
         self._closing: dict[ConnId, int] = {}
@@ -123,6 +131,9 @@ class Clients(Owner):
             return self
         if limits.max_connections_per_ip and not self._admit(conn, fd):
             return self
+        if self._access_log.enabled:
+            self._access_log.line("connection %d accepted from %s", conn,
+                                  _peer_address(fd) or "an unknown address")
         settings = self._current.settings
         session = Session(settings, now, unix_offset=time.time() - now)
         self.sessions[conn] = session
@@ -150,19 +161,10 @@ class Clients(Owner):
 
     def _admit(self, conn: ConnId, fd: int) -> bool:
         """The per-address limit (``max_connections_per_ip``, per worker)."""
-        try:
-            s = socket.socket(fileno=fd)  # borrowed (detached below): the loop owns the fd
-        except OSError:
-            return True  # already gone: its HUP follows
-        try:
-            if s.family not in (socket.AF_INET, socket.AF_INET6):
-                return True  # not an IP socket: nothing to count
-            ip = s.getpeername()[0]
-        except OSError:
-            return True  # reset before we looked: its HUP follows
-        finally:
-            s.detach()
-        ip = ip.removeprefix("::ffff:")
+        peer = _peer_address(fd)
+        if peer is None:
+            return True  # gone already (its HUP follows), or not an IP socket
+        ip = peer.rpartition(":")[0].strip("[]").removeprefix("::ffff:")
         if self._per_ip[ip] >= self._current.config.limits.max_connections_per_ip:
             self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS_PER_IP,
                          "too many connections from your address")
@@ -265,7 +267,11 @@ class Clients(Owner):
             elif isinstance(action, Subscribe):
                 born = self._born.pop(conn, None)
                 if born is not None:
-                    self._counts.handshake.observe(time.monotonic() - born)
+                    took = time.monotonic() - born
+                    self._counts.handshake.observe(took)
+                    self._access_log.line("connection %d: WebSocket open on channel %s "
+                                          "(%.1f ms after accept)", conn, action.channel,
+                                          took * 1000)
                 if self._bridge is not None:
                     self._bridge.subscribe(action.channel)
                 if not (self._held and self._held.is_held(conn)):
@@ -280,16 +286,21 @@ class Clients(Owner):
                 self._counts.published_http += 1
                 frame = data_frame(action.payload, action.text)
                 reached = self._fanout.publish(action.channel, frame)
+                self._access_log.line("connection %d: POST /publish/%s 200 (%d subscribers)",
+                                      conn, action.channel, reached)
                 work.extend(session.publish_done(reached))
             elif isinstance(action, HttpPublishBatch):
                 assert session is not None
                 self._counts.published_http += len(action.messages)
                 counts = [self._fanout.publish(m.channel, data_frame(m.payload, m.text))
                           for m in action.messages]
+                self._access_log.line("connection %d: POST /publish 200 (%d messages)", conn,
+                                      len(counts))
                 work.extend(session.publish_batch_done(counts))
             elif isinstance(action, HttpQuery):
                 assert session is not None
                 status, content_type, body = self._query(action.path)
+                self._access_log.line("connection %d: GET %s %d", conn, action.path, status)
                 work.extend(session.respond(status, content_type, body))
             elif isinstance(action, Refused):
                 self._counts.refusals[action.reason] += 1
@@ -360,6 +371,8 @@ class Clients(Owner):
         self._born.pop(conn, None)
         if session is not None:
             self._counts.count_close(ended)
+            self._access_log.line("connection %d closed: %s by the %s", conn, ended.value,
+                                  ended.side)
             self._unsubscribe(conn, session)
         self._deadlines.discard(conn)
         self._loop.close_connection(conn, flush=flush)
@@ -397,6 +410,24 @@ class Clients(Owner):
     def done(self) -> bool:
         """No client left, open or closing (the drain is over)."""
         return not self.sessions and not self._closing
+
+
+def _peer_address(fd: int) -> str | None:
+    """``address:port`` of an IP socket's peer (``[v6]:port``); None when it is gone or not
+    an IP socket."""
+    try:
+        s = socket.socket(fileno=fd)  # borrowed (detached below): the loop owns the fd
+    except OSError:
+        return None
+    try:
+        if s.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        host, port = s.getpeername()[:2]
+    except OSError:
+        return None  # reset before we looked
+    finally:
+        s.detach()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _errno_text(err: int) -> str:

@@ -11,12 +11,11 @@ or a worker's headline numbers.
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from ringcast.ringio import ConnId
 from ringcast.server.links import KIND_PUBLISH, KIND_STATS, RecordReader, encode_record

@@ -1,4 +1,5 @@
-"""The refusal log: one INFO line per refusal, at most N a second, the rest counted."""
+"""The bounded logs: the refusal log (one INFO line per refusal) and the access log, each
+at most N lines a second, the rest counted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 import pytest
 
-from ringcast.server.refusal_log import RefusalLog
+from ringcast.server.bounded_log import BoundedLog, RefusalLog
 
 
 class Clock:
@@ -58,3 +59,39 @@ def test_zero_logs_none(caplog: pytest.LogCaptureFixture) -> None:
     clock.now += 1.0
     log.refused(401, "unauthorized", "x", 2)
     assert lines(caplog) == []
+
+
+def access_log(per_second: int, level: int, clock: Clock) -> BoundedLog:
+    return BoundedLog("ringcast.access", title="access", what="connections and requests",
+                      counted_in="ringcast_connections_accepted_total",
+                      per_second=lambda: per_second, level=lambda: level, clock=clock)
+
+
+def test_the_access_log_writes_at_its_level_and_counts_what_it_leaves_out(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="ringcast.access")
+    clock = Clock()
+    log = access_log(2, logging.DEBUG, clock)
+    for conn in range(5):
+        log.line("connection %d accepted from %s", conn, "127.0.0.1:5000")
+    assert not log.enabled  # the second's budget is spent: callers skip costly arguments
+    clock.now += 1.0
+    assert log.enabled
+    log.line("connection %d closed: %s by the %s", 9, "client_close", "client")
+    records = [r for r in caplog.records if r.name == "ringcast.access"]
+    assert [r.getMessage() for r in records] == [
+        "connection 0 accepted from 127.0.0.1:5000",
+        "connection 1 accepted from 127.0.0.1:5000",
+        "access log: 3 more connections and requests in the last second left out (more than "
+        "2 a second; ringcast_connections_accepted_total counts them all)",
+        "connection 9 closed: client_close by the client",
+    ]
+    assert {r.levelno for r in records} == {logging.DEBUG}
+
+
+def test_the_access_log_is_off_below_the_loggers_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ringcast.access")
+    log = access_log(100, logging.DEBUG, Clock())
+    assert not log.enabled
+    log.line("connection %d accepted from %s", 1, "x")
+    assert not [r for r in caplog.records if r.name == "ringcast.access"]
