@@ -216,6 +216,33 @@ class ServerConfig:
             choices=Backend,
         ),
     )
+    path_prefix: str = field(
+        default="",
+        metadata=_spec(
+            'A path prefix ringcast is served under behind a proxy, e.g. "/ws": /ws/news is '
+            "the channel news, /ws/publish/news publishes to it, /ws/healthz answers (paths "
+            "without the prefix work too); empty = none.",
+            pattern=(r"(/[A-Za-z0-9_\-.~]+)*", 'empty, or "/" and a path without a trailing "/"'),
+        ),
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            'Addresses or networks of the proxies in front of ringcast, e.g. "127.0.0.1", '
+            '"10.0.0.0/8": their X-Forwarded-For header (or PROXY protocol header) names the '
+            "client, whose address then counts in limits.max_connections_per_ip and the logs. "
+            "Nobody else is believed.",
+            pattern=(r"[0-9A-Fa-f.:]+(/\d{1,3})?", "an IP address or network, e.g. 10.0.0.0/8"),
+        ),
+    )
+    proxy_protocol: bool = field(
+        default=False,
+        metadata=_spec(
+            "Connections from trusted_proxies begin with a PROXY protocol header (v1 or v2, as "
+            "HAProxy, nginx's proxy_protocol or a cloud load balancer sends it), which names "
+            "the client; connections from anyone else must not have one."
+        ),
+    )
     echo: bool = field(
         default=False,
         metadata=_spec(

@@ -38,6 +38,7 @@ from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters
 from ringcast.server.protocol.actions import (
     Action,
+    ClientAddress,
     CloseConnection,
     Ended,
     HttpPublish,
@@ -129,13 +130,22 @@ class Clients(Owner):
             self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS,
                          "the server is at its connection limit, retry later")
             return self
-        if limits.max_connections_per_ip and not self._admit(conn, fd):
-            return self
-        if self._access_log.enabled:
-            self._access_log.line("connection %d accepted from %s", conn,
-                                  _peer_address(fd) or "an unknown address")
         settings = self._current.settings
-        session = Session(settings, now, unix_offset=time.time() - now)
+        logged = self._access_log.enabled
+        peer = (_peer_address(fd)
+                if limits.max_connections_per_ip or settings.proxies or logged else None)
+        ip = None if peer is None else _ip(peer[0])
+        proxied = ip is not None and settings.proxies.trusts(ip)
+        # A trusted proxy's connection counts for its client, once the proxy names it
+        # (a ClientAddress action), not for the proxy.
+        if limits.max_connections_per_ip and ip is not None and not proxied \
+                and not self._admit(conn, ip):
+            return self
+        if logged:
+            self._access_log.line("connection %d accepted from %s%s", conn,
+                                  "an unknown address" if peer is None else _host_port(*peer),
+                                  " (a trusted proxy)" if proxied else "")
+        session = Session(settings, now, unix_offset=time.time() - now, peer=ip)
         self.sessions[conn] = session
         self._born[conn] = now
         self._deadlines.set(conn, session.next_deadline())
@@ -159,12 +169,11 @@ class Clients(Owner):
         if listener in self.listeners:
             self._loop.resume_accept(listener)
 
-    def _admit(self, conn: ConnId, fd: int) -> bool:
-        """The per-address limit (``max_connections_per_ip``, per worker)."""
-        peer = _peer_address(fd)
-        if peer is None:
-            return True  # gone already (its HUP follows), or not an IP socket
-        ip = peer.rpartition(":")[0].strip("[]").removeprefix("::ffff:")
+    def _admit(self, conn: ConnId, ip: str) -> bool:
+        """The per-address limit (``max_connections_per_ip``, per worker): count ``conn``
+        for ``ip``, or refuse it (False) when ``ip`` has its fill."""
+        if conn in self._conn_ip:
+            return True  # counted already
         if self._per_ip[ip] >= self._current.config.limits.max_connections_per_ip:
             self._refuse(conn, Refusal.TOO_MANY_CONNECTIONS_PER_IP,
                          "too many connections from your address")
@@ -174,8 +183,12 @@ class Clients(Owner):
         return True
 
     def _refuse(self, conn: ConnId, reason: Refusal, message: str) -> None:
-        """Refuse a connection at a limit: a 503 while few refusals are on their way, a
-        reset beyond (refused connections never hold more than REFUSALS_IN_FLIGHT ids)."""
+        """Refuse a connection at a limit (at accept, or once its proxy named its client):
+        a 503 while few refusals are on their way, a reset beyond (refused connections
+        never hold more than REFUSALS_IN_FLIGHT ids)."""
+        if self.sessions.pop(conn, None) is not None:  # its end is counted below, once
+            self._born.pop(conn, None)
+            self._deadlines.discard(conn)
         self._counts.refusals[reason] += 1
         self._counts.count_close(Ended.REFUSED)  # accepted, and closed at once
         if len(self._refusing) >= REFUSALS_IN_FLIGHT:
@@ -302,6 +315,13 @@ class Clients(Owner):
                 status, content_type, body = self._query(action.path)
                 self._access_log.line("connection %d: GET %s %d", conn, action.path, status)
                 work.extend(session.respond(status, content_type, body))
+            elif isinstance(action, ClientAddress):
+                self._access_log.line("connection %d: client %s, as its proxy says", conn,
+                                      action.address)
+                if (action.of_connection
+                        and self._current.config.limits.max_connections_per_ip
+                        and not self._admit(conn, _ip(action.address))):
+                    return  # refused: nothing more for it
             elif isinstance(action, Refused):
                 self._counts.refusals[action.reason] += 1
                 self._refusal_log.refused(action.code, action.reason.value, action.detail, conn)
@@ -412,9 +432,9 @@ class Clients(Owner):
         return not self.sessions and not self._closing
 
 
-def _peer_address(fd: int) -> str | None:
-    """``address:port`` of an IP socket's peer (``[v6]:port``); None when it is gone or not
-    an IP socket."""
+def _peer_address(fd: int) -> tuple[str, int] | None:
+    """The address and port of an IP socket's peer; None when it is gone or not an IP
+    socket."""
     try:
         s = socket.socket(fileno=fd)  # borrowed (detached below): the loop owns the fd
     except OSError:
@@ -427,6 +447,16 @@ def _peer_address(fd: int) -> str | None:
         return None  # reset before we looked
     finally:
         s.detach()
+    return host, port
+
+
+def _ip(address: str) -> str:
+    """An address as the per-address limit counts it: an IPv4-mapped IPv6 address (a
+    dual-stack listener's IPv4 peer) as IPv4."""
+    return address.removeprefix("::ffff:")
+
+
+def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -48,9 +48,14 @@ class TestProtocolSettings:
             "max_request_line",
             "max_header_size",
             "max_headers",
+            "path_prefix",
+            "trusted_proxies",
+            "proxy_protocol",
+            "status_enabled",
             "fast_path",
             "authenticator",
             "origins",
+            "proxies",
         ]
 
     def test_frozen(self) -> None:

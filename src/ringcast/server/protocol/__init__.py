@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .actions import (
     Action,
+    ClientAddress,
     CloseConnection,
     Ended,
     HttpPublish,
@@ -40,6 +41,7 @@ from .settings import ProtocolSettings
 
 __all__ = [
     "Action",
+    "ClientAddress",
     "CloseCode",
     "CloseConnection",
     "Ended",

@@ -21,6 +21,7 @@ from .refusals import Refusal
 
 __all__ = [
     "Action",
+    "ClientAddress",
     "CloseConnection",
     "Ended",
     "HttpPublish",
@@ -103,6 +104,22 @@ class HttpQuery:
 
 @final
 @dataclass(slots=True)
+class ClientAddress:
+    """A trusted proxy named this connection's client (see :mod:`.client_address`).
+
+    ``of_connection``: the address is the connection's from now on (a PROXY protocol
+    header, or the ``X-Forwarded-For`` of a WebSocket handshake, emitted before its 101):
+    count it in the per-address limits, and refuse the connection there if it is over
+    them. Otherwise it names the client of one HTTP request (a proxy may send many
+    clients' requests on one connection): for the logs only.
+    """
+
+    address: str
+    of_connection: bool
+
+
+@final
+@dataclass(slots=True)
 class Refused:
     """The session refused the client; count it (``ringcast_refusals_total{reason}``).
 
@@ -176,7 +193,7 @@ class CloseConnection:
 
 
 Action = (
-    SendBytes | Subscribe | Publish | HttpPublish | HttpPublishBatch | HttpQuery | Refused
-    | CloseConnection
+    SendBytes | Subscribe | Publish | HttpPublish | HttpPublishBatch | HttpQuery | ClientAddress
+    | Refused | CloseConnection
 )
 """Any of the actions above."""

@@ -77,6 +77,7 @@ __all__ = [
     "read_publish",
     "read_upgrade",
     "response",
+    "unprefixed",
 ]
 
 _KEY: Final = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # 16 bytes in base64
@@ -128,6 +129,12 @@ class Plain:
         return fields
 
     @property
+    def forwarded_for(self) -> list[bytes]:
+        """The ``X-Forwarded-For`` value, if any (a plain head has each name once)."""
+        value = self.fields.get(b"x-forwarded-for")
+        return [] if value is None else [value]
+
+    @property
     def upgrade_ready(self) -> bool:
         """Every check of a WebSocket handshake but policy (origin, channel, credentials)
         passed in the scanner (``HS_UPGRADE``)."""
@@ -164,7 +171,8 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     if size > settings.max_http_body or len(data) - end < size:
         return None
     return Plain(
-        _METHODS[method], data[toff : toff + tlen], data[toff : toff + plen].decode("ascii"),
+        _METHODS[method], data[toff : toff + tlen],
+        unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix),
         body=data[end : end + size] if size else b"", end=end + size,
         headers=ffi.buffer(_BLOB, blob_len)[:], flags=flags,
         key=data[key_off : key_off + 24] if flags & lib.HS_UPGRADE else b"",
@@ -172,6 +180,14 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
         connection=data[conn_off : conn_off + conn_len] if flags & lib.HS_CONNECTION else None,
         content_type=data[type_off : type_off + type_len],
     )
+
+
+def unprefixed(path: str, prefix: str) -> str:
+    """``path`` without ``server.path_prefix`` (``/ws/news`` -> ``/news`` under ``/ws``); a
+    path without the prefix is served as it is."""
+    if prefix and path.startswith(prefix) and path[len(prefix):len(prefix) + 1] == "/":
+        return path[len(prefix):]
+    return path
 
 
 def _origin_allowed(settings: ProtocolSettings, origin: bytes | None) -> bool:
@@ -264,8 +280,8 @@ def read_upgrade(
     origin = data[origin_off : origin_off + origin_len] if flags & lib.HS_ORIGIN else None
     if not _origin_allowed(settings, origin):
         return None
-    return _subscriber(settings, data[toff : toff + plen].decode("ascii"),
-                       data[key_off : key_off + 24], _NO_CREDENTIALS, unix_now)
+    path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
+    return _subscriber(settings, path, data[key_off : key_off + 24], _NO_CREDENTIALS, unix_now)
 
 
 def _subscriber(
@@ -353,7 +369,7 @@ def read_publish(
     if (end + size != len(data) or method != lib.HS_POST or size > settings.max_http_body
             or not settings.http_enabled or (flags & _TOKEN_PLACES and auth.enabled)):
         return None
-    path = data[toff : toff + plen].decode("ascii")
+    path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
     if (not path.startswith(_PUBLISH_PREFIX)
             or (flags & lib.HS_CONNECTION
                 and not _keeps_alive(data[conn_off : conn_off + conn_len]))

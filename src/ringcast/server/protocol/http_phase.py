@@ -74,6 +74,7 @@ from ringcast.errors import ChannelNameError
 from . import fast_path
 from .actions import (
     Action,
+    ClientAddress,
     CloseConnection,
     Ended,
     HttpPublish,
@@ -86,6 +87,7 @@ from .actions import (
 from .auth import Access, AuthError, Grant
 from .batch import BatchError, Message, read_batch, results_body
 from .channels import validate_channel
+from .client_address import ProxyHeaderError, forwarded_client, read_proxy_header
 from .credentials import Credentials, read_credentials
 from .head_limits import HeadGuard, HeadLimitError
 from .refusals import Refusal
@@ -180,6 +182,8 @@ class HttpPhase:
         "_head",
         "_held",
         "_now",
+        "_proxy",
+        "_proxy_header",
         "_request",
         "_served",
         "_settings",
@@ -189,9 +193,16 @@ class HttpPhase:
     )
 
     def __init__(
-        self, settings: ProtocolSettings, now: float, unix_offset: float | None = None
+        self, settings: ProtocolSettings, now: float, unix_offset: float | None = None,
+        proxy: str | None = None,
     ) -> None:
+        """``proxy``: the TCP peer's address, when it is one of ``trusted_proxies``."""
         self._settings = settings
+        self._proxy = proxy
+        # With proxy_protocol, a proxy's bytes before its PROXY header is read (None:
+        # read, or not expected).
+        self._proxy_header: bytearray | None = (
+            bytearray() if proxy is not None and settings.proxy_protocol else None)
         # h11 and the head guard read a request the fast path leaves to them: made for
         # it, dropped once they hold nothing (see _h11_done).
         self._h11: h11.Connection | None = None
@@ -229,11 +240,45 @@ class HttpPhase:
             return  # nothing can follow end of file; ignore a confused caller
         if not data:
             self._eof = True
+        if self._proxy_header is not None:
+            data = self._read_proxy_header(data, out)
+            if self._proxy_header is not None or not (data or self._eof):
+                return
         if self._answer_owed is not None:
             self._hold(data, out)
             return
         if not self._serve_whole(data, out):
             self._read(data, out)
+
+    def _read_proxy_header(self, data: bytes, out: list[Action]) -> bytes:
+        """Take the PROXY protocol header off the start of the connection: the bytes after
+        it (none while it is incomplete, or once refused)."""
+        buffered = self._proxy_header
+        assert buffered is not None
+        buffered += data
+        try:
+            header = read_proxy_header(bytes(buffered))
+        except ProxyHeaderError as exc:
+            self._proxy_header = None
+            self._fail(Refusal.BAD_PROXY_HEADER, 400, str(exc), out)
+            return b""
+        if header is None:
+            if self._eof:  # closed before the header was whole
+                self._proxy_header = None
+                out.append(CloseConnection(Ended.PEER_CLOSED))
+            return b""
+        self._proxy_header = None
+        assert self._proxy is not None
+        out.append(ClientAddress(header.source or self._proxy, of_connection=True))
+        return bytes(buffered[header.length:])
+
+    def _forwarded(self, values: Iterable[bytes], of_connection: bool,
+                   out: list[Action]) -> None:
+        """Name the client a trusted proxy forwards (``X-Forwarded-For`` ``values``), unless
+        a PROXY header named it already."""
+        if self._proxy is not None and not self._settings.proxy_protocol:
+            client = forwarded_client(self._proxy, list(values), self._settings.proxies)
+            out.append(ClientAddress(client, of_connection))
 
     def _serve_whole(self, data: bytes, out: list[Action]) -> bool:
         """Serve ``data`` if it is one whole plain handshake or publish, in fewer steps
@@ -241,8 +286,8 @@ class HttpPhase:
         connection in a storm, and a publisher's requests); False, nothing done, for
         anything else."""
         settings = self._settings
-        if self._h11 is not None or not settings.fast_path:
-            return False
+        if self._h11 is not None or not settings.fast_path or self._proxy is not None:
+            return False  # (a proxy's requests name their client: read by read_plain)
         start = data[:5]
         if start == b"GET /":
             accepted = fast_path.read_upgrade(data, settings, self._unix_now())
@@ -320,11 +365,13 @@ class HttpPhase:
             accepted = fast_path.check_upgrade(settings, plain, self._unix_now())
             if accepted is None:
                 return False
+            self._forwarded(plain.forwarded_for, True, out)
             self._upgraded(accepted.channel, accepted.response, accepted.access,
                            trailing=after, eof=self._eof, out=out)
             return True
         query = fast_path.check_query(settings, plain)
         if query is not None:
+            self._forwarded(plain.forwarded_for, False, out)
             out.append(HttpQuery(query))
             self._owe(_Request(None, Route.QUERY, query))
             return True
@@ -332,12 +379,14 @@ class HttpPhase:
             batch = fast_path.check_batch(settings, plain, self._unix_now())
             if batch is None:
                 return False
+            self._forwarded(plain.forwarded_for, False, out)
             out.append(HttpPublishBatch(tuple(batch)))
             self._owe(_Request(None, Route.PUBLISH_BATCH, plain.path, batch=batch))
             return True
         publish = fast_path.check_publish(settings, plain, self._unix_now())
         if publish is None:
             return False
+        self._forwarded(plain.forwarded_for, False, out)
         out.append(HttpPublish(publish.channel, plain.body, publish.text))
         self._owe(_Request(None, Route.PUBLISH, plain.path, publish.channel, publish.text))
         return True
@@ -507,7 +556,8 @@ class HttpPhase:
         settings = self._settings
         method = event.method
         self._head = method == b"HEAD"
-        path = event.target.decode("latin-1").partition("?")[0]
+        path = fast_path.unprefixed(event.target.decode("latin-1").partition("?")[0],
+                                    settings.path_prefix)
         is_get = method in (b"GET", b"HEAD")
         if method == b"GET" and _has_token(event.headers, b"upgrade", b"websocket"):
             request = _Request(event, Route.UPGRADE, path)
@@ -643,7 +693,10 @@ class HttpPhase:
         if request.route is Route.UPGRADE:
             self._upgrade(request, out)
             return
+        assert request.event is not None
+        forwarded = _headers(request.event.headers, b"x-forwarded-for")
         if request.route is Route.QUERY:
+            self._forwarded(forwarded, False, out)
             out.append(HttpQuery(request.path))
         elif request.route is Route.PUBLISH_BATCH:
             try:
@@ -652,6 +705,7 @@ class HttpPhase:
             except BatchError as exc:
                 self._fail(exc.refusal, exc.status, str(exc), out)
                 return
+            self._forwarded(forwarded, False, out)
             out.append(HttpPublishBatch(tuple(request.batch)))
         else:
             payload = b"".join(request.body or ())
@@ -659,6 +713,7 @@ class HttpPhase:
                 message = "a text/* or application/json body must be UTF-8"
                 self._fail(Refusal.MALFORMED_REQUEST, 400, message, out)
                 return
+            self._forwarded(forwarded, False, out)
             out.append(HttpPublish(request.channel, payload, request.text))
         self._owe(request)
 
@@ -721,6 +776,7 @@ class HttpPhase:
         response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
         assert self._h11 is not None
         trailing, eof = self._h11.trailing_data
+        self._forwarded(_headers(event.headers, b"x-forwarded-for"), True, out)
         self._upgraded(channel, response, access, trailing=trailing, eof=eof or self._eof,
                        out=out)
 
@@ -810,10 +866,13 @@ class HttpPhase:
         """Refuse: emit :class:`Refused`, answer ``status`` with ``reason`` as the body,
         then close."""
         out.append(Refused(refusal, status, reason))
+        body = reason.encode()
         try:
-            data = self._response(
-                status, b"text/plain; charset=utf-8", reason.encode(), False, extra_headers
-            )
+            if self._h11 is None and not extra_headers:  # before any request (a PROXY header)
+                data = fast_path.response(status, b"text/plain; charset=utf-8", body, False)
+            else:
+                data = self._response(status, b"text/plain; charset=utf-8", body, False,
+                                      extra_headers)
         except h11.LocalProtocolError:
             data = b""  # h11 cannot send a response in this state: just close
         if data:
@@ -869,6 +928,11 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
         if key == name:
             return value
     return None
+
+
+def _headers(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """Every value of header ``name``, in order."""
+    return [value for key, value in headers if key == name]
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:

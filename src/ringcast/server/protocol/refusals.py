@@ -45,6 +45,9 @@ class Refusal(StrEnum):
     """No complete request within ``handshake_timeout``: closed without an answer."""
     PIPELINE_OVERFLOW = "pipeline_overflow"
     """Too many bytes sent while an answer was owed: closed without an answer."""
+    BAD_PROXY_HEADER = "bad_proxy_header"
+    """400: a trusted proxy's connection did not begin with a valid PROXY protocol header
+    (``server.proxy_protocol``)."""
 
     # -- HTTP: who is asking ---------------------------------------------------------------
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"

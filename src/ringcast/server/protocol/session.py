@@ -114,12 +114,19 @@ class Session:
     __slots__ = ("_channel", "_phase", "settings")
 
     def __init__(
-        self, settings: ProtocolSettings, now: float, *, unix_offset: float | None = None
+        self, settings: ProtocolSettings, now: float, *, unix_offset: float | None = None,
+        peer: str | None = None,
     ) -> None:
+        """``unix_offset``: Unix time minus the session's clock (tokens expire in Unix
+        time); ``peer``: the TCP peer's address, which matters when it is one of
+        ``trusted_proxies``: its requests then name their client
+        (:class:`~.actions.ClientAddress`)."""
         self.settings = settings
+        proxy = peer if peer is not None and settings.proxies.trusts(peer) else None
         # The phase in charge: HTTP until a handshake succeeds, then WebSocket; None
         # once a CloseConnection was emitted.
-        self._phase: HttpPhase | WebSocketPhase | None = HttpPhase(settings, now, unix_offset)
+        self._phase: HttpPhase | WebSocketPhase | None = HttpPhase(settings, now, unix_offset,
+                                                                   proxy)
         self._channel: str | None = None
 
     # -- state -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from .auth import Authenticator
+from .client_address import TrustedProxies
 from .origins import OriginPolicy
 
 __all__ = ["ProtocolSettings"]
@@ -103,6 +104,12 @@ class ProtocolSettings:
     """Largest header section (header lines with their line endings); larger: 431."""
     max_headers: int = 100
     """Most header lines; more: 431."""
+    path_prefix: str = ""
+    """A prefix the routes are also served under (``"/ws"``: ``/ws/news`` is ``/news``)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses and networks whose ``X-Forwarded-For`` (or PROXY header) is believed."""
+    proxy_protocol: bool = False
+    """Connections from a trusted proxy begin with a PROXY protocol header."""
     status_enabled: bool = False
     """Whether the status page exists: ``GET /status``, ``GET /status.json`` and the
     WebSocket ``/status/live`` (guarded like ``POST /publish`` when it needs a token)."""
@@ -115,6 +122,8 @@ class ProtocolSettings:
     """The token checks and decisions built from the fields above."""
     origins: OriginPolicy = field(init=False, repr=False, compare=False)
     """The origin allow-list built from ``allowed_origins``."""
+    proxies: TrustedProxies = field(init=False, repr=False, compare=False)
+    """The proxies built from ``trusted_proxies``."""
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "max_http_body"):
@@ -150,7 +159,8 @@ class ProtocolSettings:
             if not (value >= 0 and math.isfinite(value)):
                 msg = f"{name} is {value}, expected a finite number, at least 0"
                 raise ValueError(msg)
-        for name in ("publish_tokens", "subscribe_tokens", "jwt_algorithms", "allowed_origins"):
+        for name in ("publish_tokens", "subscribe_tokens", "jwt_algorithms", "allowed_origins",
+                     "trusted_proxies"):
             if not isinstance(getattr(self, name), tuple):
                 msg = f"{name} must be a tuple of strings"
                 raise TypeError(msg)
@@ -171,3 +181,9 @@ class ProtocolSettings:
         )
         object.__setattr__(self, "authenticator", authenticator)
         object.__setattr__(self, "origins", OriginPolicy(self.allowed_origins))
+        object.__setattr__(self, "proxies", TrustedProxies.parse(self.trusted_proxies))
+        if self.path_prefix and (not self.path_prefix.startswith("/")
+                                 or self.path_prefix.endswith("/")):
+            msg = (f"path_prefix is {self.path_prefix!r}, expected \"/\" and a path without "
+                   "a trailing \"/\"")
+            raise ValueError(msg)
