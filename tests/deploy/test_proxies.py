@@ -30,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from websockets.sync.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from ringcast.config import Config
 from tests.support.serverproc import ServerProcess
@@ -259,3 +260,39 @@ def test_nginx_timeouts_outlast_a_ping_interval() -> None:
     for directive in ("proxy_read_timeout", "proxy_send_timeout"):
         (value,) = re.findall(rf"^\s*{directive} (\S+);", example, re.M)
         assert _nginx_seconds(value) > limits.ping_interval + limits.ping_timeout, directive
+
+
+def wss_from(source: str, proxy: Proxy, tls: Tls, channel: str) -> ClientConnection:
+    """A ``wss://`` subscriber reaching the proxy from loopback address ``source``."""
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT,
+                                   source_address=(source, 0))
+    return connect(f"wss://{HOSTNAME}:{proxy.port}/{channel}", sock=raw,
+                   ssl=tls.client_context(), server_hostname=HOSTNAME, open_timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_behind_a_trusted_proxy_the_per_address_limit_counts_its_clients(
+        name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """docs/deploy.md's ``trusted_proxies``: through the proxy, two clients from two addresses
+    each get their one connection, and the second of one client is refused (503). Without
+    it all three would be the proxy's (127.0.0.1), and the third refused too."""
+    server = ServerProcess.spawn({"SERVER_TRUSTED_PROXIES": "127.0.0.1",
+                                  "LIMITS_MAX_CONNECTIONS_PER_IP": 1})
+    server.wait_listening()
+    tls = make_certificate(tmp_path)
+    proxy = start_proxy(name, tmp_path, tls, server.port)
+    try:
+        with wss_from("127.0.0.2", proxy, tls, "news") as first:
+            with pytest.raises(InvalidStatus) as refused:
+                wss_from("127.0.0.2", proxy, tls, "news").close()
+            assert refused.value.response.status_code == 503
+            with wss_from("127.0.0.3", proxy, tls, "news") as other:
+                answer = https_publish(proxy.port, tls, "news", "both")
+                assert answer == {"channel": "news", "subscribers": 2}, answer
+                assert first.recv(timeout=TIMEOUT) == other.recv(timeout=TIMEOUT) == "both"
+    except BaseException:
+        print(f"---- {name} log ----\n{proxy.log_text()}")
+        raise
+    finally:
+        stop_proxy(proxy)
+        stop_all([server], request)
