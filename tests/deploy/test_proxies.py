@@ -1,6 +1,7 @@
 """docs/deploy.md's reverse proxy examples, run as written: nginx and Caddy terminate TLS in front
 of a real ringcast; a `wss://` subscriber through the proxy receives a message published with
-`POST /publish` through it.
+`POST /publish` through it. With `server.trusted_proxies`, they (and HAProxy, with a PROXY
+protocol header) name each client for the per-address limit.
 
 Each example is the doc's fenced block with only the certificate paths, the listening port and
 the upstream's port replaced (each replacement must match exactly once, so the doc cannot drift
@@ -43,6 +44,7 @@ HOSTNAME = "ringcast.example.com"          # the docs' host name
 DOC_CERT = "/etc/ssl/ringcast/fullchain.pem"
 DOC_KEY = "/etc/ssl/ringcast/privkey.pem"
 DOC_UPSTREAM = "127.0.0.1:8080"
+DOC_HAPROXY_PEM = "/etc/ssl/ringcast/ringcast.pem"
 START_TIMEOUT = 15.0
 TIMEOUT = 10.0
 
@@ -134,7 +136,21 @@ def caddy_command(work: Path, tls: Tls, port: int, upstream: int) -> list[str]:
     return [proxy_tool("caddy"), "run", "--adapter", "caddyfile", "--config", str(conf)]
 
 
+def haproxy_command(work: Path, tls: Tls, port: int, upstream: int) -> list[str]:
+    example = doc_block("haproxy")
+    combined = work / "ringcast.pem"  # HAProxy reads the certificate and its key from one file
+    combined.write_bytes(tls.cert.read_bytes() + tls.key.read_bytes())
+    example = replace_once(example, "bind :443 ssl", f"bind 127.0.0.1:{port} ssl")
+    example = replace_once(example, DOC_HAPROXY_PEM, str(combined))
+    example = replace_once(example, f"server ringcast {DOC_UPSTREAM}",
+                           f"server ringcast 127.0.0.1:{upstream}")
+    conf = work / "haproxy.cfg"
+    conf.write_text(f"global\n    log stderr format raw local0\n\n{example}")
+    return [proxy_tool("haproxy"), "-db", "-f", str(conf)]
+
+
 COMMANDS = {"nginx": nginx_command, "caddy": caddy_command}
+"""The HTTP proxies (they send X-Forwarded-For); HAProxy below sends a PROXY header."""
 
 
 @dataclass
@@ -150,7 +166,7 @@ class Proxy:
 
 def start_proxy(name: str, work: Path, tls: Tls, upstream: int) -> Proxy:
     port = free_port()
-    command = COMMANDS[name](work, tls, port, upstream)
+    command = {**COMMANDS, "haproxy": haproxy_command}[name](work, tls, port, upstream)
     log = work / f"{name}.log"
     env = {**os.environ, "HOME": str(work), "XDG_DATA_HOME": str(work / "data"),
            "XDG_CONFIG_HOME": str(work / "config")}
@@ -270,14 +286,18 @@ def wss_from(source: str, proxy: Proxy, tls: Tls, channel: str) -> ClientConnect
                    ssl=tls.client_context(), server_hostname=HOSTNAME, open_timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.parametrize("name", [*sorted(COMMANDS), "haproxy"])
 def test_behind_a_trusted_proxy_the_per_address_limit_counts_its_clients(
         name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """docs/deploy.md's ``trusted_proxies``: through the proxy, two clients from two addresses
     each get their one connection, and the second of one client is refused (503). Without
-    it all three would be the proxy's (127.0.0.1), and the third refused too."""
-    server = ServerProcess.spawn({"SERVER_TRUSTED_PROXIES": "127.0.0.1",
-                                  "LIMITS_MAX_CONNECTIONS_PER_IP": 1})
+    it all three would be the proxy's (127.0.0.1), and the third refused too. nginx and
+    Caddy name the client in X-Forwarded-For, HAProxy in a PROXY protocol v2 header."""
+    env: dict[str, object] = {"SERVER_TRUSTED_PROXIES": "127.0.0.1",
+                              "LIMITS_MAX_CONNECTIONS_PER_IP": 1}
+    if name == "haproxy":
+        env["SERVER_PROXY_PROTOCOL"] = "true"
+    server = ServerProcess.spawn(env)
     server.wait_listening()
     tls = make_certificate(tmp_path)
     proxy = start_proxy(name, tmp_path, tls, server.port)
