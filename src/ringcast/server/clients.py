@@ -299,7 +299,7 @@ class Clients(Owner):
                 self._counts.published_http += 1
                 frame = data_frame(action.payload, action.text)
                 reached = self._fanout.publish(action.channel, frame)
-                self._access_log.line("connection %d: POST /publish/%s 200 (%d subscribers)",
+                self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
                                       conn, action.channel, reached)
                 work.extend(session.publish_done(reached))
             elif isinstance(action, HttpPublishBatch):
