@@ -37,7 +37,7 @@ STATUS_KEY: Final = "status"
 # ringio stat -> (metric name, help, is_counter)
 _RING_STATS = {
     "deliveries": ("ringcast_deliveries_total",
-                   "Frames and HTTP responses queued to connections", True),
+                   "Messages queued to subscribers (one per subscriber per message)", True),
     "send_bytes": ("ringcast_bytes_out_total", "Bytes the kernel accepted for sending", True),
     "drops": ("ringcast_dropped_deliveries_total",
               "Deliveries skipped because a connection's queue was over its cap", True),

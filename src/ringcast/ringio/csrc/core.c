@@ -632,12 +632,11 @@ int64_t rio_queued(rio_loop *l, uint32_t id)
     return c ? (int64_t)c->queued : -EBADF;
 }
 
-int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
-                   uint32_t exclude, uint64_t cap, int mode)
+/* Queue slot s to the ids (the work of rio_fanout and rio_send): how many took it. */
+static int64_t queue_slot(rio_loop *l, uint32_t s, const uint32_t *ids, size_t n,
+                          uint32_t exclude, uint64_t cap, int mode)
 {
-    if (sidx < 0 || (uint64_t)sidx >= l->slots_cap || !l->slots[sidx].refs)
-        return -EINVAL;
-    uint32_t s = (uint32_t)sidx, len = l->slots[s].len;
+    uint32_t len = l->slots[s].len;
     int64_t queued = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t id = ids[i];
@@ -663,7 +662,6 @@ int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
         }
         l->slots[s].refs++;
         l->st.queued_bytes += len;
-        l->st.deliveries++;
         queued++;
         l->eng->kick(l, id);
     }
@@ -672,12 +670,22 @@ int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
     return queued;
 }
 
+int64_t rio_fanout(rio_loop *l, int64_t sidx, const uint32_t *ids, size_t n,
+                   uint32_t exclude, uint64_t cap, int mode)
+{
+    if (sidx < 0 || (uint64_t)sidx >= l->slots_cap || !l->slots[sidx].refs)
+        return -EINVAL;
+    int64_t queued = queue_slot(l, (uint32_t)sidx, ids, n, exclude, cap, mode);
+    l->st.deliveries += (uint64_t)queued;  /* a fan-out's, not rio_send's answers */
+    return queued;
+}
+
 int rio_send(rio_loop *l, uint32_t id, const char *data, size_t len, uint64_t cap, int mode)
 {
     int64_t s = rio_slot_new(l, data, len);
     if (s < 0)
         return (int)s;
-    int64_t n = rio_fanout(l, s, &id, 1, RIO_NONE, cap, mode);
+    int64_t n = queue_slot(l, (uint32_t)s, &id, 1, RIO_NONE, cap, mode);
     rio_slot_put(l, s);
     return (int)n;
 }

@@ -116,7 +116,7 @@ typedef struct rio_stats {
     uint64_t send_bytes;      /* bytes the kernel accepted                         */
     uint64_t short_sends;     /* sends that were resumed from where they stopped   */
     uint64_t coalesced;       /* sends that carried more than one queued slot      */
-    uint64_t deliveries;      /* slot references queued to connections             */
+    uint64_t deliveries;      /* slot references queued by rio_fanout (not rio_send) */
     uint64_t drops;           /* slot references refused: queue over its cap       */
     uint64_t overflows;       /* RIO_EV_OVERFLOW events emitted                    */
     uint64_t zc_sends;
