@@ -144,7 +144,6 @@ class Metrics(Collector):
             "bytes_out": stats["send_bytes"],
             "dropped_deliveries": stats["drops"],
             "slow_consumer_closes": c.slow_closes,
-            "subscribers": self._hub.subscriber_count(),
         }
         if self.status_part is not None:
             snap[STATUS_KEY] = self.status_part()

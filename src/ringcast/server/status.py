@@ -74,11 +74,15 @@ class StatusBoard:
             return
         c = self._counts
         top = self._current.config.status.top_channels
-        busiest = heapq.nlargest(top, self._hub.channels.values(), key=len)
+        channels = [ch for name, ch in self._hub.channels.items() if name != STATUS_CHANNEL]
+        busiest = heapq.nlargest(top, channels, key=len)
         self._local = {
             "publish_flush": c.publish_flush.take_recent(),
             "handshake": c.handshake.take_recent(),
-            "channels": [[ch.name, len(ch)] for ch in busiest if ch.name != STATUS_CHANNEL],
+            "channels": [[ch.name, len(ch)] for ch in busiest],
+            # The status page's own viewers are not counted as subscribers of a channel.
+            "channel_count": sum(1 for ch in channels if ch.ids),
+            "subscribers": sum(len(ch) for ch in channels),
         }
         now = time.time()
         snaps = {str(self._worker): self._snapshot()}
@@ -147,8 +151,11 @@ class StatusBoard:
                   for key in ("connections", "connections_accepted", "messages_published",
                               "deliveries", "bytes_out", "dropped_deliveries",
                               "slow_consumer_closes")}
-        totals["channels"] = len(self._hub.channels) if self._peers is None else len(channels)
-        totals["subscribers"] = sum(snap.get("subscribers", 0) for snap in snaps.values())
+        extras = [snap.get(STATUS_KEY) or {} for snap in snaps.values()]
+        # A channel may have subscribers on several workers: the busiest worker's count is
+        # the one that never counts a channel twice.
+        totals["channels"] = max((extra.get("channel_count", 0) for extra in extras), default=0)
+        totals["subscribers"] = sum(extra.get("subscribers", 0) for extra in extras)
         top = self._current.config.status.top_channels
         peers = self._peers
         return {
