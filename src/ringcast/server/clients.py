@@ -131,11 +131,14 @@ class Clients(Owner):
                          "the server is at its connection limit, retry later")
             return self
         settings = self._current.settings
-        logged = self._access_log.enabled
-        peer = (_peer_address(fd)
-                if limits.max_connections_per_ip or settings.proxies or logged else None)
+        # (Plain values first: this runs for every connection of a storm.)
+        logged = bool(self._current.config.logging.access_per_second) and \
+            self._access_log.enabled
+        peer = (_peer_address(fd) if limits.max_connections_per_ip or settings.trusted_proxies
+                or logged else None)
         ip = None if peer is None else _ip(peer[0])
-        proxied = ip is not None and settings.proxies.trusts(ip)
+        proxied = ip is not None and bool(settings.trusted_proxies) and \
+            settings.proxies.trusts(ip)
         # A trusted proxy's connection counts for its client, once the proxy names it
         # (a ClientAddress action), not for the proxy.
         if limits.max_connections_per_ip and ip is not None and not proxied \
