@@ -336,13 +336,16 @@ class Running:
 
 
 def start_server(server: Server, port: int, log: Path, *, pin: bool, workers: int = 1,
-                 ) -> Running:
+                 settings: dict[str, str] | None = None) -> Running:
+    """``settings``: more ``RINGCAST_*`` variables (``{"LIMITS_PING_INTERVAL": "5"}``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
     env["PYTHONPATH"] = str(SNAPSHOT)
+    extra = dict(settings or {})
     if workers > 1:
-        env["RINGCAST_SERVER_WORKERS"] = str(workers)
+        extra["SERVER_WORKERS"] = str(workers)
+    env.update({f"RINGCAST_{k}": v for k, v in extra.items()})
     cmd = (["taskset", "-c", SERVER_CORE] if pin else []) + server.command(port)
-    shown = (f"RINGCAST_SERVER_WORKERS={workers} " if workers > 1 else "") + shlex.join(cmd)
+    shown = "".join(f"RINGCAST_{k}={v} " for k, v in extra.items()) + shlex.join(cmd)
     print(f"$ {shown}", flush=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -98,7 +98,7 @@ def test_server_side_closes_say_why(start_server: StartServer) -> None:
     for _ in range(200):
         m = metrics(server.port)
         add_up(m)
-        if closed(m, "server_close", "server") == 1:
+        if closed(m, "ping_timeout", "server") == 1:
             break
     else:
         raise AssertionError(f"the ping timeout was never counted:\n{m.text}")

@@ -72,6 +72,8 @@ class EventKind(enum.IntEnum):
     REFUSED = lib.RIO_EV_REFUSED
     #: conn: an id the caller closed is free (flush and linger over); it may be reused
     CLOSED = lib.RIO_EV_CLOSED
+    #: conn: nothing arrived within the timeout after a heartbeat; its heartbeats are off
+    HEARTBEAT_TIMEOUT = lib.RIO_EV_HEARTBEAT_TIMEOUT
 
 
 # reap() maps the kind of each C event through this dict, not through
@@ -317,6 +319,33 @@ class Loop:
     def send(self, conn: ConnId, data: bytes, *, cap: int = 0, force: bool = False) -> bool:
         """Queue bytes to one connection; False if the cap refused them."""
         return bool(_check(lib.rio_send(self._loop, conn, data, len(data), cap, int(force))))
+
+    # -- heartbeats -------------------------------------------------------
+
+    def heartbeat_config(self, interval: float, timeout: float, data: bytes = b"",
+                         absorb: int = 0) -> None:
+        """Keep connections alive without a call per connection (rio_heartbeat_config in
+        csrc/ringio_api.h): ``data`` goes to every connection with heartbeats on that
+        received nothing for ``interval`` seconds; one still silent ``timeout`` seconds
+        later is reported (`EventKind.HEARTBEAT_TIMEOUT`). ``absorb``: the address of a
+        C function that recognises the replies (dropped, no DATA event). An
+        ``interval`` of 0 turns heartbeats off."""
+        interval_ms = max(0, round(interval * 1000))
+        if not interval_ms:
+            _check(lib.rio_heartbeat_config(self._loop, 0, 0, -1, 0))
+            return
+        slot = self.slot(data)
+        try:
+            _check(lib.rio_heartbeat_config(self._loop, interval_ms,
+                                            max(1, round(timeout * 1000)), slot, absorb))
+        finally:
+            self.release(slot)  # the loop holds its own reference
+
+    def heartbeat(self, conn: ConnId, on: bool, *, aligned: bool = True) -> bool:
+        """Heartbeats on or off for ``conn`` (on: it counts as alive now); ``aligned``:
+        what it sends next starts where the absorber reads (a frame boundary). False
+        when ``conn`` is not an open connection."""
+        return lib.rio_heartbeat(self._loop, conn, int(on), int(aligned)) == 0
 
     # -- waiting ----------------------------------------------------------
 

@@ -60,6 +60,7 @@ __all__ = ["ACCEPT_RETRY_DELAY", "REFUSALS_IN_FLIGHT", "Clients"]
 
 log = logging.getLogger("ringcast")
 
+KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason, as the session gives it
 REFUSALS_IN_FLIGHT = 64
 """Connections refused at a limit whose 503 may be on its way at once; more are reset."""
 ACCEPT_RETRY_DELAY = 0.1
@@ -108,6 +109,8 @@ class Clients(Owner):
         self._per_ip: Counter[str] = Counter()
         self._conn_ip: dict[ConnId, str] = {}  # until the id is released
         self._born: dict[ConnId, float] = {}  # until the handshake: when it was accepted
+        # WebSockets whose last bytes ended inside a frame or message (see data_received).
+        self._mid_message: set[ConnId] = set()
         self._accept_warned = -ACCEPT_WARN_EVERY
 
     # -- listeners ---------------------------------------------------------------------
@@ -217,6 +220,20 @@ class Clients(Owner):
             self._drop(conn, flush=False, ended=Ended.NOT_READING)
             return
         self.execute(conn, session.receive_data(data, now))
+        # The loop's pong absorber reads a subscriber's bytes only from a frame boundary:
+        # once the session read the rest of a frame (or message) it had part of, say so.
+        if session.mid_message:
+            self._mid_message.add(conn)
+        elif conn in self._mid_message:
+            self._mid_message.discard(conn)
+            if session.state is SessionState.OPEN:
+                self._loop.heartbeat(conn, True, aligned=True)
+
+    def heartbeat_timeout(self, conn: ConnId, now: float) -> None:
+        """Nothing came back within ``ping_timeout`` of a keepalive ping: 1011."""
+        session = self.sessions.get(conn)
+        if session is not None and session.state is SessionState.OPEN:
+            self.execute(conn, session.close(CloseCode.INTERNAL_ERROR, KEEPALIVE_TIMEOUT, now))
 
     def hung_up(self, conn: ConnId, err: int, now: float) -> None:
         session = self.sessions.get(conn)
@@ -292,6 +309,8 @@ class Clients(Owner):
                     self._bridge.subscribe(action.channel)
                 if not (self._held and self._held.is_held(conn)):
                     self._hub.subscribe(conn, action.channel)
+                if session is not None:  # a WebSocket now: the loop keeps it alive
+                    self._loop.heartbeat(conn, True, aligned=not session.mid_message)
             elif isinstance(action, Publish):
                 self._counts.published_ws += 1
                 exclude = NO_CONN if self._current.settings.echo else conn
@@ -381,6 +400,8 @@ class Clients(Owner):
     def _unsubscribe(self, conn: ConnId, session: Session) -> None:
         name = session.channel
         self._held.forget(conn)
+        self._mid_message.discard(conn)
+        self._loop.heartbeat(conn, False)  # closing: no more pings
         if name is None:
             return
         if self._hub.unsubscribe(conn, name) and self._bridge is not None \

@@ -62,6 +62,11 @@ _RING_STATS = {
                        "io_uring_enter calls retried (EINTR, EAGAIN, EBUSY)", True),
     "submit_errors": ("ringcast_ring_submit_errors_total",
                       "io_uring_enter or epoll_wait failures that stopped the loop", True),
+    "heartbeats": ("ringcast_keepalive_pings_total",
+                   "Keepalive pings sent (by the loop) to WebSockets idle for ping_interval",
+                   True),
+    "heartbeat_replies": ("ringcast_keepalive_pongs_absorbed_total",
+                          "Pongs answering a keepalive ping, taken in C: no session woke", True),
 }
 
 

@@ -48,6 +48,7 @@ from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters, Metrics
 from ringcast.server.peers import PeerLinks
 from ringcast.server.port import tcp_socket
+from ringcast.server.protocol import keepalive
 from ringcast.server.protocol.frames import CloseCode
 from ringcast.server.settings import Current
 from ringcast.server.status import StatusBoard
@@ -226,6 +227,7 @@ class Server:
             return
         # Every part holds this one object: swap both halves together.
         self.current.config, self.current.settings = current.config, current.settings
+        self.keep_alive()
         logging.getLogger().setLevel(self.config.logging.level.upper())
         log.info("reload: applied %s", plan.describe(plan.live))
 
@@ -347,6 +349,8 @@ class Server:
             owner.released(conn)
         elif kind is EventKind.OVERFLOW:
             owner.overflowed(conn, now)
+        elif kind is EventKind.HEARTBEAT_TIMEOUT:
+            owner.heartbeat_timeout(conn, now)
         elif kind is EventKind.ACCEPT_ERROR:
             owner.accept_failed(conn, ev.res, now)
         elif kind is EventKind.REFUSED:
@@ -362,6 +366,13 @@ class Server:
         return max(0.0, min([1.0, *(t - now for t in nearest if t is not None)]))
 
     # -- GET /healthz and /metrics -------------------------------------------------------
+
+    def keep_alive(self) -> None:
+        """Hand keepalive to the loop (``limits.ping_interval``, ``ping_timeout``): a ping to
+        each WebSocket idle that long, pongs taken in C (see .protocol.keepalive)."""
+        limits = self.config.limits
+        self.loop.heartbeat_config(limits.ping_interval, limits.ping_timeout, keepalive.PING,
+                                   keepalive.pong_absorber())
 
     @property
     def state(self) -> str:
@@ -450,4 +461,5 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
                                          peers=peers, bridge=bridge,
                                          state=lambda: server.state)
     metrics.status_part = status.local
+    server.keep_alive()
     return server

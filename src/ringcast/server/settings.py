@@ -21,7 +21,9 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         max_message_size=lim.max_message_size,
         max_http_body=lim.max_http_body,
         handshake_timeout=lim.handshake_timeout,
-        ping_interval=lim.ping_interval,
+        # The runtime's loop keeps WebSockets alive (see .protocol.keepalive and
+        # Server.keep_alive): the sessions' own keepalive stays off.
+        ping_interval=0,
         ping_timeout=lim.ping_timeout,
         close_timeout=lim.close_timeout,
         client_publish=config.channels.client_publish,

@@ -38,6 +38,10 @@ class Owner:
     def overflowed(self, conn: ConnId, now: float) -> None:
         """A capped send to ``conn`` was refused: its queue is full."""
 
+    def heartbeat_timeout(self, conn: ConnId, now: float) -> None:
+        """Nothing arrived on ``conn`` within the timeout after a heartbeat (its heartbeats
+        are off now)."""
+
     def accept_failed(self, listener: ConnId, err: int, now: float) -> None:
         """Accepting on ``listener`` failed with ``err``; it is paused until resumed."""
 

@@ -209,7 +209,7 @@ class TestRFC6455Section5_5_2_Ping:
         assert (close.code, close.reason) == (1011, "keepalive ping timeout")
         assert client.session.state is SessionState.CLOSING
         assert client.session.next_deadline() == 35.0
-        assert client.tick(35.0) == [CloseConnection(Ended.SERVER_CLOSE)]
+        assert client.tick(35.0) == [CloseConnection(Ended.PING_TIMEOUT)]
         assert client.session.next_deadline() is None  # closed
 
     def test_any_data_counts_as_an_answer(self) -> None:

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- events ------------------------------------------------------------
@@ -118,13 +119,39 @@ char *rio_data_reserve(rio_loop *l, uint32_t *room)
     return l->data + l->ndata;
 }
 
+/* The loop's clock for heartbeats, in milliseconds (it wraps every 49 days:
+ * compare with wrap-safe differences only). The coarse clock is a vDSO read of
+ * the last tick: a few nanoseconds, and heartbeats need no better. */
+static uint32_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
 /* n bytes were copied to the reserved data; the DATA event's room is reserved
- * too (rio_ev_reserve). */
+ * too (rio_ev_reserve). Any byte shows a heartbeat connection alive; bytes the
+ * absorber takes whole (replies to heartbeats) make no event at all. */
 void rio_data_commit(rio_loop *l, uint32_t id, uint32_t n)
 {
+    conn *c = &l->conns[id];
+    l->st.recv_bytes += n;
+    if (c->hb) {
+        int waiting = c->hb_waiting;
+        c->hb_rx = now_ms();
+        c->hb_waiting = 0;
+        if (c->hb_aligned && l->hb_absorb) {
+            int aligned = 0;
+            int reply = l->hb_absorb((const uint8_t *)l->data + l->ndata, n, &aligned);
+            c->hb_aligned = (uint8_t)aligned;
+            if (reply && waiting) {     /* the reply to our heartbeat; any other goes up */
+                l->st.heartbeat_replies++;
+                return;     /* the reserved room stays free; the bytes are overwritten */
+            }
+        }
+    }
     rio_ev_put(l, RIO_EV_DATA, id, 0, n, l->ndata);
     l->ndata += n;
-    l->st.recv_bytes += n;
 }
 
 /* Drop what Python has seen; keep events produced since (a fan-out may drain
@@ -358,6 +385,8 @@ uint32_t rio_fill_iov(rio_loop *l, conn *c, struct iovec *iov, uint32_t max)
 void rio_consume(rio_loop *l, uint32_t id, uint64_t n)
 {
     conn *c = &l->conns[id];
+    if (c->hb)
+        c->hb_tx = now_ms();
     l->st.send_bytes += n;
     c->queued -= n;
     l->st.queued_bytes -= n;
@@ -451,6 +480,7 @@ rio_loop *rio_open(const rio_params *p, int *err, int *stage)
     }
     l->p = *p;
     l->epfd = -1;
+    l->hb_slot = -1;
     l->slot_free = RIO_NONE;
     l->zc_free = RIO_NONE;
     l->conns = calloc(p->max_conns, sizeof(conn));
@@ -690,6 +720,93 @@ int rio_send(rio_loop *l, uint32_t id, const char *data, size_t len, uint64_t ca
     return (int)n;
 }
 
+/* ---- heartbeats ------------------------------------------------------------
+ *
+ * A keepalive that costs the caller nothing per connection: one pass over the
+ * id table every hb_period queues the heartbeat slot to each connection idle
+ * for hb_interval (a reference to one slot: no copy, no allocation) and
+ * reports the ones still silent hb_timeout after it. A pass reads a few bytes
+ * per id, so even a million ids cost milliseconds a second; a timer per
+ * connection would cost more to keep than this costs to scan. */
+
+int rio_heartbeat_config(rio_loop *l, uint32_t interval_ms, uint32_t timeout_ms,
+                         int64_t sidx, uintptr_t absorb)
+{
+    if (interval_ms && (!timeout_ms || sidx < 0 || (uint64_t)sidx >= l->slots_cap ||
+                        !l->slots[sidx].refs))
+        return -EINVAL;
+    if (interval_ms)
+        l->slots[sidx].refs++;
+    if (l->hb_slot >= 0)
+        rio_slot_put(l, l->hb_slot);
+    l->hb_slot = interval_ms ? sidx : -1;
+    l->hb_interval = interval_ms;
+    l->hb_timeout = timeout_ms;
+    uint32_t shortest = interval_ms < timeout_ms ? interval_ms : timeout_ms;
+    l->hb_period = shortest / 4 < 1000 ? (shortest / 4 ? shortest / 4 : 1) : 1000;
+    l->hb_absorb = interval_ms ? (int (*)(const uint8_t *, size_t, int *))absorb : NULL;
+    l->hb_next = now_ms();
+    return 0;
+}
+
+int rio_heartbeat(rio_loop *l, uint32_t id, int on, int aligned)
+{
+    conn *c = stream(l, id);
+    if (!c)
+        return -EBADF;
+    c->hb = on ? 1 : 0;
+    c->hb_aligned = aligned ? 1 : 0;
+    c->hb_waiting = 0;
+    c->hb_rx = c->hb_tx = now_ms();
+    return 0;
+}
+
+static void hb_sweep(rio_loop *l, uint32_t now)
+{
+    uint32_t slot = (uint32_t)l->hb_slot;
+    for (uint32_t id = 0; id < l->p.max_conns; id++) {
+        conn *c = &l->conns[id];
+        if (!c->hb)
+            continue;
+        if (c->kind != CK_STREAM || c->state != CS_OPEN) {
+            c->hb = 0;      /* closed: nothing more to keep alive */
+            continue;
+        }
+        if (!c->hb_waiting) {
+            /* Quiet either way for the interval: silence from the peer may be a dead
+             * peer, and silence towards it lets a proxy's read timeout expire. */
+            if ((now - c->hb_rx >= l->hb_interval || now - c->hb_tx >= l->hb_interval) &&
+                queue_slot(l, slot, &id, 1, RIO_NONE, 0, RIO_SEND_FORCE) == 1) {
+                c->hb_waiting = 1;
+                c->hb_sent = now;
+                l->st.heartbeats++;
+            }
+        } else if (now - c->hb_sent >= l->hb_timeout) {
+            if (rio_ev_reserve(l, 1) < 0) {
+                l->st.events_deferred++;
+                return;     /* no room: the next pass reports it */
+            }
+            rio_ev_put(l, RIO_EV_HEARTBEAT_TIMEOUT, id, 0, 0, 0);
+            c->hb = 0;
+            l->st.heartbeat_timeouts++;
+        }
+    }
+}
+
+/* Run a due pass; the wait may not outlast the next one. */
+static int hb_tick(rio_loop *l, int timeout_ms)
+{
+    uint32_t now = now_ms();
+    if ((int32_t)(now - l->hb_next) >= 0) {
+        hb_sweep(l, now);
+        l->hb_next = now + l->hb_period;
+    }
+    int32_t left = (int32_t)(l->hb_next - now);
+    if (left < 0)
+        left = 0;
+    return timeout_ms < 0 || timeout_ms > left ? left : timeout_ms;
+}
+
 /* The engine cannot go on (see enter_failed() in uring.c): from now on
  * rio_reap returns err, and the loop can only be destroyed. */
 void rio_fail(rio_loop *l, int err)
@@ -704,6 +821,8 @@ int rio_reap(rio_loop *l, int timeout_ms)
         return l->failed;
     compact(l);
     pay_owed(l);        /* what connections held goes out first */
+    if (l->hb_interval)
+        timeout_ms = hb_tick(l, timeout_ms);    /* its heartbeats go with this wait */
     l->st.waits++;
     int rc = l->eng->wait(l, l->nev ? 0 : timeout_ms);
     if (rc < 0) {

@@ -113,6 +113,12 @@ typedef struct conn {
     uint32_t next_free;
     uint64_t queued;            /* bytes in the queue not yet sent                  */
     uint64_t owed_queued;       /* the owed OVERFLOW's bytes queued                 */
+    uint8_t hb;                 /* heartbeats on (rio_heartbeat)                    */
+    uint8_t hb_aligned;         /* what arrives next starts where the absorber reads */
+    uint8_t hb_waiting;         /* a heartbeat went out, no byte has arrived since  */
+    uint32_t hb_rx;             /* ms: the last byte received (or heartbeats on)    */
+    uint32_t hb_tx;             /* ms: the last byte sent (or heartbeats on)        */
+    uint32_t hb_sent;           /* ms: the outstanding heartbeat was queued         */
 } conn;
 
 typedef struct slot {
@@ -187,6 +193,12 @@ struct rio_loop {
     uint32_t owed_head, nowed;
     char *data;
     uint32_t ndata, data_returned;
+
+    /* heartbeats (rio_heartbeat_config) */
+    uint32_t hb_interval, hb_timeout, hb_period;    /* ms; interval 0: off          */
+    uint32_t hb_next;           /* ms: when the connections are looked at next      */
+    int64_t hb_slot;            /* the heartbeat's bytes (a reference held), or -1  */
+    int (*hb_absorb)(const uint8_t *data, size_t len, int *aligned);
 };
 
 /* user_data, the 64 bits the kernel hands back with a CQE:

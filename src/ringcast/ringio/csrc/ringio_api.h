@@ -29,6 +29,8 @@ enum {
     RIO_EV_CLOSED = 7,       /* conn: a stream id the caller closed is free now (its
                                 flush, linger and every operation on it are over);
                                 the next ACCEPT may reuse it                       */
+    RIO_EV_HEARTBEAT_TIMEOUT = 8, /* conn: no byte arrived within the timeout after a
+                                heartbeat; its heartbeats are off from now on      */
 };
 
 /* Where rio_open() failed: its *stage. */
@@ -135,6 +137,9 @@ typedef struct rio_stats {
                                  was entered again (after reaping, for the last two) */
     uint64_t submit_errors;   /* io_uring_enter (or epoll_wait) failed for good: the
                                  loop has failed and rio_reap returns the error    */
+    uint64_t heartbeats;      /* heartbeats queued to idle connections             */
+    uint64_t heartbeat_replies; /* replies to heartbeats taken whole: no DATA event   */
+    uint64_t heartbeat_timeouts; /* RIO_EV_HEARTBEAT_TIMEOUT events                */
 } rio_stats;
 
 /* Lifecycle. rio_open returns NULL and sets *err (positive errno) and *stage
@@ -176,6 +181,30 @@ int64_t rio_fanout(rio_loop *loop, int64_t slot, const uint32_t *conns, size_t n
 /* One connection, bytes copied into a new slot. Returns 1, 0 (dropped) or -errno. */
 int rio_send(rio_loop *loop, uint32_t conn, const char *data, size_t len,
              uint64_t cap, int mode);
+
+/* Heartbeats: keepalive without the caller's help per connection. Every
+ * connection with heartbeats on (rio_heartbeat) that received nothing, or was
+ * sent nothing, for interval_ms gets `slot` queued (a reference is kept; the
+ * caller keeps its own), and one that then receives nothing for timeout_ms
+ * more is reported (RIO_EV_HEARTBEAT_TIMEOUT). The loop looks at its
+ * connections at most every min(1 s, interval/4, timeout/4).
+ *
+ * `absorb` (0: none) is the address of a function
+ * `int absorb(const uint8_t *data, size_t len, int *aligned)` called on what
+ * such a connection receives, while it is aligned: it returns 1 when the bytes
+ * are one reply to a heartbeat (dropped, no DATA event, while a heartbeat is
+ * outstanding; else they go up like any bytes) and sets *aligned to whether
+ * they end where a reply could start (else it is not called again until
+ * rio_heartbeat realigns the connection). The loop knows nothing of what the
+ * bytes mean.
+ *
+ * interval_ms 0 turns heartbeats off. Returns 0 or -EINVAL (a bad slot, a
+ * zero timeout). */
+int rio_heartbeat_config(rio_loop *loop, uint32_t interval_ms, uint32_t timeout_ms,
+                         int64_t slot, uintptr_t absorb);
+/* Heartbeats on or off for one open stream (on: it counts as alive now), and
+ * whether what it sends next starts where the absorber can read. 0 or -EBADF. */
+int rio_heartbeat(rio_loop *loop, uint32_t conn, int on, int aligned);
 
 /* Wait up to timeout_ms (-1 forever, 0 poll) and return the number of events.
  * Events and data stay valid until the next rio_reap call. A negative return

@@ -13,6 +13,7 @@ class _Lib:
     HS_CONNECTION: int
     def hs_scan(self, data: bytes, length: int, max_line: int, max_section: int,
                 max_headers: int, out: Any, blob: Any, blob_cap: int) -> int: ...
+    def hs_absorb_pongs(self, data: bytes, length: int, aligned: Any) -> int: ...
 
 lib: _Lib
 ffi: Any

@@ -153,9 +153,11 @@ class Ended(StrEnum):
     """The server is stopping (1001, or an HTTP connection closed by the drain)."""
     SLOW_CONSUMER = "slow_consumer"
     """The server closed a subscriber that fell behind (3008)."""
+    PING_TIMEOUT = "ping_timeout"
+    """Nothing came back within ``ping_timeout`` of a keepalive ping: closed with 1011."""
     SERVER_CLOSE = "server_close"
-    """The server started the WebSocket closing handshake for another reason (a ping
-    unanswered: 1011, a token expired: 1008, ...)."""
+    """The server started the WebSocket closing handshake for another reason (a token
+    expired: 1008, ...)."""
     REFUSED = "refused"
     """A request, handshake or frame was refused (``ringcast_refusals_total`` says why)."""
     TIMEOUT = "timeout"
@@ -180,7 +182,9 @@ class Ended(StrEnum):
 
 
 _CLIENT_SIDE = frozenset({Ended.PEER_CLOSED, Ended.PEER_RESET, Ended.CLIENT_CLOSE})
-_BY_CLOSE_CODE = {1001: Ended.SHUTDOWN, 3008: Ended.SLOW_CONSUMER}  # going away; ringcast's
+# Going away; keepalive (the server closes with 1011 for nothing else: an internal error
+# ends the connection without a closing handshake); ringcast's slow consumer.
+_BY_CLOSE_CODE = {1001: Ended.SHUTDOWN, 1011: Ended.PING_TIMEOUT, 3008: Ended.SLOW_CONSUMER}
 
 
 @final

@@ -146,6 +146,13 @@ class Session:
         the runtime can unsubscribe), else ``None``."""
         return self._channel
 
+    @property
+    def mid_message(self) -> bool:
+        """The WebSocket holds part of a frame or of a fragmented message: what the client
+        sends next may continue it (the runtime's pong absorber must not read it)."""
+        phase = self._phase
+        return isinstance(phase, WebSocketPhase) and phase.mid_message
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do, or ``None`` for never."""
         return None if self._phase is None else self._phase.next_deadline()

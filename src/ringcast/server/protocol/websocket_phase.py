@@ -145,6 +145,11 @@ class WebSocketPhase:
         self._pong_owed = False  # a ping was sent and no pong came back yet
         self._pings_sent = 0
 
+    @property
+    def mid_message(self) -> bool:
+        """Part of a frame or of a fragmented message has been read."""
+        return self._reader is not None
+
     # -- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:

@@ -270,3 +270,35 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
     out->blob_len = (uint32_t)b;
     return (int64_t)(i + 2);
 }
+
+int hs_absorb_pongs(const uint8_t *d, size_t len, int *aligned)
+{
+    int frames = 0, pong = 0;
+    size_t i = 0;
+    while (i < len) {
+        if (len - i < 2)
+            goto partial;
+        uint8_t b0 = d[i], b1 = d[i + 1];
+        uint64_t plen = b1 & 0x7f;
+        size_t head = (plen == 126 ? 4 : plen == 127 ? 10 : 2) + (b1 & 0x80 ? 4 : 0);
+        if (len - i < head)
+            goto partial;
+        if (plen == 126) {
+            plen = (uint64_t)d[i + 2] << 8 | d[i + 3];
+        } else if (plen == 127) {
+            plen = 0;
+            for (size_t k = 0; k < 8; k++)
+                plen = plen << 8 | d[i + 2 + k];
+        }
+        pong = b0 == 0x8A && (b1 & 0x80) && plen <= 125;
+        if (plen > len - i - head)
+            goto partial;
+        i += head + (size_t)plen;
+        frames++;
+    }
+    *aligned = 1;
+    return frames == 1 && pong;
+partial:
+    *aligned = 0;
+    return 0;
+}

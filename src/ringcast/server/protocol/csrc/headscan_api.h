@@ -76,3 +76,14 @@ typedef struct hs_head {
 
 int64_t hs_scan(const uint8_t *data, size_t len, uint32_t max_line, uint32_t max_section,
                 uint32_t max_headers, hs_head *out, uint8_t *blob, size_t blob_cap);
+
+/* hs_absorb_pongs: ringio's heartbeat absorber (rio_heartbeat_config) for a
+ * WebSocket server. `data` is what a client sent, starting at a frame
+ * boundary. Returns 1 when it is exactly one whole pong as a client sends it
+ * (FIN, opcode 0xA, no RSV bit, masked, at most 125 bytes of payload): the
+ * reply to the server's ping, which needs no more than to have arrived (the
+ * loop takes it only while a ping is outstanding). Sets *aligned to whether
+ * the data ends on a frame boundary. Nothing else is judged here: anything
+ * else goes to the session, which checks every rule (RFC 6455 section 5) and
+ * charges unsolicited pongs to the control-frame budget. */
+int hs_absorb_pongs(const uint8_t *data, size_t len, int *aligned);
