@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import ExitStack
 
 import pytest
 from websockets.exceptions import ConnectionClosedError
@@ -100,3 +101,24 @@ def test_the_access_log_follows_a_connection(start_server: StartServer) -> None:
     assert re.search(rf"connection {conn} accepted from 127\.0\.0\.1:\d+", log), log
     assert re.search(rf"connection {conn}: WebSocket open on channel news", log), log
     assert re.search(r"connection \d+: POST /publish/news 200, reached 1", log), log
+
+
+def test_with_two_workers_either_one_answers_for_the_host(start_server: StartServer) -> None:
+    server = start_server(STATUS_ENABLED="true", SERVER_WORKERS=2)
+    with ExitStack() as stack:
+        for _ in range(6):
+            stack.enter_context(connect(f"ws://127.0.0.1:{server.port}/news",
+                                        open_timeout=TIMEOUT))
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while True:  # the workers share their figures once a second
+            answer = figures(server.port)
+            per_worker = answer["per_worker"]
+            assert isinstance(per_worker, list)
+            if [w["worker"] for w in per_worker] == ["0", "1"] \
+                    and answer["totals"]["subscribers"] == 6:  # type: ignore[index]
+                break
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.2)
+        assert sum(w["connections"] for w in per_worker) >= 6
+        assert answer["workers"] == 2
+        assert answer["channels"] == [{"name": "news", "subscribers": 6}]

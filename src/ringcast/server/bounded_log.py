@@ -36,41 +36,47 @@ class BoundedLog:
         self._title = title            # "refusal", "access": the log's name in its lines
         self._what = what              # "refusals", "connections and requests"
         self._counted_in = counted_in  # the metric that counts them all
-        self._per_second = per_second  # read each second: a reload applies at once
+        self._per_second = per_second  # read once a second: a reload applies within one
         self._level = level
         self._clock = clock
         self._second = -1
-        self._left = 0
-        self._dropped = 0
+        self._left = 0                 # lines this second may still write
+        self._dropped = 0              # lines this second left out
+        self._budget = 0               # the settings, as read at the start of the second
+        self._at = logging.INFO
+        self._on = False
 
     @property
     def enabled(self) -> bool:
         """Whether a line may be written now (callers skip costly arguments if not)."""
-        if self._per_second() <= 0 or not self._log.isEnabledFor(self._level()):
-            return False
-        now = int(self._clock())
-        return now != self._second or self._left > 0
+        self._turn(int(self._clock()))
+        return self._left > 0
 
     def line(self, message: str, *args: object) -> None:
-        """Log ``message % args``, or count it when this second's budget is spent."""
-        per_second = self._per_second()
-        level = self._level()
-        if per_second <= 0 or not self._log.isEnabledFor(level):
-            return
-        now = int(self._clock())
-        if now != self._second:
-            if self._dropped:
-                self._log.log(level, "%s log: %d more %s in the last %s left out (more than "
-                              "%d a second; %s counts them all)", self._title,
-                              self._dropped, self._what,
-                              "second" if now == self._second + 1 else "seconds",
-                              per_second, self._counted_in)
-            self._second, self._left, self._dropped = now, per_second, 0
+        """Log ``message % args``, or count it when this second's budget is spent. Cheap
+        when the log is off: the settings are read once a second (a reload applies
+        within one), not per line."""
+        self._turn(int(self._clock()))
         if self._left <= 0:
-            self._dropped += 1
+            if self._on:
+                self._dropped += 1
             return
         self._left -= 1
-        self._log.log(level, message, *args)
+        self._log.log(self._at, message, *args)
+
+    def _turn(self, second: int) -> None:
+        """A new second: say how many lines the last one left out, read the settings."""
+        if second == self._second:
+            return
+        if self._dropped:
+            self._log.log(self._at, "%s log: %d more %s in the last %s left out (more than "
+                          "%d a second; %s counts them all)", self._title, self._dropped,
+                          self._what, "second" if second == self._second + 1 else "seconds",
+                          self._budget, self._counted_in)
+        self._second, self._dropped = second, 0
+        self._budget, self._at = self._per_second(), self._level()
+        self._on = self._budget > 0 and self._log.isEnabledFor(self._at)
+        self._left = self._budget if self._on else 0
 
 
 class RefusalLog(BoundedLog):

@@ -129,6 +129,14 @@ static uint32_t now_ms(void)
     return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
+/* CLOCK_MONOTONIC in milliseconds: the caller's timeouts. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* n bytes were copied to the reserved data; the DATA event's room is reserved
  * too (rio_ev_reserve). Any byte shows a heartbeat connection alive; bytes the
  * absorber takes whole (replies to heartbeats) make no event at all. */
@@ -821,13 +829,26 @@ int rio_reap(rio_loop *l, int timeout_ms)
         return l->failed;
     compact(l);
     pay_owed(l);        /* what connections held goes out first */
-    if (l->hb_interval)
-        timeout_ms = hb_tick(l, timeout_ms);    /* its heartbeats go with this wait */
-    l->st.waits++;
-    int rc = l->eng->wait(l, l->nev ? 0 : timeout_ms);
-    if (rc < 0) {
-        rio_fail(l, rc);
-        return rc;
+    /* With heartbeats on, a wait whose only work was the loop's own (heartbeats
+     * sent, their replies absorbed) waits on, up to the caller's timeout: keepalive
+     * must not wake the caller once per reply. */
+    int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
+    for (;;) {
+        int wait_ms = l->hb_interval ? hb_tick(l, timeout_ms) : timeout_ms;
+        l->st.waits++;
+        int rc = l->eng->wait(l, l->nev ? 0 : wait_ms);
+        if (rc < 0) {
+            rio_fail(l, rc);
+            return rc;
+        }
+        if (l->nev || !l->hb_interval || timeout_ms == 0)
+            break;
+        if (timeout_ms > 0) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0)
+                break;
+            timeout_ms = (int)left;
+        }
     }
     l->ev_returned = l->nev;
     l->data_returned = l->ndata;
