@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -111,6 +112,22 @@ def test_after_part_of_a_frame_nothing_is_absorbed_until_realigned(
     srv.pump_for(INTERVAL / 2)
     assert srv.loop.stats()["heartbeat_replies"] == 1
     assert not kinds(srv.log, EventKind.HEARTBEAT_TIMEOUT)
+
+
+def test_a_reply_that_came_while_the_caller_was_busy_is_an_answer(
+        make_server: Callable[..., Server]) -> None:
+    """The loop judges silence only after reading what has arrived: a pong that waited in
+    the kernel while the caller did not reap (a long fan-out, say) keeps the connection."""
+    srv = make_server()
+    srv.loop.heartbeat_config(INTERVAL, TIMEOUT, PING, pong_absorber())
+    (c,) = srv.connect(1)
+    srv.loop.heartbeat(c.conn, True)
+    srv.received([c], len(PING))
+    srv.peers.send(c, PONG)
+    time.sleep(3 * TIMEOUT)                        # busy: no reap while the pong waits
+    events = srv.loop.reap(0)
+    assert not kinds(events, EventKind.HEARTBEAT_TIMEOUT), events
+    assert srv.loop.stats()["heartbeat_replies"] == 1
 
 
 def test_off_means_off(make_server: Callable[..., Server]) -> None:

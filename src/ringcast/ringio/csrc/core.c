@@ -801,11 +801,18 @@ static void hb_sweep(rio_loop *l, uint32_t now)
     }
 }
 
-/* Run a due pass; the wait may not outlast the next one. */
+/* Run a due pass; returns how long the wait may last (not past the next pass),
+ * or -errno when the engine failed. */
 static int hb_tick(rio_loop *l, int timeout_ms)
 {
     uint32_t now = now_ms();
     if ((int32_t)(now - l->hb_next) >= 0) {
+        /* Read what has arrived before judging who is silent: a reply waiting in
+         * the kernel while the caller was busy is an answer, not a timeout. */
+        int rc = l->eng->wait(l, 0);
+        if (rc < 0)
+            return rc;
+        now = now_ms();
         hb_sweep(l, now);
         l->hb_next = now + l->hb_period;
     }
@@ -835,8 +842,11 @@ int rio_reap(rio_loop *l, int timeout_ms)
     int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
     for (;;) {
         int wait_ms = l->hb_interval ? hb_tick(l, timeout_ms) : timeout_ms;
-        l->st.waits++;
-        int rc = l->eng->wait(l, l->nev ? 0 : wait_ms);
+        int rc = wait_ms;
+        if (rc >= 0) {
+            l->st.waits++;
+            rc = l->eng->wait(l, l->nev ? 0 : wait_ms);
+        }
         if (rc < 0) {
             rio_fail(l, rc);
             return rc;
