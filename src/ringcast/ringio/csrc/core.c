@@ -743,10 +743,16 @@ int rio_heartbeat_config(rio_loop *l, uint32_t interval_ms, uint32_t timeout_ms,
     if (interval_ms && (!timeout_ms || sidx < 0 || (uint64_t)sidx >= l->slots_cap ||
                         !l->slots[sidx].refs))
         return -EINVAL;
-    if (interval_ms)
+    /* The loop's own slot is not a frame on its way to anyone: slots_live leaves it
+     * out, so that an idle loop still counts 0 (what leak checks read). */
+    if (interval_ms) {
         l->slots[sidx].refs++;
-    if (l->hb_slot >= 0)
+        l->st.slots_live--;
+    }
+    if (l->hb_slot >= 0) {
+        l->st.slots_live++;
         rio_slot_put(l, l->hb_slot);
+    }
     l->hb_slot = interval_ms ? sidx : -1;
     l->hb_interval = interval_ms;
     l->hb_timeout = timeout_ms;

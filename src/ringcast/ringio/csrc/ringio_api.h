@@ -123,7 +123,7 @@ typedef struct rio_stats {
     uint64_t overflows;       /* RIO_EV_OVERFLOW events emitted                    */
     uint64_t zc_sends;
     uint64_t zc_copied;       /* notifications saying the kernel copied anyway     */
-    uint64_t slots_live;
+    uint64_t slots_live;      /* (the heartbeat's slot is not counted)             */
     uint64_t slots_heap;      /* live slots outside the registered arena           */
     uint64_t arena_used;      /* bytes of the arena in live slots                  */
     uint64_t queued_bytes;    /* bytes queued to all connections, not yet sent     */
