@@ -139,3 +139,19 @@ def test_off_means_off(make_server: Callable[..., Server]) -> None:
     events = srv.pump_for(3 * (INTERVAL + TIMEOUT))
     assert c.rx == b"" and not kinds(events, EventKind.HEARTBEAT_TIMEOUT)
     assert srv.loop.stats()["heartbeats"] == 0
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["never", "on"])
+def test_a_wait_without_timeout_still_returns_the_next_event(
+        make_server: Callable[..., Server], configured: bool) -> None:
+    """``reap(None)`` waits for as long as it takes, with heartbeats or without."""
+    srv = make_server()
+    if configured:
+        srv.loop.heartbeat_config(INTERVAL, TIMEOUT, PING, pong_absorber())
+    (c,) = srv.connect(1)
+    srv.peers.send(c, TEXT)
+    srv.peers.service(0)
+    events = srv.loop.reap(None)
+    while not data_events(events):
+        events = srv.loop.reap(None)
+    assert b"".join(data_events(events)) == TEXT

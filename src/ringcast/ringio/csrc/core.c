@@ -807,9 +807,9 @@ static void hb_sweep(rio_loop *l, uint32_t now)
     }
 }
 
-/* Run a due pass; returns how long the wait may last (not past the next pass),
- * or -errno when the engine failed. */
-static int hb_tick(rio_loop *l, int timeout_ms)
+/* Run a due pass, and shorten *wait_ms so that the wait ends by the next one.
+ * 0, or -errno when the engine failed. */
+static int hb_tick(rio_loop *l, int *wait_ms)
 {
     uint32_t now = now_ms();
     if ((int32_t)(now - l->hb_next) >= 0) {
@@ -825,7 +825,9 @@ static int hb_tick(rio_loop *l, int timeout_ms)
     int32_t left = (int32_t)(l->hb_next - now);
     if (left < 0)
         left = 0;
-    return timeout_ms < 0 || timeout_ms > left ? left : timeout_ms;
+    if (*wait_ms < 0 || *wait_ms > left)
+        *wait_ms = left;
+    return 0;
 }
 
 /* The engine cannot go on (see enter_failed() in uring.c): from now on
@@ -847,9 +849,9 @@ int rio_reap(rio_loop *l, int timeout_ms)
      * must not wake the caller once per reply. */
     int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
     for (;;) {
-        int wait_ms = l->hb_interval ? hb_tick(l, timeout_ms) : timeout_ms;
-        int rc = wait_ms;
-        if (rc >= 0) {
+        int wait_ms = timeout_ms;
+        int rc = l->hb_interval ? hb_tick(l, &wait_ms) : 0;
+        if (rc == 0) {
             l->st.waits++;
             rc = l->eng->wait(l, l->nev ? 0 : wait_ms);
         }
