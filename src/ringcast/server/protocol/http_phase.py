@@ -272,13 +272,17 @@ class HttpPhase:
         out.append(ClientAddress(header.source or self._proxy, of_connection=True))
         return bytes(buffered[header.length:])
 
-    def _forwarded(self, values: Iterable[bytes], of_connection: bool,
+    def _forwarded(self, request: fast_path.Plain | h11.Request, of_connection: bool,
                    out: list[Action]) -> None:
-        """Name the client a trusted proxy forwards (``X-Forwarded-For`` ``values``), unless
-        a PROXY header named it already."""
-        if self._proxy is not None and not self._settings.proxy_protocol:
-            client = forwarded_client(self._proxy, list(values), self._settings.proxies)
-            out.append(ClientAddress(client, of_connection))
+        """Name the client a trusted proxy forwards in ``request``'s ``X-Forwarded-For``,
+        unless a PROXY header named it already. (Its headers are read only then: nobody
+        else's request pays for it.)"""
+        if self._proxy is None or self._settings.proxy_protocol:
+            return
+        values = (request.forwarded_for if isinstance(request, fast_path.Plain)
+                  else _headers(request.headers, b"x-forwarded-for"))
+        client = forwarded_client(self._proxy, values, self._settings.proxies)
+        out.append(ClientAddress(client, of_connection))
 
     def _serve_whole(self, data: bytes, out: list[Action]) -> bool:
         """Serve ``data`` if it is one whole plain handshake or publish, in fewer steps
@@ -365,13 +369,13 @@ class HttpPhase:
             accepted = fast_path.check_upgrade(settings, plain, self._unix_now())
             if accepted is None:
                 return False
-            self._forwarded(plain.forwarded_for, True, out)
+            self._forwarded(plain, True, out)
             self._upgraded(accepted.channel, accepted.response, accepted.access,
                            trailing=after, eof=self._eof, out=out)
             return True
         query = fast_path.check_query(settings, plain)
         if query is not None:
-            self._forwarded(plain.forwarded_for, False, out)
+            self._forwarded(plain, False, out)
             out.append(HttpQuery(query))
             self._owe(_Request(None, Route.QUERY, query))
             return True
@@ -379,14 +383,14 @@ class HttpPhase:
             batch = fast_path.check_batch(settings, plain, self._unix_now())
             if batch is None:
                 return False
-            self._forwarded(plain.forwarded_for, False, out)
+            self._forwarded(plain, False, out)
             out.append(HttpPublishBatch(tuple(batch)))
             self._owe(_Request(None, Route.PUBLISH_BATCH, plain.path, batch=batch))
             return True
         publish = fast_path.check_publish(settings, plain, self._unix_now())
         if publish is None:
             return False
-        self._forwarded(plain.forwarded_for, False, out)
+        self._forwarded(plain, False, out)
         out.append(HttpPublish(publish.channel, plain.body, publish.text))
         self._owe(_Request(None, Route.PUBLISH, plain.path, publish.channel, publish.text))
         return True
@@ -693,10 +697,10 @@ class HttpPhase:
         if request.route is Route.UPGRADE:
             self._upgrade(request, out)
             return
-        assert request.event is not None
-        forwarded = _headers(request.event.headers, b"x-forwarded-for")
+        event = request.event
+        assert event is not None
         if request.route is Route.QUERY:
-            self._forwarded(forwarded, False, out)
+            self._forwarded(event, False, out)
             out.append(HttpQuery(request.path))
         elif request.route is Route.PUBLISH_BATCH:
             try:
@@ -705,7 +709,7 @@ class HttpPhase:
             except BatchError as exc:
                 self._fail(exc.refusal, exc.status, str(exc), out)
                 return
-            self._forwarded(forwarded, False, out)
+            self._forwarded(event, False, out)
             out.append(HttpPublishBatch(tuple(request.batch)))
         else:
             payload = b"".join(request.body or ())
@@ -713,7 +717,7 @@ class HttpPhase:
                 message = "a text/* or application/json body must be UTF-8"
                 self._fail(Refusal.MALFORMED_REQUEST, 400, message, out)
                 return
-            self._forwarded(forwarded, False, out)
+            self._forwarded(event, False, out)
             out.append(HttpPublish(request.channel, payload, request.text))
         self._owe(request)
 
@@ -776,7 +780,7 @@ class HttpPhase:
         response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
         assert self._h11 is not None
         trailing, eof = self._h11.trailing_data
-        self._forwarded(_headers(event.headers, b"x-forwarded-for"), True, out)
+        self._forwarded(event, True, out)
         self._upgraded(channel, response, access, trailing=trailing, eof=eof or self._eof,
                        out=out)
 
