@@ -70,9 +70,10 @@ _RING_STATS = {
 }
 
 
-_HOST_FIGURES = ("connections", "connections_accepted", "messages_published", "deliveries",
+HOST_FIGURES = ("connections", "connections_accepted", "messages_published", "deliveries",
                  "bytes_out", "dropped_deliveries", "slow_consumer_closes")
-"""The snapshot's figures exported as ``ringcast_host_*`` metrics."""
+"""The snapshot's figures exported as ``ringcast_host_*`` metrics (and summed on the
+status page)."""
 _HOST_GAUGES = frozenset({"connections"})
 """The host figures that go up and down; the others are counters (``_total``)."""
 
@@ -266,7 +267,7 @@ class Metrics(Collector):
         # (at most a second old). One scrape of any worker gives the host: sum() over them.
         if peers is not None:
             snaps = {**peers.stats, self.worker: self.snapshot()}
-            for key in _HOST_FIGURES:
+            for key in HOST_FIGURES:
                 fam: GaugeMetricFamily | CounterMetricFamily = (
                     GaugeMetricFamily(f"ringcast_host_{key}", f"{key}, per worker of the host",
                                       labels=["worker"])

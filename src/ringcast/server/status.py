@@ -25,7 +25,7 @@ from ringcast import __version__
 from ringcast.server.cluster import Bridge
 from ringcast.server.hub import Hub
 from ringcast.server.latency import quantile
-from ringcast.server.metrics import STATUS_KEY, Counters
+from ringcast.server.metrics import HOST_FIGURES, STATUS_KEY, Counters
 from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.frames import data_frame
 from ringcast.server.protocol.http_phase import STATUS_CHANNEL
@@ -125,37 +125,35 @@ class StatusBoard:
         self._last = (now, snaps)
         elapsed = max(now - last_time, 1e-9)
 
-        def rate(wid: str, key: str) -> float:
+        def rate(wid: str, key: str) -> float:  # 0 on the first tick: last is snaps
             before = last.get(wid, snaps[wid]).get(key, 0)
-            return max(0.0, (snaps[wid].get(key, 0) - before) / elapsed) if now > last_time \
-                else 0.0
+            return max(0.0, float(snaps[wid].get(key, 0) - before) / elapsed)
 
+        totals: dict[str, int] = {key: 0 for key in HOST_FIGURES}
+        # A channel may have subscribers on several workers: the busiest worker's count is
+        # the one that never counts a channel twice.
+        totals["channels"] = totals["subscribers"] = 0
         per_worker = []
         channels: dict[str, int] = {}
         buckets: dict[str, list[int]] = {}
         for wid, snap in sorted(snaps.items(), key=lambda item: int(item[0])):
+            for key in HOST_FIGURES:
+                totals[key] += snap.get(key, 0)
             per_worker.append({
                 "worker": wid, "connections": snap.get("connections", 0),
                 **{name: rate(wid, key) for name, key in _RATES},
                 "slow_consumer_closes": snap.get("slow_consumer_closes", 0),
             })
             extra = snap.get(STATUS_KEY) or {}
+            totals["channels"] = max(totals["channels"], extra.get("channel_count", 0))
+            totals["subscribers"] += extra.get("subscribers", 0)
             for name, n in extra.get("channels", []):
                 channels[name] = channels.get(name, 0) + n
             for which in ("publish_flush", "handshake"):
                 counts = extra.get(which)
                 if counts:
-                    mine = buckets.setdefault(which, [0] * len(counts))
+                    mine = buckets.get(which, [0] * len(counts))
                     buckets[which] = [a + b for a, b in zip(mine, counts, strict=True)]
-        totals = {key: sum(snap.get(key, 0) for snap in snaps.values())
-                  for key in ("connections", "connections_accepted", "messages_published",
-                              "deliveries", "bytes_out", "dropped_deliveries",
-                              "slow_consumer_closes")}
-        extras = [snap.get(STATUS_KEY) or {} for snap in snaps.values()]
-        # A channel may have subscribers on several workers: the busiest worker's count is
-        # the one that never counts a channel twice.
-        totals["channels"] = max((extra.get("channel_count", 0) for extra in extras), default=0)
-        totals["subscribers"] = sum(extra.get("subscribers", 0) for extra in extras)
         top = self._current.config.status.top_channels
         peers = self._peers
         return {
