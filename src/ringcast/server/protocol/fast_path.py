@@ -155,6 +155,15 @@ _BLOB: Final = ffi.new("uint8_t[]", _BLOB_CAP)
 _METHODS: Final = {lib.HS_GET: b"GET", lib.HS_POST: b"POST"}
 
 
+def _scan(data: bytes, settings: ProtocolSettings) -> tuple[int, tuple[int, ...]] | None:
+    """The plain head at the start of ``data`` read by the C scanner: its length and
+    hs_head's fields in order; None when it is not plain, not all here, or over a limit.
+    (The header blob is left in _BLOB, for read_plain.)"""
+    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
+                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
+    return None if end <= 0 else (end, _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
+
+
 def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     """The plain request at the start of ``data``, or None (not all here yet, over a
     limit, or anything else this path leaves to h11).
@@ -162,12 +171,11 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     The head is read in C (``csrc/headscan.c``, one pass: about a tenth of the time of
     the regular expressions it replaced), with the rules of a plain head and the checks of
     a WebSocket handshake that need no policy; the body's length is checked here."""
-    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
-                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
-    if end <= 0:
+    scanned = _scan(data, settings)
+    if scanned is None:
         return None
-    (method, toff, tlen, plen, _, blob_len, flags, key_off, origin_off, origin_len, conn_off,
-     conn_len, type_off, type_len, size) = _HEAD_FIELDS.unpack_from(_HEAD_VIEW)
+    end, (method, toff, tlen, plen, _, blob_len, flags, key_off, origin_off, origin_len,
+          conn_off, conn_len, type_off, type_len, size) = scanned
     if size > settings.max_http_body or len(data) - end < size:
         return None
     return Plain(
@@ -268,12 +276,10 @@ def read_upgrade(
     storm's common case, decided in one scan and no :class:`Plain`. None for anything
     else: the caller then reads ``data`` the usual way (:func:`read_plain`), so this
     only ever answers what :func:`check_upgrade` would."""
-    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
-                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
-    if end != len(data):
+    scanned = _scan(data, settings)
+    if scanned is None or scanned[0] != len(data):
         return None
-    (_, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, *_) = (
-        _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
+    _, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, *_ = scanned[1]
     if not flags & lib.HS_UPGRADE or flags & lib.HS_PROTOCOL or (
             flags & _TOKEN_PLACES and settings.authenticator.enabled):
         return None  # not a handshake, or one whose credentials need its headers
@@ -359,12 +365,11 @@ def read_publish(
     """:func:`read_upgrade`'s twin for a publish: accept ``data`` if it is one whole plain
     ``POST /publish/<channel>`` whose token, if any can matter, is in no header; its
     publication and body. None for anything else (then read the usual way)."""
-    end = lib.hs_scan(data, len(data), settings.max_request_line, settings.max_header_size,
-                      settings.max_headers, _HEAD, _BLOB, _BLOB_CAP)
-    if end <= 0:
+    scanned = _scan(data, settings)
+    if scanned is None:
         return None
-    (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
-     type_off, type_len, size) = _HEAD_FIELDS.unpack_from(_HEAD_VIEW)
+    end, (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
+          type_off, type_len, size) = scanned
     auth = settings.authenticator
     if (end + size != len(data) or method != lib.HS_POST or size > settings.max_http_body
             or not settings.http_enabled or (flags & _TOKEN_PLACES and auth.enabled)):
