@@ -49,14 +49,18 @@ class BoundedLog:
     @property
     def enabled(self) -> bool:
         """Whether a line may be written now (callers skip costly arguments if not)."""
-        self._turn(int(self._clock()))
+        second = int(self._clock())
+        if second != self._second:
+            self._turn(second)
         return self._left > 0
 
     def line(self, message: str, *args: object) -> None:
         """Log ``message % args``, or count it when this second's budget is spent. Cheap
         when the log is off: the settings are read once a second (a reload applies
         within one), not per line."""
-        self._turn(int(self._clock()))
+        second = int(self._clock())
+        if second != self._second:
+            self._turn(second)
         if self._left <= 0:
             if self._on:
                 self._dropped += 1
@@ -66,8 +70,6 @@ class BoundedLog:
 
     def _turn(self, second: int) -> None:
         """A new second: say how many lines the last one left out, read the settings."""
-        if second == self._second:
-            return
         if self._dropped:
             self._log.log(self._at, "%s log: %d more %s in the last %s left out (more than "
                           "%d a second; %s counts them all)", self._title, self._dropped,

@@ -95,7 +95,7 @@ class Clients(Owner):
         self._held = HeldHandshakes()
         self._refusal_log = RefusalLog(
             lambda: self._current.config.logging.refusals_per_second)
-        # The settings are read at each line: a reload applies at once.
+        # The settings are read once a second: a reload applies within one.
         self._access_log = BoundedLog(
             "ringcast.access", title="access", what="connections and requests",
             counted_in="ringcast_connections_accepted_total",
@@ -134,9 +134,7 @@ class Clients(Owner):
                          "the server is at its connection limit, retry later")
             return self
         settings = self._current.settings
-        # (Plain values first: this runs for every connection of a storm.)
-        logged = bool(self._current.config.logging.access_per_second) and \
-            self._access_log.enabled
+        logged = self._access_log.enabled
         peer = (_peer_address(fd) if limits.max_connections_per_ip or settings.trusted_proxies
                 or logged else None)
         ip = None if peer is None else _ip(peer[0])

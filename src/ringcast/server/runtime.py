@@ -231,6 +231,13 @@ class Server:
         logging.getLogger().setLevel(self.config.logging.level.upper())
         log.info("reload: applied %s", plan.describe(plan.live))
 
+    def keep_alive(self) -> None:
+        """Hand keepalive to the loop (``limits.ping_interval``, ``ping_timeout``): a ping to
+        each WebSocket idle that long, pongs taken in C (see .protocol.keepalive)."""
+        limits = self.config.limits
+        self.loop.heartbeat_config(limits.ping_interval, limits.ping_timeout, keepalive.PING,
+                                   keepalive.pong_absorber())
+
     def _begin_lame_duck(self, now: float) -> float:
         """When the lame duck ends (now, when ``shutdown.lame_duck`` is 0)."""
         seconds = self.config.shutdown.lame_duck
@@ -366,13 +373,6 @@ class Server:
         return max(0.0, min([1.0, *(t - now for t in nearest if t is not None)]))
 
     # -- GET /healthz and /metrics -------------------------------------------------------
-
-    def keep_alive(self) -> None:
-        """Hand keepalive to the loop (``limits.ping_interval``, ``ping_timeout``): a ping to
-        each WebSocket idle that long, pongs taken in C (see .protocol.keepalive)."""
-        limits = self.config.limits
-        self.loop.heartbeat_config(limits.ping_interval, limits.ping_timeout, keepalive.PING,
-                                   keepalive.pong_absorber())
 
     @property
     def state(self) -> str:
