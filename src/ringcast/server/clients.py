@@ -398,10 +398,10 @@ class Clients(Owner):
     def _unsubscribe(self, conn: ConnId, session: Session) -> None:
         name = session.channel
         self._held.forget(conn)
+        if name is None:
+            return  # never a WebSocket: no heartbeats, no channel
         self._mid_message.discard(conn)
         self._loop.heartbeat(conn, False)  # closing: no more pings
-        if name is None:
-            return
         if self._hub.unsubscribe(conn, name) and self._bridge is not None \
                 and not self._held.waits_for(name):
             self._bridge.unsubscribe(name)
