@@ -299,7 +299,7 @@ def test_a_whole_request_read_in_one_scan_is_decided_as_read_plain_decides_it(
     check_upgrade and check_publish accept alike (the 101, the publication)."""
     protocol = VARIANTS[variant]
     upgrade = fast_path.read_upgrade(data, protocol, UNIX_NOW)
-    publish = fast_path.read_publish(data, protocol, UNIX_NOW)
+    publish = fast_path.read_publish(data, protocol)
     plain = fast_path.read_plain(data, protocol)
     if upgrade is not None:
         assert plain is not None and plain.end == len(data)

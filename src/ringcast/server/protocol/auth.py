@@ -191,6 +191,7 @@ class Authenticator:
         "_leeway",
         "_publish",
         "_subscribe",
+        "enabled",
         "publish_configured",
         "require_publish",
         "require_subscribe",
@@ -223,6 +224,8 @@ class Authenticator:
             self._load_jwt_keys(jwt_secret, jwt_public_key, tuple(jwt_algorithms))
         self.require_subscribe = require_subscribe
         self.require_publish = require_publish
+        self.enabled = bool(self._publish or self._subscribe or self._keys)
+        """Whether any token source is configured (tokens are ignored otherwise)."""
         self.publish_configured = bool(self._publish or self._keys)
         """Whether a token can allow publishing: POST /publish then needs one (so it does
         whenever ``require_publish`` is set, which is refused without a publish source)."""
@@ -232,11 +235,6 @@ class Authenticator:
         if require_publish and not self.publish_configured:
             msg = "require_publish_auth is set, but no publish token or JWT key could allow it"
             raise ValueError(msg)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any token source is configured (tokens are ignored otherwise)."""
-        return bool(self._publish or self._subscribe or self._keys)
 
     # -- decisions -----------------------------------------------------------------------
 

@@ -359,9 +359,7 @@ def check_publish(
     return _publication(settings, plain.path, plain.body, plain.content_type, grant)
 
 
-def read_publish(
-    data: bytes, settings: ProtocolSettings, unix_now: float | None
-) -> tuple[PlainPublish, bytes] | None:
+def read_publish(data: bytes, settings: ProtocolSettings) -> tuple[PlainPublish, bytes] | None:
     """:func:`read_upgrade`'s twin for a publish: accept ``data`` if it is one whole plain
     ``POST /publish/<channel>`` whose token, if any can matter, is in no header; its
     publication and body. None for anything else (then read the usual way)."""
@@ -371,8 +369,11 @@ def read_publish(
     end, (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
           type_off, type_len, size) = scanned
     auth = settings.authenticator
+    # With no token in the request, only a server that needs none for publishing accepts
+    # it (the others answer 401, on the usual path).
     if (end + size != len(data) or method != lib.HS_POST or size > settings.max_http_body
-            or not settings.http_enabled or (flags & _TOKEN_PLACES and auth.enabled)):
+            or not settings.http_enabled or auth.publish_configured
+            or (flags & _TOKEN_PLACES and auth.enabled)):
         return None
     path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
     if (not path.startswith(_PUBLISH_PREFIX)
@@ -381,14 +382,9 @@ def read_publish(
             or (flags & lib.HS_ORIGIN
                 and not _origin_allowed(settings, data[origin_off : origin_off + origin_len]))):
         return None
-    try:
-        grant = auth.authenticate(None, unix_now, required=auth.publish_configured,
-                                  action=_PUBLISHING)
-    except AuthError:
-        return None
     body = data[end:]
     publication = _publication(settings, path, body, data[type_off : type_off + type_len],
-                               grant)
+                               None)
     return None if publication is None else (publication, body)
 
 

@@ -301,7 +301,7 @@ class HttpPhase:
                            trailing=b"", eof=False, out=out)
             return True
         if start == b"POST ":
-            read = fast_path.read_publish(data, settings, self._unix_now())
+            read = fast_path.read_publish(data, settings)
             if read is None:
                 return False
             publish, body = read
