@@ -828,7 +828,7 @@ class TestWsprotoInternals:
 
     def test_frame_protocol_init_sets_what_the_reader_sets(self) -> None:
         theirs = vars(FrameProtocol(client=False, extensions=[]))
-        ours = vars(_ServerFrames(_LimitedDecoder(10, 10)))
+        ours = vars(_ServerFrames(_LimitedDecoder(10, 10, None)))
         assert sorted(ours) == sorted(theirs)
         for name, value in theirs.items():
             assert type(ours[name]) is type(value) or name == "_frame_decoder", name

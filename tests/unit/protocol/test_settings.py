@@ -52,6 +52,7 @@ class TestProtocolSettings:
             "trusted_proxies",
             "proxy_protocol",
             "status_enabled",
+            "compression",
             "fast_path",
             "authenticator",
             "origins",

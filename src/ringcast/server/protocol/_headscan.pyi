@@ -11,6 +11,7 @@ class _Lib:
     HS_AUTHORIZATION: int
     HS_QUERY: int
     HS_CONNECTION: int
+    HS_EXTENSIONS: int
     def hs_scan(self, data: bytes, length: int, max_line: int, max_section: int,
                 max_headers: int, out: Any, blob: Any, blob_cap: int) -> int: ...
     def hs_absorb_pongs(self, data: bytes, length: int, aligned: Any) -> int: ...

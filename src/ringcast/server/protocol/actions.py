@@ -45,9 +45,13 @@ class SendBytes:
 @final
 @dataclass(slots=True)
 class Subscribe:
-    """Add this connection to ``channel``'s subscribers (the handshake completed)."""
+    """Add this connection to ``channel``'s subscribers (the handshake completed).
+
+    ``window_bits``: it agreed on permessage-deflate, and published messages go to it
+    compressed with this window (9 to 15; see :mod:`.deflate`); 0 for none."""
 
     channel: str
+    window_bits: int = 0
 
 
 @final

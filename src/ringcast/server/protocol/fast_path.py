@@ -61,9 +61,11 @@ from .auth import Access, AuthError, Grant
 from .batch import BatchError, Message, read_batch
 from .channels import validate_channel
 from .credentials import Credentials, read_credentials
+from .deflate import Agreement, negotiate
 from .settings import ProtocolSettings
 
 __all__ = [
+    "EXTENSIONS_HEADER",
     "Plain",
     "PlainPublish",
     "PlainUpgrade",
@@ -81,6 +83,7 @@ __all__ = [
 ]
 
 _KEY: Final = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # 16 bytes in base64
+EXTENSIONS_HEADER: Final = b"Sec-WebSocket-Extensions"  # as the 101 names it
 _WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _PUBLISH_PREFIX: Final = "/publish/"
 _BATCH_PATH: Final = "/publish"
@@ -145,9 +148,9 @@ class Plain:
 # and nothing here is re-entered). A head whose names and values do not fit is left to
 # h11, like any other head past a limit.
 _HEAD: Final = ffi.new("hs_head *")
-# hs_head read in one call (fourteen uint32 then a uint64: no padding), not field by
+# hs_head read in one call (sixteen uint32 then a uint64: no padding), not field by
 # field through cffi (about 50 ns each).
-_HEAD_FIELDS: Final = struct.Struct("=14IQ")
+_HEAD_FIELDS: Final = struct.Struct("=16IQ")
 _HEAD_VIEW: Final = ffi.buffer(_HEAD)
 assert _HEAD_FIELDS.size == ffi.sizeof("hs_head")
 _BLOB_CAP: Final = 64 * 1024
@@ -175,7 +178,7 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     if scanned is None:
         return None
     end, (method, toff, tlen, plen, _, blob_len, flags, key_off, origin_off, origin_len,
-          conn_off, conn_len, type_off, type_len, size) = scanned
+          conn_off, conn_len, type_off, type_len, _, _, size) = scanned
     if size > settings.max_http_body or len(data) - end < size:
         return None
     return Plain(
@@ -228,6 +231,8 @@ class PlainUpgrade:
     channel: str
     response: bytes
     access: Access
+    deflate: Agreement | None
+    """permessage-deflate as agreed (see :mod:`.deflate`); None: no compression."""
 
 
 def check_upgrade(
@@ -261,7 +266,10 @@ def check_upgrade(
         credentials = _credentials(settings, plain, websocket=True)
     except AuthError:
         return None
-    return _subscriber(settings, plain.path, key, credentials, unix_now)
+    offers = plain.fields.get(b"sec-websocket-extensions") \
+        if plain.flags & lib.HS_EXTENSIONS else None
+    return _subscriber(settings, plain.path, key, credentials, offers=offers,
+                       unix_now=unix_now)
 
 
 # Where a token may be besides a subprotocol (see .credentials).
@@ -279,7 +287,8 @@ def read_upgrade(
     scanned = _scan(data, settings)
     if scanned is None or scanned[0] != len(data):
         return None
-    _, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, *_ = scanned[1]
+    (_, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, _, _, _, _, ext_off,
+     ext_len, _) = scanned[1]
     if not flags & lib.HS_UPGRADE or flags & lib.HS_PROTOCOL or (
             flags & _TOKEN_PLACES and settings.authenticator.enabled):
         return None  # not a handshake, or one whose credentials need its headers
@@ -287,15 +296,18 @@ def read_upgrade(
     if not _origin_allowed(settings, origin):
         return None
     path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
-    return _subscriber(settings, path, data[key_off : key_off + 24], _NO_CREDENTIALS, unix_now)
+    offers = data[ext_off : ext_off + ext_len] if flags & lib.HS_EXTENSIONS else None
+    return _subscriber(settings, path, data[key_off : key_off + 24], _NO_CREDENTIALS,
+                       offers=offers, unix_now=unix_now)
 
 
 def _subscriber(
-    settings: ProtocolSettings, path: str, key: bytes, credentials: Credentials,
-    unix_now: float | None,
+    settings: ProtocolSettings, path: str, key: bytes, credentials: Credentials, *,
+    offers: bytes | None, unix_now: float | None,
 ) -> PlainUpgrade | None:
     """A handshake's policy (its origin allowed already): the channel name, the token and
-    what it allows; None to leave a refusal to the slow path."""
+    what it allows, and the compression agreed for ``offers`` (the
+    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path."""
     try:
         channel = validate_channel(path[1:], settings.max_channel_name)
         auth = settings.authenticator
@@ -304,16 +316,25 @@ def _subscriber(
         access = auth.subscriber_access(grant, channel)
     except (ChannelNameError, AuthError):
         return None
-    return PlainUpgrade(channel, accept_response(key, credentials.subprotocol), access)
+    deflate = None
+    if offers is not None and settings.compression:
+        deflate = negotiate(offers.decode("ascii"))
+    response = accept_response(key, credentials.subprotocol,
+                               None if deflate is None else deflate.response)
+    return PlainUpgrade(channel, response, access, deflate)
 
 
-def accept_response(key: bytes, subprotocol: str | None) -> bytes:
-    """The 101 wsproto writes for ``key``, selecting ``subprotocol`` if not None."""
+def accept_response(key: bytes, subprotocol: str | None, extensions: str | None = None) -> bytes:
+    """The 101 wsproto writes for ``key``, selecting ``subprotocol`` if not None, with
+    ``extensions`` as its Sec-WebSocket-Extensions (given to wsproto as an extra
+    header) if not None."""
     accept = b2a_base64(sha1(key + _WS_GUID).digest(), newline=False)
     head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade"
             b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n")
     if subprotocol is not None:
         head += b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n"
+    if extensions is not None:
+        head += EXTENSIONS_HEADER + b": " + extensions.encode("ascii") + b"\r\n"
     return head + b"\r\n"
 
 
@@ -367,7 +388,7 @@ def read_publish(data: bytes, settings: ProtocolSettings) -> tuple[PlainPublish,
     if scanned is None:
         return None
     end, (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
-          type_off, type_len, size) = scanned
+          type_off, type_len, _, _, size) = scanned
     auth = settings.authenticator
     # With no token in the request, only a server that needs none for publishing accepts
     # it (the others answer 401, on the usual path).

@@ -62,6 +62,8 @@ from wsproto.frame_protocol import (
     ParseFailed,
 )
 
+from .deflate import Inflate, deflated_bound
+
 __all__ = [
     "CloseCode",
     "Event",
@@ -141,15 +143,20 @@ _CONTROL_KINDS: Final = {Opcode.PING: Kind.PING, Opcode.PONG: Kind.PONG}
 
 class _LimitedDecoder(FrameDecoder):
     """wsproto's frame decoder, plus the message size and frame count limits, checked
-    as each data frame's header is parsed (after wsproto's own checks on it)."""
+    as each data frame's header is parsed (after wsproto's own checks on it).
 
-    def __init__(self, max_size: int | None, max_frames: int) -> None:
-        super().__init__(client=False, extensions=[])
+    A compressed message (permessage-deflate, see :mod:`.deflate`) is limited twice: on
+    the wire, to what deflate can make of ``max_size`` bytes at most, and as it is
+    inflated, to ``max_size`` (by the :class:`~.deflate.Inflate` extension)."""
+
+    def __init__(self, max_size: int | None, max_frames: int, inflate: Inflate | None) -> None:
+        super().__init__(client=False, extensions=[] if inflate is None else [inflate])
         self.max_size = max_size  # None: read and check, but neither keep nor limit
         self.max_frames = max_frames
         self.open = False  # a message's last frame is still to come
         self.size = 0  # its announced length so far
         self.frames = 0  # its frames so far
+        self.compressed = False  # the message is (RSV1 on its first frame)
 
     def parse_header(self) -> bool:
         if not super().parse_header():
@@ -167,8 +174,11 @@ class _LimitedDecoder(FrameDecoder):
             if self.open:
                 return True  # likewise: a new message inside a fragmented one
             size, frames = header.payload_len, 1
-        if size > self.max_size:
-            msg = f"message is at least {size} bytes, at most {self.max_size} allowed"
+            self.compressed = header.rsv.rsv1  # the extension allowed it, or failed it
+        limit = deflated_bound(self.max_size) if self.compressed else self.max_size
+        if size > limit:
+            what = "compressed message" if self.compressed else "message"
+            msg = f"{what} is at least {size} bytes, at most {limit} allowed"
             raise ParseFailed(msg, CloseReason.MESSAGE_TOO_BIG)
         if frames > self.max_frames:
             msg = f"message in more than {self.max_frames} frames"
@@ -180,13 +190,13 @@ class _LimitedDecoder(FrameDecoder):
 
 
 class _ServerFrames(FrameProtocol):
-    """wsproto's frame protocol as a server without extensions, reading through a
-    :class:`_LimitedDecoder`: the attributes ``FrameProtocol.__init__`` sets, without the
+    """wsproto's frame protocol as a server, reading through a :class:`_LimitedDecoder`
+    (and its extensions): the attributes ``FrameProtocol.__init__`` sets, without the
     decoder it would make only to be replaced (a reader is made per burst of bytes)."""
 
     def __init__(self, decoder: _LimitedDecoder) -> None:
         self.client = False
-        self.extensions = []
+        self.extensions = decoder.extensions
         self._frame_decoder = decoder
         self._message_decoder = MessageDecoder()
         self._parse_more = self._parse_more_gen()
@@ -202,15 +212,17 @@ class FrameReader:
 
     ``max_size`` is the largest message allowed, in bytes; ``None`` (the server is
     closing) reads and checks messages but neither keeps nor limits them, and yields no
-    data events. A fresh reader and an :attr:`idle` one behave the same: the owner may
-    drop an idle reader and make a new one for the next bytes. A reader that raised must
-    not be fed again.
+    data events. ``deflate``: the client agreed on permessage-deflate, and its messages
+    may come compressed (:class:`~.deflate.Inflate`); they are yielded inflated. A fresh
+    reader and an :attr:`idle` one behave the same: the owner may drop an idle reader and
+    make a new one for the next bytes. A reader that raised must not be fed again.
     """
 
-    __slots__ = ("_decoder", "_message", "_proto", "_text")
+    __slots__ = ("_decoder", "_inflate", "_message", "_proto", "_text")
 
-    def __init__(self, max_size: int | None, max_frames: int) -> None:
-        self._decoder = _LimitedDecoder(max_size, max_frames)
+    def __init__(self, max_size: int | None, max_frames: int, *, deflate: bool = False) -> None:
+        self._inflate = Inflate(max_size) if deflate else None
+        self._decoder = _LimitedDecoder(max_size, max_frames, self._inflate)
         self._proto = _ServerFrames(self._decoder)
         # The pieces of the data message in progress, UTF-8 for text; None between messages.
         self._message: bytearray | None = None
@@ -230,6 +242,8 @@ class FrameReader:
         """Stop keeping messages (the server is closing): the message in progress is
         dropped, and later ones are read and checked but yield nothing. Returns self."""
         self._decoder.max_size = None
+        if self._inflate is not None:
+            self._inflate.max_size = None
         self._message = None
         return self
 

@@ -89,6 +89,7 @@ from .batch import BatchError, Message, read_batch, results_body
 from .channels import validate_channel
 from .client_address import ProxyHeaderError, forwarded_client, read_proxy_header
 from .credentials import Credentials, read_credentials
+from .deflate import Agreement, negotiate
 from .head_limits import HeadGuard, HeadLimitError
 from .refusals import Refusal
 from .settings import ProtocolSettings
@@ -129,7 +130,8 @@ class Upgrade:
     ``trailing`` holds bytes the client sent after its request (frames it did not wait
     to send); ``eof`` says the client closed its side after them. ``access`` is what the
     client's token (or the lack of one) allows; ``publish_until`` is when publishing with
-    it ends, on the session's clock (``None``: never). Nothing of wsproto is kept: the
+    it ends, on the session's clock (``None``: never); ``deflate`` whether its messages
+    may come compressed (permessage-deflate agreed). Nothing of wsproto is kept: the
     WebSocket phase reads frames with its own :class:`~.frames.FrameReader`.
     """
 
@@ -138,6 +140,7 @@ class Upgrade:
     eof: bool
     access: Access
     publish_until: float | None
+    deflate: bool
 
 
 class Route(Enum):
@@ -298,7 +301,7 @@ class HttpPhase:
             if accepted is None:
                 return False
             self._upgraded(accepted.channel, accepted.response, accepted.access,
-                           trailing=b"", eof=False, out=out)
+                           accepted.deflate, trailing=b"", eof=False, out=out)
             return True
         if start == b"POST ":
             read = fast_path.read_publish(data, settings)
@@ -371,7 +374,7 @@ class HttpPhase:
                 return False
             self._forwarded(plain, True, out)
             self._upgraded(accepted.channel, accepted.response, accepted.access,
-                           trailing=after, eof=self._eof, out=out)
+                           accepted.deflate, trailing=after, eof=self._eof, out=out)
             return True
         query = fast_path.check_query(settings, plain)
         if query is not None:
@@ -774,29 +777,39 @@ class HttpPhase:
             except AuthError as exc:
                 self._refuse_credentials(exc, out)
                 return
-        # No extension (permessage-deflate is declined by not answering it): fan-out
-        # frames are encoded once for every subscriber. The only subprotocol ever
-        # selected is "ringcast", when offered (see .credentials).
-        response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol))
+        # The only extension is permessage-deflate, negotiated by .deflate (so both
+        # paths agree) and answered as an extra header: wsproto's own would compress per
+        # connection. The only subprotocol ever selected is "ringcast", when offered
+        # (see .credentials).
+        deflate = None
+        offers = _headers(event.headers, b"sec-websocket-extensions")
+        if offers and self._settings.compression:
+            deflate = negotiate(", ".join(v.decode("latin-1") for v in offers))
+        extra = [] if deflate is None else [(fast_path.EXTENSIONS_HEADER,
+                                              deflate.response.encode("ascii"))]
+        response = handshake.send(AcceptConnection(subprotocol=credentials.subprotocol,
+                                                   extra_headers=extra))
         assert self._h11 is not None
         trailing, eof = self._h11.trailing_data
         self._forwarded(event, True, out)
-        self._upgraded(channel, response, access, trailing=trailing, eof=eof or self._eof,
-                       out=out)
+        self._upgraded(channel, response, access, deflate, trailing=trailing,
+                       eof=eof or self._eof, out=out)
 
-    def _upgraded(self, channel: str, response: bytes, access: Access, *, trailing: bytes,
-                  eof: bool, out: list[Action]) -> None:
+    def _upgraded(self, channel: str, response: bytes, access: Access,
+                  deflate: Agreement | None, *, trailing: bytes, eof: bool,
+                  out: list[Action]) -> None:
         """The handshake succeeded (on either path): the 101, the subscription, and the
         WebSocket phase's turn."""
         # One copy of each channel name, however many subscribers it has.
         channel = sys.intern(channel)
         out.append(SendBytes(response))
-        out.append(Subscribe(channel))
+        out.append(Subscribe(channel, 0 if deflate is None else deflate.window_bits))
         self._deadline = None
         publish_until = None
         if access.publish_expires is not None:
             publish_until = access.publish_expires - (self._unix_offset or 0.0)
-        self.upgrade = Upgrade(channel, trailing, eof, access, publish_until)
+        self.upgrade = Upgrade(channel, trailing, eof, access, publish_until,
+                               deflate is not None)
 
     # -- checks ------------------------------------------------------------------------
 

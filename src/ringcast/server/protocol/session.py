@@ -290,6 +290,7 @@ class Session:
             now,
             access=upgrade.access,
             publish_until=upgrade.publish_until,
+            deflate=upgrade.deflate,
         )
         if upgrade.trailing:
             ws.receive_data(upgrade.trailing, now, out)

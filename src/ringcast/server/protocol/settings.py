@@ -113,6 +113,9 @@ class ProtocolSettings:
     status_enabled: bool = False
     """Whether the status page exists: ``GET /status``, ``GET /status.json`` and the
     WebSocket ``/status/live`` (guarded like ``POST /publish`` when it needs a token)."""
+    compression: bool = False
+    """Accept permessage-deflate offers (RFC 7692, see :mod:`.deflate`); off, they are
+    declined by the 101 naming no extension."""
     fast_path: bool = True
     """Read plain, well-formed requests without h11 (see :mod:`.fast_path`); off, every
     request goes through h11 (the tests compare both)."""

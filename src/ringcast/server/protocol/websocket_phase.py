@@ -97,6 +97,7 @@ class WebSocketPhase:
 
     __slots__ = (
         "_deadline",
+        "_deflate",
         "_gate",
         "_partial_until",
         "_ping_at",
@@ -116,11 +117,14 @@ class WebSocketPhase:
         *,
         access: Access | None = None,
         publish_until: float | None = None,
+        deflate: bool = False,
     ) -> None:
         """``access``: what the client's token allows (``None``: anything the settings
         allow); ``publish_until``: when publishing ends (the token expires), on the
-        session's clock, ``None`` for never."""
+        session's clock, ``None`` for never; ``deflate``: permessage-deflate was agreed,
+        and the client's messages may come compressed."""
         self.channel = channel
+        self._deflate = deflate
         # Why the server started the closing handshake; None while open (one attribute
         # for both: an idle connection pays for no more).
         self.closing: Ended | None = None
@@ -195,7 +199,7 @@ class WebSocketPhase:
         self._deadline = None  # any byte shows the peer is alive
         settings = self._settings
         reader = self._reader or FrameReader(
-            settings.max_message_size, settings.max_message_frames
+            settings.max_message_size, settings.max_message_frames, deflate=self._deflate
         )
         try:
             for event in reader.feed(data):
@@ -280,7 +284,8 @@ class WebSocketPhase:
         broken frame ends the wait too)."""
         closing = self.closing
         assert closing is not None
-        reader = self._reader or FrameReader(None, self._settings.max_message_frames)
+        reader = self._reader or FrameReader(None, self._settings.max_message_frames,
+                                             deflate=self._deflate)
         try:
             for event in reader.feed(data):
                 if event.kind is Kind.CLOSE:

@@ -115,7 +115,8 @@ static int read_length(const uint8_t *p, size_t n, uint64_t *out)
 
 /* The headers a handshake reads: which one a (lower-case) name is. */
 enum { H_OTHER, H_HOST, H_UPGRADE, H_CONNECTION, H_VERSION, H_KEY, H_ORIGIN, H_PROTOCOL,
-       H_AUTHORIZATION, H_CONTENT_LENGTH, H_CONTENT_TYPE, H_TRANSFER_ENCODING, H_EXPECT };
+       H_AUTHORIZATION, H_CONTENT_LENGTH, H_CONTENT_TYPE, H_TRANSFER_ENCODING, H_EXPECT,
+       H_EXTENSIONS };
 
 static int which(const uint8_t *name, size_t n)
 {
@@ -126,6 +127,7 @@ static int which(const uint8_t *name, size_t n)
         {"authorization", H_AUTHORIZATION}, {"content-length", H_CONTENT_LENGTH},
         {"content-type", H_CONTENT_TYPE},
         {"transfer-encoding", H_TRANSFER_ENCODING}, {"expect", H_EXPECT},
+        {"sec-websocket-extensions", H_EXTENSIONS},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strlen(known[i].name) == n && memcmp(known[i].name, name, n) == 0)
@@ -244,6 +246,11 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
             break;
         case H_AUTHORIZATION:
             seen |= HS_AUTHORIZATION;
+            break;
+        case H_EXTENSIONS:
+            seen |= HS_EXTENSIONS;
+            out->ext_off = (uint32_t)value;
+            out->ext_len = (uint32_t)vlen;
             break;
         case H_CONTENT_LENGTH:
             if (!read_length(v, vlen, &out->content_length))

@@ -37,9 +37,9 @@
  *   Sec-WebSocket-Version: 13; Sec-WebSocket-Key: 22 base64 characters and "=="
  *   (16 bytes); a Host without "xn--" (whose IDNA reading is left to Python).
  *
- * What is left to the caller's policy is pointed at: the Origin, and whether
- * a Sec-WebSocket-Protocol or an Authorization header or a query came (which
- * may carry credentials).
+ * What is left to the caller's policy is pointed at: the Origin, the
+ * Sec-WebSocket-Extensions offers, and whether a Sec-WebSocket-Protocol or an
+ * Authorization header or a query came (which may carry credentials).
  */
 
 enum {
@@ -54,6 +54,7 @@ enum {
     HS_AUTHORIZATION = 8,    /* an Authorization header                             */
     HS_QUERY = 16,           /* the target has a query ("?")                        */
     HS_CONNECTION = 32,      /* a Connection header: conn_off, conn_len             */
+    HS_EXTENSIONS = 64,      /* a Sec-WebSocket-Extensions header: ext_off, ext_len */
 };
 
 typedef struct hs_head {
@@ -71,6 +72,8 @@ typedef struct hs_head {
     uint32_t conn_len;
     uint32_t type_off;       /* Content-Type's value (type_len 0: none or empty) */
     uint32_t type_len;
+    uint32_t ext_off;        /* HS_EXTENSIONS: its value                         */
+    uint32_t ext_len;
     uint64_t content_length; /* 0 without a Content-Length                       */
 } hs_head;
 
