@@ -705,6 +705,41 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CompressionConfig:
+    """``[compression]``: permessage-deflate (RFC 7692), compressed once per message."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_spec(
+            "Accept permessage-deflate offers (every browser makes one): a published message "
+            "is compressed once for all the subscribers that agreed, never per subscriber, "
+            "and costs no memory per connection. Applies to new connections.",
+            reloadable=True,
+        ),
+    )
+    level: int = field(
+        default=6,
+        metadata=_spec(
+            "zlib's compression level: 1 fastest, 9 smallest (6: zlib's own default).",
+            minimum=1,
+            maximum=9,
+            reloadable=True,
+        ),
+    )
+    threshold: int = field(
+        default=128,
+        metadata=_spec(
+            "Messages shorter than this go uncompressed (deflate saves a few bytes at best "
+            "on them, and each costs the client an inflate).",
+            minimum=0,
+            maximum=1 << 30,
+            unit="bytes",
+            reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusConfig:
     """``[status]``: the live status page."""
 
@@ -831,6 +866,10 @@ class Config:
     auth: AuthConfig = field(
         default_factory=AuthConfig,
         metadata={_SPEC: "Tokens that allow subscribing and publishing."},
+    )
+    compression: CompressionConfig = field(
+        default_factory=CompressionConfig,
+        metadata={_SPEC: "permessage-deflate, compressed once per message."},
     )
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig, metadata={_SPEC: "Prometheus metrics."}

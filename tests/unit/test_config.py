@@ -137,6 +137,9 @@ def test_reloadable_keys() -> None:
             "logging.access_level",
             "status.enabled",
             "status.top_channels",
+            "compression.enabled",
+            "compression.level",
+            "compression.threshold",
         }
     ) == RELOADABLE
     assert RELOADABLE <= ALL_PATHS

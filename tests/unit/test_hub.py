@@ -17,32 +17,56 @@ class TestSubscribers:
         for conn in (3, 7, 9):
             hub.subscribe(conn, "news")
         ch = hub.channels["news"]
-        assert isinstance(ch.ids, array)
-        assert ch.ids.typecode == "I"
-        assert sorted(ch.ids) == [3, 7, 9]
+        assert isinstance(ch.plain.ids, array)
+        assert ch.plain.ids.typecode == "I"
+        assert sorted(ch.plain.ids) == [3, 7, 9]
 
     def test_subscribing_twice_counts_once(self) -> None:
         hub = Hub()
         hub.subscribe(1, "a")
         hub.subscribe(1, "a")
-        assert list(hub.channels["a"].ids) == [1]
+        assert list(hub.channels["a"].plain.ids) == [1]
 
     @given(st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=200))
     def test_add_and_remove_keep_ids_and_positions_in_step(
         self, ops: list[tuple[bool, int]]
     ) -> None:
+        """Each connection is in the group of its window (0: plain; here window 9 + its
+        id % 3 for odd ids), once, and every group's positions match its array."""
         ch = Channel("x")
-        expected: set[int] = set()
+        expected: dict[int, int] = {}  # conn -> window
         for add, conn in ops:
+            window = 0 if conn % 2 == 0 else 9 + conn % 3
             if add:
-                ch.add(conn)
-                expected.add(conn)
+                ch.add(conn, window)
+                expected.setdefault(conn, window)
             else:
                 ch.remove(conn)
-                expected.discard(conn)
-            assert set(ch.ids) == expected
-            assert len(ch.ids) == len(expected)
-            assert all(ch.ids[i] == conn for conn, i in ch.pos.items())
+                expected.pop(conn, None)
+            groups = {0: ch.plain, **ch.deflate}
+            seen = {conn: bits for bits, g in groups.items() for conn in g.ids}
+            assert seen == expected
+            assert len(ch) == len(expected)
+            assert all(g.ids for g in ch.deflate.values())  # no empty group stays
+            for g in groups.values():
+                assert len(g.ids) == len(g.pos)
+                assert all(g.ids[i] == conn for conn, i in g.pos.items())
+            assert all(ch.has(conn) for conn in expected)
+
+    def test_compressed_subscribers_are_kept_apart_by_window(self) -> None:
+        hub = Hub()
+        hub.subscribe(1, "a")
+        hub.subscribe(2, "a", window_bits=15)
+        hub.subscribe(3, "a", window_bits=15)
+        hub.subscribe(4, "a", window_bits=9)
+        ch = hub.channels["a"]
+        assert list(ch.plain.ids) == [1]
+        assert {bits: sorted(g.ids) for bits, g in ch.deflate.items()} == {15: [2, 3], 9: [4]}
+        assert hub.subscriber_count() == 4
+        assert hub.subscriber_count(compressed=True) == 3
+        assert hub.publish("a", b"f", exclude=3) == 3
+        hub.unsubscribe(4, "a")
+        assert list(ch.deflate) == [15]
 
     def test_the_last_subscriber_leaving_forgets_the_channel(self) -> None:
         hub = Hub()
@@ -85,7 +109,7 @@ class TestPublish:
         hub.publish("a", b"z")
         hub.publish("a", b"w", exclude=1)
         (ch,) = hub.take_dirty()
-        assert ch.take_runs() == [Run(b"xy", 1, 2), Run(b"z", NO_CONN, 1), Run(b"w", 1, 1)]
+        assert ch.take_runs() == [Run([b"x", b"y"], 1), Run([b"z"], NO_CONN), Run([b"w"], 1)]
         assert ch.pending == []
         assert hub.take_dirty() == []  # taken once
 

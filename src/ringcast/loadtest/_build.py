@@ -4,6 +4,8 @@
 cdef parser and by the C compiler. Registered in setup.py's ``cffi_modules``
 it is built by ``pip install``; ``python -m ringcast.loadtest._build`` builds
 it in place (into this package's directory) for a checkout where it is not.
+It links zlib (permessage-deflate: compressed messages are inflated in C); Debian's
+headers are in zlib1g-dev, which scripts/setup installs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ ffibuilder.set_source(
     '#include "wsscan_api.h"',
     sources=[_relpath(CSRC / "wsscan.c")],
     include_dirs=[_relpath(CSRC)],
+    libraries=["z"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 
@@ -50,7 +53,7 @@ def build_in_place(verbose: bool = False) -> Path:
             builder.cdef((CSRC / "wsscan_api.h").read_text())
             builder.set_source(
                 MODULE, '#include "wsscan_api.h"', sources=[str(CSRC / "wsscan.c")],
-                include_dirs=[str(CSRC)],
+                include_dirs=[str(CSRC)], libraries=["z"],
                 extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                                     "-Wno-unused-parameter"],
             )

@@ -32,7 +32,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="messages to publish (0: hold idle connections for --duration)")
     p.add_argument("--duration", "-d", type=float, default=None,
                    help="seconds of publishing (a bound: --messages and/or --duration)")
-    p.add_argument("--size", "-s", type=int, default=64, help="message bytes (>= 24)")
+    p.add_argument("--size", "-s", type=int, default=64,
+                   help="message bytes (>= 24; >= 163 with --payload json)")
+    p.add_argument("--payload", choices=["binary", "json"], default="binary",
+                   help="binary: binary frames, a 20-byte header (sequence, timestamp, "
+                        "publisher) and a pseudo-random pattern that does not compress; "
+                        "json: text frames, a ticker-like JSON object of exactly --size "
+                        "bytes ({\"seq\":\"<hex>\",\"ts\":...,\"ticks\":[{\"sym\":\"AAPL\","
+                        "\"bid\":\"0187.46\",...},...]}) that deflates as a real feed does, "
+                        "to about 29%% of its size at 1024 bytes on its own (HTTP publishing "
+                        "sends it as application/json). Every byte is checked either way")
+    p.add_argument("--compression", action="store_true",
+                   help="offer permessage-deflate (RFC 7692) on every WebSocket, as browsers "
+                        "do ('permessage-deflate; client_max_window_bits'); a connection "
+                        "whose server declines is a failed one. Compressed messages are "
+                        "inflated and checked; the report gives the bytes on the wire per "
+                        "delivery. Client memory: with server_no_context_takeover, an inflate "
+                        "stream only while a message is arriving; without, one per "
+                        "connection, about 7 KiB + the server's window (32 KiB at 15 bits). "
+                        "Publishers send uncompressed")
     p.add_argument("--window", "-w", type=int, default=8,
                    help="closed loop: messages in flight")
     p.add_argument("--rate", "-r", type=float, default=None,
@@ -102,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout, max_time=args.max_time, engine=args.engine,
         server_pids=tuple(args.server_pid), allow_remote=args.i_own_this_host,
         source_addresses=args.source_addresses, progress=not args.quiet,
-        processes=args.processes, storm=args.storm,
+        processes=args.processes, storm=args.storm, compression=args.compression,
+        payload=args.payload,
     )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("ringcast loadtest: --plot needs matplotlib: pip install matplotlib",

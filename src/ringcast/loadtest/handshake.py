@@ -6,6 +6,12 @@ the answer a WebSocket: a 101 with ``Upgrade: websocket``, ``Connection:
 upgrade``, the right ``Sec-WebSocket-Accept`` and no extension we did not ask
 for.
 
+With ``compression`` the request offers ``permessage-deflate; client_max_window_bits``
+(what browsers send) and the answer must accept it (RFC 7692 section 7): its parameters
+are read into `Deflate` (`parse_deflate_answer`); an answer without the extension fails
+the connection with `DECLINED`, one that is malformed or names anything else with its
+reason. Without ``compression`` the request is what it always was, byte for byte.
+
 A connection storm is what the load tester must drive faster than the server
 takes it, so the common answer is read here directly: a complete ``HTTP/1.1
 101`` head of plain ``Name: value`` lines. Anything else (a refusal, other
@@ -19,7 +25,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import h11
 
@@ -28,6 +36,17 @@ from ringcast.loadtest.target import Target
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HANDSHAKE = 16 * 1024
 """Bytes an answer's head may take."""
+DEFLATE_OFFER = b"permessage-deflate; client_max_window_bits"
+"""The ``Sec-WebSocket-Extensions`` offer of ``--compression``, as browsers make it."""
+DECLINED = "the server declined permessage-deflate"
+"""The failure of a connection whose 101 does not accept the offer."""
+
+# RFC 6455 section 9.1: param = token [ "=" (token | quoted-string) ], with optional
+# whitespace around; a quoted value must be a token once unquoted (RFC 7692 section 7.1).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_PARAM = re.compile(rb"[ \t]*(" + _TOKEN + rb")[ \t]*(?:=[ \t]*(?:(" + _TOKEN + rb")|\"("
+                    + _TOKEN + rb")\")[ \t]*)?")
+_BITS = re.compile(rb"8|9|1[0-5]")     # 8 to 15, no leading zero (RFC 7692 section 7.1.2)
 
 
 class HandshakeFailed(Exception):
@@ -39,21 +58,91 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
 
 
+@dataclass(frozen=True, slots=True)
+class Deflate:
+    """What a server's 101 agreed to for permessage-deflate (RFC 7692 section 7.1).
+    The window sizes are None where the answer does not name them."""
+
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    server_max_window_bits: int | None = None
+    client_max_window_bits: int | None = None
+
+    @property
+    def inflate_window(self) -> int:
+        """The window the server compresses with: what it said, else 15."""
+        return self.server_max_window_bits or 15
+
+    def describe(self) -> str:
+        """The parameters as the report shows them (``(no parameters)`` when none)."""
+        parts = [name for name in ("server_no_context_takeover", "client_no_context_takeover")
+                 if getattr(self, name)]
+        parts += [f"{name}={getattr(self, name)}"
+                  for name in ("server_max_window_bits", "client_max_window_bits")
+                  if getattr(self, name) is not None]
+        return "; ".join(parts) or "(no parameters)"
+
+
+def parse_deflate_answer(values: Sequence[bytes]) -> Deflate | None:
+    """The ``Sec-WebSocket-Extensions`` values of a 101 that answered `DEFLATE_OFFER`:
+    the agreement, or None when they name no extension (the server declined). Raises
+    `HandshakeFailed` for anything RFC 7692 section 7.1 does not allow in the answer to
+    this offer: another extension, more than one, an unknown, repeated or malformed
+    parameter, a window size outside 8-15."""
+    elements = [e for v in values for e in v.split(b",") if e.strip(b" \t")]
+    if not elements:
+        return None
+    if len(elements) > 1:
+        raise HandshakeFailed("bad permessage-deflate answer (more than one extension)")
+    name, *params = elements[0].split(b";")
+    if name.strip(b" \t").lower() != b"permessage-deflate":
+        raise HandshakeFailed("extension not asked for")
+    seen: dict[str, bytes | None] = {}
+    for raw in params:
+        m = _PARAM.fullmatch(raw)
+        if m is None:
+            raise HandshakeFailed("bad permessage-deflate answer (malformed parameter)")
+        key = m.group(1).lower().decode()
+        if key in seen:
+            raise HandshakeFailed(f"bad permessage-deflate answer ({key} twice)")
+        seen[key] = m.group(2) if m.group(2) is not None else m.group(3)
+    bits: dict[str, int] = {}
+    for key, value in seen.items():
+        if key in ("server_no_context_takeover", "client_no_context_takeover"):
+            if value is not None:
+                raise HandshakeFailed(f"bad permessage-deflate answer ({key} with a value)")
+        elif key in ("server_max_window_bits", "client_max_window_bits"):
+            # The answer must give the client's window a value (section 7.1.2.2).
+            if value is None or not _BITS.fullmatch(value):
+                raise HandshakeFailed(f"bad permessage-deflate answer ({key} not 8-15)")
+            bits[key] = int(value)
+        else:
+            raise HandshakeFailed(f"bad permessage-deflate answer (unknown parameter {key})")
+    return Deflate(server_no_context_takeover="server_no_context_takeover" in seen,
+                   client_no_context_takeover="client_no_context_takeover" in seen,
+                   server_max_window_bits=bits.get("server_max_window_bits"),
+                   client_max_window_bits=bits.get("client_max_window_bits"))
+
+
 class Handshake:
-    """The client side of one connection's upgrade."""
+    """The client side of one connection's upgrade. ``compression``: offer
+    permessage-deflate and require it; once open, `deflate` is what was agreed."""
 
-    __slots__ = ("_head", "_http", "_target", "key", "request")
+    __slots__ = ("_compression", "_head", "_http", "_target", "deflate", "key", "request")
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, compression: bool = False) -> None:
         self.key = base64.b64encode(os.urandom(16))
         self._target = target
+        self._compression = compression
+        offer = b"Sec-WebSocket-Extensions: %s\r\n" % DEFLATE_OFFER if compression else b""
         self.request = (
             b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s"
             b"User-Agent: ringcast-loadtest\r\n\r\n"
-        ) % (target.path.encode(), target.host_header.encode(), self.key)
+        ) % (target.path.encode(), target.host_header.encode(), self.key, offer)
         self._head = b""  # the answer so far, until h11 takes over
         self._http: h11.Connection | None = None
+        self.deflate: Deflate | None = None
 
     def receive(self, data: bytes) -> bytes | None:
         """Feed bytes of the answer. None: incomplete so far. Once the server switched
@@ -77,11 +166,15 @@ class Handshake:
     def _h11(self) -> h11.Connection:
         """h11 for an answer the direct reading leaves to it, told of the request sent."""
         http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HANDSHAKE)
-        http.send(h11.Request(method="GET", target=self._target.path, headers=[
+        headers = [
             ("Host", self._target.host_header), ("Upgrade", "websocket"),
             ("Connection", "Upgrade"), ("Sec-WebSocket-Key", self.key.decode()),
-            ("Sec-WebSocket-Version", "13"), ("User-Agent", "ringcast-loadtest"),
-        ]))
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if self._compression:
+            headers.append(("Sec-WebSocket-Extensions", DEFLATE_OFFER.decode()))
+        http.send(h11.Request(method="GET", target=self._target.path,
+                              headers=[*headers, ("User-Agent", "ringcast-loadtest")]))
         http.send(h11.EndOfMessage())
         return http
 
@@ -109,8 +202,15 @@ class Handshake:
             raise HandshakeFailed("101 without Upgrade: websocket")
         if [v for n, v in headers if n == b"sec-websocket-accept"] != [accept_key(self.key)]:
             raise HandshakeFailed("bad Sec-WebSocket-Accept")
-        if _tokens(headers, b"sec-websocket-extensions"):
-            raise HandshakeFailed("extension not asked for")
+        if not self._compression:
+            if _tokens(headers, b"sec-websocket-extensions"):
+                raise HandshakeFailed("extension not asked for")
+            return
+        deflate = parse_deflate_answer(
+            [v for n, v in headers if n == b"sec-websocket-extensions"])
+        if deflate is None:
+            raise HandshakeFailed(DECLINED)
+        self.deflate = deflate
 
 
 def _plain_headers(section: bytes) -> list[tuple[bytes, bytes]] | None:

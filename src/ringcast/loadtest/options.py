@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ringcast.loadtest.scanner import MIN_SIZE
+from ringcast.loadtest.scanner import JSON_MIN_SIZE, MIN_SIZE, PAYLOADS
 
 
 class LoadError(Exception):
@@ -36,6 +36,8 @@ class Options:
     progress: bool = True
     processes: int = 0                       # client processes; 0: as the files limit needs
     storm: tuple[float, float] | None = None  # (fraction, seconds): see `storm`
+    compression: bool = False                # offer (and require) permessage-deflate
+    payload: str = "binary"                  # message format: "binary" or "json"
 
     def validate(self) -> None:
         if self.messages is None and self.duration is None:
@@ -51,6 +53,12 @@ class Options:
         if self.size < MIN_SIZE:
             raise LoadError(f"--size must be at least {MIN_SIZE} bytes (sequence number, "
                             "timestamp, publisher id and a checked pattern)")
+        if self.payload not in PAYLOADS:
+            raise LoadError("--payload is binary or json")
+        if self.payload == "json" and self.size < JSON_MIN_SIZE:
+            raise LoadError(f"--payload json needs --size of at least {JSON_MIN_SIZE} bytes (a "
+                            "JSON object with sequence number, timestamp, publisher id and "
+                            "one tick)")
         if self.window < 1:
             raise LoadError("--window must be at least 1")
         if self.rate is not None and not 0 < self.rate <= 10_000_000:

@@ -26,11 +26,14 @@ class Tally:
     refused: int = 0
     failed: Counter[str] = field(default_factory=Counter)      # by reason
     handshake_ns: list[int] = field(default_factory=list)      # per opened connection
+    deflate: Counter[str] = field(default_factory=Counter)     # opened with permessage-
+                                                               # deflate, by its parameters
 
     def state(self) -> dict[str, Any]:
         """Plain values, to cross a process boundary and `add` up."""
         return {"requested": self.requested, "opened": self.opened, "refused": self.refused,
-                "failed": dict(self.failed), "handshake_ns": self.handshake_ns}
+                "failed": dict(self.failed), "handshake_ns": self.handshake_ns,
+                "deflate": dict(self.deflate)}
 
     def add(self, state: dict[str, Any]) -> None:
         self.requested += state["requested"]
@@ -38,6 +41,7 @@ class Tally:
         self.refused += state["refused"]
         self.failed.update(state["failed"])
         self.handshake_ns.extend(state["handshake_ns"])
+        self.deflate.update(state["deflate"])
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,14 @@ Python crosses into C once per reap: `Scanner.feed_spans` takes where every chun
 bytes one ``Loop.reap_raw`` received lies, for every connection, and C parses the
 frames where they are (no copy), checks each message and counts it. What Python must act on (a ping
 owed a pong, a close, a protocol error) comes back as `Note`s.
+
+Messages come in two formats (``PAYLOADS``; layouts in ``csrc/wsscan_api.h``): ``binary``, a
+header and a pseudo-random pattern, and ``json``, a ticker-like JSON object that compresses
+as a real feed does. A connection that negotiated permessage-deflate (`Scanner.set_deflate`)
+may get compressed messages, which C inflates with zlib and checks like any other. Memory:
+with ``server_no_context_takeover`` a connection holds an inflate stream only while a
+compressed message is arriving; without it, from its first compressed message to its end,
+about 7 KiB plus the server's window (32 KiB at the default 15 bits).
 """
 
 from __future__ import annotations
@@ -26,9 +34,17 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 HEADER_SIZE = 20
 """Bytes of a message before its pattern: sequence, timestamp, publisher id."""
 MIN_SIZE = 24
-"""Smallest message the loadtest sends: the header and 4 bytes of pattern."""
+"""Smallest binary message the loadtest sends: the header and 4 bytes of pattern."""
+JSON_MIN_SIZE: int = lib.WS_JSON_MIN
+"""Smallest json message: its header (sequence, timestamp, publisher id), one tick and
+the padding object."""
 
 OP_TEXT, OP_BINARY = 1, 2
+FMT_BINARY, FMT_JSON = lib.WS_FMT_BINARY, lib.WS_FMT_JSON
+PAYLOADS = {"binary": FMT_BINARY, "json": FMT_JSON}
+"""``--payload`` names and their formats."""
+OPCODES = {FMT_BINARY: OP_BINARY, FMT_JSON: OP_TEXT}
+"""The frame opcode each format travels in."""
 ROLE_NONE, ROLE_SUB, ROLE_PUB = lib.WS_ROLE_NONE, lib.WS_ROLE_SUB, lib.WS_ROLE_PUB
 NOTE_PING, NOTE_CLOSE, NOTE_PROTOCOL = lib.WS_NOTE_PING, lib.WS_NOTE_CLOSE, lib.WS_NOTE_PROTOCOL
 
@@ -68,10 +84,11 @@ class Scanner:
     """Frame parsing and delivery accounting for up to ``max_conns`` connection ids."""
 
     def __init__(self, max_conns: int, publishers: int, size: int, *,
-                 opcode: int = OP_BINARY, ring_bits: int = 16) -> None:
-        if size < HEADER_SIZE:
-            raise ValueError(f"message size must be at least {HEADER_SIZE} bytes")
-        s = lib.ws_new(max_conns, publishers, size, opcode, ring_bits)
+                 opcode: int = OP_BINARY, ring_bits: int = 16, fmt: int = FMT_BINARY) -> None:
+        smallest = JSON_MIN_SIZE if fmt == FMT_JSON else HEADER_SIZE
+        if size < smallest:
+            raise ValueError(f"message size must be at least {smallest} bytes")
+        s = lib.ws_new(max_conns, publishers, size, opcode, ring_bits, fmt)
         if s == ffi.NULL:
             raise MemoryError("cannot allocate the frame scanner")
         self._s = ffi.gc(s, lib.ws_free)
@@ -86,6 +103,13 @@ class Scanner:
     def set_role(self, conn: int, role: int) -> None:
         if lib.ws_conn_set(self._s, conn, role) < 0:
             raise ValueError(f"connection id {conn} out of range")
+
+    def set_deflate(self, conn: int, *, no_takeover: bool, window_bits: int = 15) -> None:
+        """``conn`` negotiated permessage-deflate (after `set_role`, which clears it).
+        ``no_takeover``: the server answered ``server_no_context_takeover``; else
+        ``window_bits`` is its ``server_max_window_bits`` (15 when not given)."""
+        if lib.ws_conn_deflate(self._s, conn, int(no_takeover), window_bits) < 0:
+            raise ValueError(f"connection id {conn} or window bits {window_bits} out of range")
 
     def gone(self, conn: int) -> None:
         lib.ws_conn_gone(self._s, conn)
@@ -211,36 +235,41 @@ def bucket_percentile(buckets: Sequence[int], pct: float) -> int | None:
 
 
 def build_frames(buf: bytearray, offset: int, *, pub: int, seq: int, ts_ns: int, size: int,
-                 opcode: int = OP_BINARY, mask_key: int | None = None) -> int:
-    """Write one message as a frame into ``buf`` at ``offset``; returns its length.
+                 opcode: int = OP_BINARY, mask_key: int | None = None,
+                 fmt: int = FMT_BINARY) -> int:
+    """Write one message of format ``fmt`` as a frame into ``buf`` at ``offset``; returns
+    its length.
 
     ``mask_key`` given: a masked client frame with that key.
     """
     view: Any = ffi.from_buffer(buf)
     n = lib.ws_frame(view + offset, len(buf) - offset, pub, seq, ts_ns, size, opcode,
-                     int(mask_key is not None), mask_key or 0)
+                     int(mask_key is not None), mask_key or 0, fmt)
     if n == 0:
-        raise ValueError("buffer too small for the frame")
+        raise ValueError("buffer too small for the frame, or size too small for the format")
     return int(n)
 
 
 def frame(pub: int, seq: int, ts_ns: int, size: int, *, opcode: int = OP_BINARY,
-          mask_key: int | None = None) -> bytes:
+          mask_key: int | None = None, fmt: int = FMT_BINARY) -> bytes:
     buf = bytearray(size + 14)
     n = build_frames(buf, 0, pub=pub, seq=seq, ts_ns=ts_ns, size=size, opcode=opcode,
-                     mask_key=mask_key)
+                     mask_key=mask_key, fmt=fmt)
     return bytes(buf[:n])
 
 
-def payload(pub: int, seq: int, ts_ns: int, size: int) -> bytes:
+def payload(pub: int, seq: int, ts_ns: int, size: int, fmt: int = FMT_BINARY) -> bytes:
+    """The ``size`` bytes of one message of format ``fmt`` (at least its smallest size)."""
+    if size < (JSON_MIN_SIZE if fmt == FMT_JSON else 0):
+        raise ValueError(f"a json message is at least {JSON_MIN_SIZE} bytes")
     buf = bytearray(size)
-    lib.ws_payload(ffi.from_buffer(buf), pub, seq, ts_ns, size)
+    lib.ws_payload(ffi.from_buffer(buf), pub, seq, ts_ns, size, fmt)
     return bytes(buf)
 
 
-def check(data: bytes, size: int) -> bool:
-    """Is ``data`` an intact message of ``size`` bytes?"""
-    return bool(lib.ws_check(data, len(data), size))
+def check(data: bytes, size: int, fmt: int = FMT_BINARY) -> bool:
+    """Is ``data`` an intact message of ``size`` bytes and format ``fmt``?"""
+    return bool(lib.ws_check(data, len(data), size, fmt))
 
 
 def frame_size(size: int, masked: bool) -> int:

@@ -306,7 +306,7 @@ class Clients(Owner):
                 if self._bridge is not None:
                     self._bridge.subscribe(action.channel)
                 if not (self._held and self._held.is_held(conn)):
-                    self._hub.subscribe(conn, action.channel)
+                    self._hub.subscribe(conn, action.channel, action.window_bits)
                 if session is not None:  # a WebSocket now: the loop keeps it alive
                     self._loop.heartbeat(conn, True, aligned=not session.mid_message)
             elif isinstance(action, Publish):
@@ -376,7 +376,7 @@ class Clients(Owner):
         assert self._bridge is not None
         for action in actions:
             if isinstance(action, Subscribe) and not self._bridge.confirmed(action.channel):
-                self._held.hold(conn, action.channel)
+                self._held.hold(conn, action)
                 return
 
     def channel_confirmed(self, channel: str) -> None:
@@ -388,10 +388,10 @@ class Clients(Owner):
         self._release(self._held.release_all())
 
     def _release(self, released: list[Held]) -> None:
-        for conn, channel, data in released:
+        for conn, subscription, data in released:
             for chunk in data:
                 self._loop.send(conn, chunk, force=True)
-            self._hub.subscribe(conn, channel)
+            self._hub.subscribe(conn, subscription.channel, subscription.window_bits)
 
     # -- the end of a connection ------------------------------------------------------------
 

@@ -11,7 +11,9 @@ A message published by a client of this worker (a WebSocket message or ``POST
 
 The hub holds what was published during the loop iteration; :meth:`FanOut.flush` sends it
 at the end of the iteration, one run of frames per channel copied once into a slot of the
-loop and handed to ``rio_fanout``, which queues it to every subscriber in C.
+loop and handed to ``rio_fanout``, which queues it to every subscriber in C. Subscribers
+that agreed on permessage-deflate get the run compressed, once per window size in use
+(:class:`~.protocol.deflate.Compressor`), in a slot of its own.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import time
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
 from ringcast.server.cluster import Bridge
-from ringcast.server.hub import Channel, Hub
+from ringcast.server.hub import Channel, Group, Hub
 from ringcast.server.links import KIND_PUBLISH, encode_record
 from ringcast.server.metrics import Counters
 from ringcast.server.peers import PeerLinks
+from ringcast.server.protocol.deflate import Compressor
 from ringcast.server.settings import Current
 
 __all__ = ["FanOut"]
@@ -33,11 +36,13 @@ class FanOut:
     """Publishing on this worker: routing (broker, other workers, hub) and the sends."""
 
     def __init__(self, loop: Loop, hub: Hub, current: Current, counters: Counters, *,
-                 peers: PeerLinks | None, bridge: Bridge | None) -> None:
+                 compressor: Compressor, peers: PeerLinks | None,
+                 bridge: Bridge | None) -> None:
         self._loop = loop
         self._hub = hub
         self._current = current
         self._counts = counters
+        self._compressor = compressor
         self._peers = peers
         self._bridge = bridge
         #: When the loop iteration in progress began (the runtime sets it): what is sent
@@ -79,14 +84,26 @@ class FanOut:
             self._send(ch)
 
     def _send(self, ch: Channel) -> None:
-        loop = self._loop
         cap = self._current.config.limits.queue_max_bytes
+        plain, deflate, compressor = ch.plain, ch.deflate, self._compressor
+        if deflate:
+            compression = self._current.config.compression
+            compressor.configure(compression.level, compression.threshold)
         for run in ch.take_runs():
-            slot = loop.slot(run.frames)
-            try:
-                loop.fanout(slot, ch.ids, len(ch.ids), exclude=run.exclude, cap=cap)
-            finally:
-                loop.release(slot)
-            self._counts.messages_out += run.messages
-            self._counts.publish_flush.observe(time.monotonic() - self.received_at,
-                                               run.messages)
+            if plain.ids:
+                self._queue(b"".join(run.frames), plain, run.exclude, cap)
+            for bits, group in deflate.items():
+                frames = b"".join([compressor.frame(f, bits) for f in run.frames])
+                self._queue(frames, group, run.exclude, cap)
+            messages = len(run.frames)
+            self._counts.messages_out += messages
+            self._counts.publish_flush.observe(time.monotonic() - self.received_at, messages)
+
+    def _queue(self, frames: bytes, group: Group, exclude: ConnId, cap: int) -> None:
+        """Copy ``frames`` into a slot once and queue it to ``group`` but ``exclude``."""
+        loop = self._loop
+        slot = loop.slot(frames)
+        try:
+            loop.fanout(slot, group.ids, len(group.ids), exclude=exclude, cap=cap)
+        finally:
+            loop.release(slot)

@@ -10,25 +10,27 @@ for: everything held is released.
 from __future__ import annotations
 
 from ringcast.ringio import ConnId
+from ringcast.server.protocol.actions import Subscribe
 
 __all__ = ["Held", "HeldHandshakes"]
 
-Held = tuple[ConnId, str, list[bytes]]
-"""A released handshake: (connection, channel, the bytes held back for it, in order)."""
+Held = tuple[ConnId, Subscribe, list[bytes]]
+"""A released handshake: (connection, its subscription, the bytes held back for it, in
+order)."""
 
 
 class HeldHandshakes:
     """Connections whose handshake waits for the broker, with the bytes held back."""
 
     def __init__(self) -> None:
-        self._held: dict[ConnId, tuple[str, list[bytes]]] = {}
+        self._held: dict[ConnId, tuple[Subscribe, list[bytes]]] = {}
 
     def __len__(self) -> int:
         """Handshakes held (falsy when none: the common case, checked first)."""
         return len(self._held)
 
-    def hold(self, conn: ConnId, channel: str) -> None:
-        self._held[conn] = (channel, [])
+    def hold(self, conn: ConnId, subscription: Subscribe) -> None:
+        self._held[conn] = (subscription, [])
 
     def held_bytes(self, conn: ConnId) -> list[bytes] | None:
         """Where the bytes for ``conn`` go while it is held; None when it is not."""
@@ -40,7 +42,7 @@ class HeldHandshakes:
 
     def waits_for(self, channel: str) -> bool:
         """Whether a held handshake needs ``channel`` (so its subscription must stay)."""
-        return any(name == channel for name, _ in self._held.values())
+        return any(sub.channel == channel for sub, _ in self._held.values())
 
     def forget(self, conn: ConnId) -> None:
         """``conn`` went away while held: nothing to send."""
@@ -48,11 +50,11 @@ class HeldHandshakes:
 
     def confirmed(self, channel: str) -> list[Held]:
         """The broker confirmed ``channel``: the handshakes waiting for it, released."""
-        done = [conn for conn, (name, _) in self._held.items() if name == channel]
+        done = [conn for conn, (sub, _) in self._held.items() if sub.channel == channel]
         return [(conn, *self._held.pop(conn)) for conn in done]
 
     def release_all(self) -> list[Held]:
         """The bridge went down: every handshake, released."""
-        released = [(conn, name, data) for conn, (name, data) in self._held.items()]
+        released = [(conn, sub, data) for conn, (sub, data) in self._held.items()]
         self._held.clear()
         return released

@@ -3,7 +3,9 @@
 Each channel keeps its subscriber ids in an ``array('I')`` that is handed to ringio's
 fan-out as it is, so a publish costs Python O(1) whatever the number of subscribers.
 Removal swaps the last id into the hole (the order of subscribers does not matter; the
-order of messages does, and that is per connection).
+order of messages does, and that is per connection). Subscribers that agreed on
+permessage-deflate are kept apart, one :class:`Group` per window size, since they get
+other bytes (the same for all of them: see :mod:`.protocol.deflate`).
 
 Messages published to a channel during one loop iteration are held here and leave as one
 run per (channel, excluded publisher): a subscriber gets one send per iteration, not one
@@ -19,61 +21,99 @@ from dataclasses import dataclass, field
 
 from ringcast.ringio import NO_CONN, ConnId
 
-__all__ = ["Channel", "Hub", "Run"]
+__all__ = ["Channel", "Group", "Hub", "Run"]
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     """Frames to send together to a channel's subscribers, but ``exclude``."""
 
-    frames: bytes
+    frames: list[bytes]
     exclude: ConnId
-    messages: int
 
 
 @dataclass(eq=False, slots=True)
-class Channel:
-    name: str
+class Group:
+    """Subscribers that get the same bytes: their ids, as the array C walks, and where
+    each one is in it."""
+
     ids: array[int] = field(default_factory=lambda: array("I"))
     pos: dict[ConnId, int] = field(default_factory=dict)
-    # Frames waiting for the end of the iteration: (frame, excluded conn).
-    pending: list[tuple[bytes, ConnId]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def add(self, conn: ConnId) -> None:
         if conn not in self.pos:
             self.pos[conn] = len(self.ids)
             self.ids.append(conn)
 
-    def remove(self, conn: ConnId) -> None:
+    def remove(self, conn: ConnId) -> bool:
+        """Take ``conn`` out; False when it was not in."""
         i = self.pos.pop(conn, None)
         if i is None:
-            return
+            return False
         last = ConnId(self.ids.pop())
         if last != conn:
             self.ids[i] = last
             self.pos[last] = i
+        return True
+
+
+@dataclass(eq=False, slots=True)
+class Channel:
+    name: str
+    plain: Group = field(default_factory=Group)
+    """The subscribers that get frames as they were published."""
+    deflate: dict[int, Group] = field(default_factory=dict)
+    """By window size: the subscribers that get them compressed (none, most often)."""
+    # Frames waiting for the end of the iteration: (frame, excluded conn).
+    pending: list[tuple[bytes, ConnId]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        n = len(self.plain.ids)
+        if self.deflate:
+            n += sum(len(group.ids) for group in self.deflate.values())
+        return n
+
+    def add(self, conn: ConnId, window_bits: int = 0) -> None:
+        """Subscribe ``conn``; ``window_bits``: the window its permessage-deflate
+        compresses with, 0 for none."""
+        if not window_bits:
+            self.plain.add(conn)
+            return
+        group = self.deflate.get(window_bits)
+        if group is None:
+            group = self.deflate[window_bits] = Group()
+        group.add(conn)
+
+    def remove(self, conn: ConnId) -> None:
+        if self.plain.remove(conn) or not self.deflate:
+            return
+        for bits, group in self.deflate.items():
+            if group.remove(conn):
+                if not group.ids:
+                    del self.deflate[bits]
+                return
+
+    def has(self, conn: ConnId) -> bool:
+        return conn in self.plain.pos or any(conn in g.pos for g in self.deflate.values())
 
     def reach(self, exclude: ConnId) -> int:
         """How many subscribers a message published now reaches."""
-        return len(self.ids) - (exclude in self.pos)
+        return len(self) - (exclude != NO_CONN and self.has(exclude))
 
     def take_runs(self) -> list[Run]:
         """Take the pending frames as runs; consecutive frames with the same excluded
-        publisher are joined, so the usual case (one publisher, or echo on) is one run."""
+        publisher go together, so the usual case (one publisher, or echo on) is one run."""
         runs: list[Run] = []
         frames: list[bytes] = []
         current = NO_CONN
         for frame, exclude in self.pending:
             if frames and exclude != current:
-                runs.append(Run(b"".join(frames), current, len(frames)))
+                runs.append(Run(frames, current))
                 frames = []
             current = exclude
             frames.append(frame)
         if frames:
-            runs.append(Run(b"".join(frames), current, len(frames)))
+            runs.append(Run(frames, current))
         self.pending.clear()
         return runs
 
@@ -85,11 +125,12 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self._dirty: dict[str, Channel] = {}
 
-    def subscribe(self, conn: ConnId, name: str) -> Channel:
+    def subscribe(self, conn: ConnId, name: str, window_bits: int = 0) -> Channel:
+        """Add ``conn`` to channel ``name`` (see :meth:`Channel.add`)."""
         ch = self.channels.get(name)
         if ch is None:
             ch = self.channels[name] = Channel(name)
-        ch.add(conn)
+        ch.add(conn, window_bits)
         return ch
 
     def unsubscribe(self, conn: ConnId, name: str) -> bool:
@@ -98,19 +139,19 @@ class Hub:
         if ch is None:
             return True
         ch.remove(conn)
-        if not ch.ids and not ch.pending:
+        if not len(ch) and not ch.pending:
             del self.channels[name]
-        return not ch.ids
+        return not len(ch)
 
     def has_subscribers(self, name: str) -> bool:
         ch = self.channels.get(name)
-        return ch is not None and bool(ch.ids)
+        return ch is not None and bool(len(ch))
 
     def publish(self, name: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
         """Hold a framed message for the end of the iteration; returns how many local
         subscribers it will reach (0: nobody listens, and nothing is held)."""
         ch = self.channels.get(name)
-        if ch is None or not ch.ids:
+        if ch is None or not len(ch):
             return 0
         ch.pending.append((frame, exclude))
         self._dirty[name] = ch
@@ -134,7 +175,7 @@ class Hub:
         return ch if ch is not None and self._ready(ch) else None
 
     def _ready(self, ch: Channel) -> bool:
-        if ch.ids:
+        if len(ch):
             return True
         ch.pending.clear()
         if self.channels.get(ch.name) is ch:
@@ -143,7 +184,10 @@ class Hub:
 
     def subscribed_channels(self) -> list[str]:
         """Channels with at least one local subscriber (what the broker must send here)."""
-        return [name for name, ch in self.channels.items() if ch.ids]
+        return [name for name, ch in self.channels.items() if len(ch)]
 
-    def subscriber_count(self) -> int:
+    def subscriber_count(self, *, compressed: bool = False) -> int:
+        """Subscriptions (``compressed``: those with permessage-deflate only)."""
+        if compressed:
+            return sum(len(g.ids) for ch in self.channels.values() for g in ch.deflate.values())
         return sum(len(ch) for ch in self.channels.values())

@@ -29,6 +29,7 @@ from ringcast.server.hub import Hub
 from ringcast.server.latency import Latency
 from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.actions import Ended
+from ringcast.server.protocol.deflate import Compressor
 from ringcast.server.protocol.refusals import Refusal
 
 STATUS_KEY: Final = "status"
@@ -119,9 +120,10 @@ class Metrics(Collector):
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, counters: Counters, worker: int, backend_name: str, *, loop: Loop,
-                 hub: Hub, clients: ClientsView, peers: PeerLinks | None,
-                 bridge: Bridge | None) -> None:
+                 hub: Hub, clients: ClientsView, compressor: Compressor,
+                 peers: PeerLinks | None, bridge: Bridge | None) -> None:
         self.counters = counters
+        self._compressor = compressor
         self.worker = str(worker)
         self._backend_name = backend_name
         self._loop = loop
@@ -209,6 +211,17 @@ class Metrics(Collector):
         yield gauge("ringcast_channels", "Channels with local subscribers",
                     len(self._hub.channels))
         yield gauge("ringcast_subscribers", "Subscriptions", self._hub.subscriber_count())
+        yield gauge("ringcast_subscribers_compressed",
+                    "Subscriptions that get messages compressed (permessage-deflate)",
+                    self._hub.subscriber_count(compressed=True))
+        comp = self._compressor
+        yield counter("ringcast_compressed_messages",
+                      "Messages compressed: once per message and window size in use, never "
+                      "per subscriber", comp.compressed)
+        yield counter("ringcast_compression_in_bytes",
+                      "Payload bytes of the messages compressed, before", comp.bytes_in)
+        yield counter("ringcast_compression_out_bytes",
+                      "Payload bytes of the messages compressed, after", comp.bytes_out)
         published = CounterMetricFamily("ringcast_messages_published",
                                         "Messages published, by source",
                                         labels=["worker", "source"])

@@ -49,6 +49,7 @@ from ringcast.server.metrics import Counters, Metrics
 from ringcast.server.peers import PeerLinks
 from ringcast.server.port import tcp_socket
 from ringcast.server.protocol import keepalive
+from ringcast.server.protocol.deflate import Compressor
 from ringcast.server.protocol.frames import CloseCode
 from ringcast.server.settings import Current
 from ringcast.server.status import StatusBoard
@@ -448,10 +449,14 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     if workers > 1:
         peers = PeerLinks(table, token, worker, workers, on_publish=from_peer,
                           snapshot=snapshot)
-    fanout = FanOut(loop, hub, current, counters, peers=peers, bridge=bridge)
+    compression = config.compression
+    compressor = Compressor(compression.level, compression.threshold)
+    fanout = FanOut(loop, hub, current, counters, compressor=compressor, peers=peers,
+                    bridge=bridge)
     clients = Clients(table, current, hub, fanout, counters=counters, timers=timers,
                       query=answer, max_connections=max_connections, bridge=bridge)
     metrics = Metrics(counters, worker, backend.name, loop=loop, hub=hub, clients=clients,
+                      compressor=compressor,
                       peers=peers, bridge=bridge)
     server = Server(current, backend, table, clients=clients, fanout=fanout, timers=timers,
                     metrics=metrics, peers=peers, bridge=bridge, config_path=config_path,

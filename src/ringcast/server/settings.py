@@ -31,6 +31,7 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         publish_token=config.http.publish_token,
         metrics_enabled=config.metrics.enabled,
         status_enabled=config.status.enabled,
+        compression=config.compression.enabled,
         path_prefix=config.server.path_prefix,
         trusted_proxies=config.server.trusted_proxies,
         proxy_protocol=config.server.proxy_protocol,

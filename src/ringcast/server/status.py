@@ -81,7 +81,7 @@ class StatusBoard:
             "handshake": c.handshake.take_recent(),
             "channels": [[ch.name, len(ch)] for ch in busiest],
             # The status page's own viewers are not counted as subscribers of a channel.
-            "channel_count": sum(1 for ch in channels if ch.ids),
+            "channel_count": sum(1 for ch in channels if len(ch)),
             "subscribers": sum(len(ch) for ch in channels),
         }
         now = time.time()
@@ -96,7 +96,7 @@ class StatusBoard:
             "publish_flush_p99_ms": figures["latency_ms"]["publish_flush"]["p99"],
         })
         channel = self._hub.channels.get(STATUS_CHANNEL)
-        if channel is not None and channel.ids:
+        if channel is not None and len(channel):
             self._hub.publish(STATUS_CHANNEL, data_frame(json.dumps(figures).encode(), True))
 
     def local(self) -> dict[str, Any]:

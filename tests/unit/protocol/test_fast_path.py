@@ -54,6 +54,7 @@ VARIANTS = {
     ),
     "origins": dataclasses.replace(BASE, allowed_origins=("https://app.example.com",)),
     "closed": dataclasses.replace(BASE, http_enabled=False, metrics_enabled=False),
+    "compression": dataclasses.replace(BASE, compression=True),
 }
 
 TOKENS = [PUBLISH_TOKEN, SUBSCRIBE_TOKEN, hs256(), hs256(exp=UNIX_NOW - 1),
@@ -71,7 +72,11 @@ HEADER_POOL: list[tuple[bytes, list[bytes]]] = [
     (b"Sec-WebSocket-Protocol", [b"ringcast", b"chat", b"ringcast, chat",
                                  b"ringcast, ringcast.bearer." + SUBSCRIBE_TOKEN.encode(),
                                  b"ringcast.bearer.x"]),
-    (b"Sec-WebSocket-Extensions", [b"permessage-deflate; client_max_window_bits"]),
+    (b"Sec-WebSocket-Extensions", [b"permessage-deflate; client_max_window_bits",
+                                   b"permessage-deflate; server_max_window_bits=10",
+                                   b"permessage-deflate; server_max_window_bits=8, "
+                                   b"permessage-deflate", b"permessage-deflate; mystery",
+                                   b"x-webkit-deflate-frame", b"permessage-deflate;;"]),
     (b"Origin", [b"https://app.example.com", b"https://evil.example", b"null"]),
     (b"Authorization", [b"Bearer " + t.encode() for t in TOKENS] + [b"Basic abc", b"Bearer"]),
     (b"Content-Type", [b"text/plain", b"application/json; charset=utf-8",

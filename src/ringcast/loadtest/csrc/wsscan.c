@@ -7,8 +7,13 @@
  * Parsing is streaming: a frame header split across reads is gathered in a
  * 14-byte buffer, a payload split across reads (or a message split into
  * continuation frames) is checked as its bytes come, against a pattern that
- * depends only on the message's offset and its 20-byte header. Nothing of a
- * data message is buffered but its header.
+ * depends only on the message's offset and its header (20 bytes binary, 76 JSON).
+ * Nothing of a data message is buffered but its header.
+ *
+ * A compressed message (permessage-deflate) is inflated as its bytes come, into
+ * one scanner-wide output buffer, and each piece that comes out goes through the
+ * same checks as uncompressed bytes do. zlib's memory is allocated through
+ * z_alloc/z_free, which count it (ws_counts.inflate_bytes).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -18,10 +23,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "wsscan_api.h"
 
-#define HEAD 20                 /* seq(8) ts(8) pub(4) */
+#define HEAD 20                 /* binary: seq(8) ts(8) pub(4) */
+#define JH 76                   /* JSON: the header, up to the ticks' [          */
+#define JR 75                   /* JSON: one tick                                */
+#define JT 12                   /* JSON: {"pad":""}]} without its dashes         */
+#define ZOUT 32768              /* inflate output buffer: one window at most, so
+                                   inflateGetDictionary fits in it too           */
+#define ZPOOL 16                /* free 15-bit inflate streams kept for reuse    */
+
+enum { DEFLATE_NONE, DEFLATE_TAKEOVER, DEFLATE_STANDALONE };
+
+_Static_assert(WS_JSON_MIN == JH + JR + JT, "WS_JSON_MIN: header, one tick, padding");
 #define GOLD 0x9E3779B97F4A7C15ULL
 #define WINDOW 64               /* sequence numbers remembered below the next expected */
 
@@ -53,12 +69,25 @@ typedef struct wconn {
     uint8_t closed;             /* a close frame arrived                        */
     uint8_t after_close;        /* bytes after it were reported                 */
     uint8_t receiving;          /* an intact message arrived since ws_conn_set  */
+    uint8_t deflate;            /* DEFLATE_*: what the handshake agreed         */
+    uint8_t zbits;              /* DEFLATE_TAKEOVER: the server's window bits   */
+    uint8_t mz;                 /* the message in progress is compressed (RSV1) */
+    uint8_t zstop;              /* no more inflating for this message (error or
+                                   past size): its rest is skipped              */
+    uint8_t zend;               /* its deflate data ended (a BFINAL block)      */
+    uint8_t zlost;              /* DEFLATE_TAKEOVER: a message failed to inflate,
+                                   so the window later ones refer to is lost    */
     uint8_t hdr[14];
-    uint8_t mhead[HEAD];
+    uint8_t mhead[JH];          /* the message's header (s->head bytes)         */
     uint8_t ctl[125];
     uint64_t remaining;         /* payload bytes left in the current frame      */
-    uint64_t mpos;              /* bytes of the current message so far          */
-    uint64_t seed;              /* pattern seed, once mpos >= HEAD              */
+    uint64_t mpos;              /* bytes of the current message so far (inflated
+                                   bytes when compressed)                       */
+    uint64_t mwire;             /* its frame bytes, as received                 */
+    uint64_t seed;              /* pattern seed, once mpos >= s->head           */
+    z_stream *z;                /* inflate stream: TAKEOVER from the first
+                                   compressed message to the connection's end;
+                                   STANDALONE while a message is arriving       */
 } wconn;
 
 typedef struct wmsg {
@@ -74,6 +103,8 @@ typedef struct wmsg {
 
 struct ws_scan {
     uint32_t max_conns, npub, size, opcode;
+    int fmt;                    /* WS_FMT_*                                     */
+    uint32_t head;              /* header bytes of fmt: HEAD or JH              */
     uint64_t ring_mask;
     uint32_t ring_bits;
     wconn *conns;
@@ -90,6 +121,9 @@ struct ws_scan {
     int log_done;               /* follower: log finished messages              */
     ws_done *done;
     uint32_t ndone, donecap;
+    z_stream *pool[ZPOOL];      /* free inflate streams (15-bit window, reset)  */
+    uint32_t npool;
+    uint8_t zout[ZOUT];         /* inflated bytes on their way to the checks    */
 };
 
 /* ---- pattern ----------------------------------------------------------- */
@@ -159,8 +193,157 @@ static int pattern_ok(uint64_t seed, uint64_t pos, const uint8_t *p, size_t k)
     return 1;
 }
 
-void ws_payload(uint8_t *out, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t size)
+/* ---- the JSON format (layout in wsscan_api.h) --------------------------- */
+
+#define JSON_TICK                                                                   \
+    "{\"sym\":\"AAPL\",\"bid\":\"0187.46\",\"ask\":\"0187.48\",\"bq\":\"003300\","   \
+    "\"aq\":\"002500\"},"
+#define JSON_HEAD                                                                   \
+    "{\"seq\":\"0000000000000000\",\"ts\":\"0000000000000000\",\"pub\":\"00000000\","  \
+    "\"ticks\":["
+_Static_assert(sizeof(JSON_TICK) == JR + 1, "JR is the length of a tick");
+_Static_assert(sizeof(JSON_HEAD) == JH + 1, "JH is the length of the header");
+static const char SYMBOLS[8][5] = {"AAPL", "MSFT", "AMZN", "NVDA", "GOOG", "META", "TSLA",
+                                   "INTC"};
+static const uint16_t BASE_PRICE[8] = {187, 412, 178, 903, 141, 497, 251, 34};
+
+static void put_dec(uint8_t *p, unsigned v, int width)
 {
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        p[i] = (uint8_t)('0' + v % 10);
+}
+
+static void put_hex(uint8_t *p, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--, v >>= 4)
+        p[i] = (uint8_t)"0123456789abcdef"[v & 15];
+}
+
+/* Lowercase hex only (what put_hex writes); 0 for anything else. */
+static int get_hex(const uint8_t *p, int width, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < width; i++) {
+        uint8_t ch = p[i];
+        if (ch >= '0' && ch <= '9')
+            x = x << 4 | (uint64_t)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f')
+            x = x << 4 | (uint64_t)(ch - 'a' + 10);
+        else
+            return 0;
+    }
+    *v = x;
+    return 1;
+}
+
+static void json_head(uint8_t *out, uint64_t seq, uint64_t ts, uint32_t pub)
+{
+    memcpy(out, JSON_HEAD, JH);
+    put_hex(out + 8, seq, 16);
+    put_hex(out + 32, ts, 16);
+    put_hex(out + 57, pub, 8);
+}
+
+/* Tick j: a symbol, its price near that symbol's base, a spread of 1-4 cents and two
+ * quantities in hundreds. Few random digits among repeated names: a feed's ratio. */
+static void json_tick(uint8_t *out, uint64_t seed, uint64_t j)
+{
+    uint64_t h = mix64(seed + j * GOLD);
+    unsigned sym = h & 7, cents = (unsigned)((h >> 3) % 96), spread = 1 + ((h >> 10) & 3);
+    memcpy(out, JSON_TICK, JR);
+    memcpy(out + 8, SYMBOLS[sym], 4);
+    put_dec(out + 21, BASE_PRICE[sym], 4);
+    put_dec(out + 26, cents, 2);
+    put_dec(out + 37, BASE_PRICE[sym], 4);
+    put_dec(out + 42, cents + spread, 2);
+    put_dec(out + 52, 1 + (unsigned)((h >> 12) % 40), 4);
+    put_dec(out + 66, 1 + (unsigned)((h >> 18) % 40), 4);
+}
+
+/* The expected bytes [pos, pos + k) of a `size`-byte JSON message, JH <= pos and
+ * pos + k <= size: ticks, then the padding object that makes up the size. */
+static void json_span(uint64_t seed, uint32_t size, uint64_t pos, uint8_t *out, size_t k)
+{
+    uint64_t ticks_end = JH + (uint64_t)(size - JH - JT) / JR * JR;
+    uint64_t dashes = size - ticks_end - JT;
+    uint8_t tick[JR];
+    while (k) {
+        size_t m = 1;
+        if (pos < ticks_end) {
+            uint64_t off = (pos - JH) % JR;
+            json_tick(tick, seed, (pos - JH) / JR);
+            m = JR - off < k ? (size_t)(JR - off) : k;
+            memcpy(out, tick + off, m);
+        } else {
+            uint64_t i = pos - ticks_end;
+            *out = i < 8 ? (uint8_t)"{\"pad\":\""[i]
+                 : i < 8 + dashes ? '-' : (uint8_t)"\"}]}"[i - 8 - dashes];
+        }
+        out += m;
+        pos += m;
+        k -= m;
+    }
+}
+
+/* Do k bytes at message offset pos (>= JH, pos + k <= size) match? */
+static int json_ok(uint64_t seed, uint32_t size, uint64_t pos, const uint8_t *p, size_t k)
+{
+    uint8_t want[256];
+    while (k) {
+        size_t m = k < sizeof(want) ? k : sizeof(want);
+        json_span(seed, size, pos, want, m);
+        if (memcmp(want, p, m))
+            return 0;
+        p += m;
+        pos += m;
+        k -= m;
+    }
+    return 1;
+}
+
+/* ---- either format ----------------------------------------------------- */
+
+/* The numbers in a message's header (s->head bytes); 0 if it is not a header of fmt. */
+static int head_parse(int fmt, const uint8_t *h, uint64_t *seq, uint64_t *ts, uint32_t *pub)
+{
+    if (fmt == WS_FMT_BINARY) {
+        *seq = rd64(h);
+        *ts = rd64(h + 8);
+        *pub = rd32(h + 16);
+        return 1;
+    }
+    uint64_t p;
+    uint8_t again[JH];
+    if (!get_hex(h + 8, 16, seq) || !get_hex(h + 32, 16, ts) || !get_hex(h + 57, 8, &p))
+        return 0;
+    *pub = (uint32_t)p;
+    json_head(again, *seq, *ts, *pub);      /* and every byte around the numbers */
+    return !memcmp(again, h, JH);
+}
+
+static inline uint32_t head_of(int fmt)
+{
+    return fmt == WS_FMT_JSON ? JH : HEAD;
+}
+
+static inline uint32_t min_size(int fmt)
+{
+    return fmt == WS_FMT_JSON ? WS_JSON_MIN : HEAD;
+}
+
+static inline int body_ok(int fmt, uint64_t seed, uint32_t size, uint64_t pos,
+                          const uint8_t *p, size_t k)
+{
+    return fmt == WS_FMT_JSON ? json_ok(seed, size, pos, p, k) : pattern_ok(seed, pos, p, k);
+}
+
+void ws_payload(uint8_t *out, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t size, int fmt)
+{
+    if (fmt == WS_FMT_JSON) {
+        json_head(out, seq, ts, pub);
+        json_span(seed_of(seq, ts, pub), size, JH, out + JH, size - JH);
+        return;
+    }
     uint8_t head[HEAD];
     memcpy(head, &seq, 8);
     memcpy(head + 8, &ts, 8);
@@ -179,9 +362,11 @@ void ws_payload(uint8_t *out, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t 
 }
 
 size_t ws_frame(uint8_t *out, size_t cap, uint32_t pub, uint64_t seq, uint64_t ts,
-                uint32_t size, int opcode, int masked, uint32_t mask_key)
+                uint32_t size, int opcode, int masked, uint32_t mask_key, int fmt)
 {
     size_t h = 2;
+    if (fmt == WS_FMT_JSON && size < WS_JSON_MIN)
+        return 0;
     uint8_t b1 = masked ? 0x80 : 0;
     if (size > 65535)
         h += 8;
@@ -204,7 +389,7 @@ size_t ws_frame(uint8_t *out, size_t cap, uint32_t pub, uint64_t seq, uint64_t t
         out[1] = b1 | (uint8_t)size;
     }
     uint8_t *pl = out + h;
-    ws_payload(pl, pub, seq, ts, size);
+    ws_payload(pl, pub, seq, ts, size, fmt);
     if (masked) {
         uint8_t key[4];
         memcpy(key, &mask_key, 4);
@@ -225,12 +410,13 @@ size_t ws_frame(uint8_t *out, size_t cap, uint32_t pub, uint64_t seq, uint64_t t
     return h + size;
 }
 
-int ws_check(const uint8_t *p, size_t len, uint32_t size)
+int ws_check(const uint8_t *p, size_t len, uint32_t size, int fmt)
 {
-    if (len != size || len < HEAD)
+    uint64_t seq, ts;
+    uint32_t pub, head = head_of(fmt);
+    if (len != size || len < min_size(fmt) || !head_parse(fmt, p, &seq, &ts, &pub))
         return 0;
-    uint64_t seed = seed_of(rd64(p), rd64(p + 8), rd32(p + 16));
-    return pattern_ok(seed, HEAD, p + HEAD, len - HEAD);
+    return body_ok(fmt, seed_of(seq, ts, pub), size, head, p + head, len - head);
 }
 
 /* ---- histogram --------------------------------------------------------- */
@@ -286,13 +472,92 @@ void ws_hist_reset_interval(ws_scan *s)
     memset(s->hist + 2 * NBUCKETS, 0, 2 * NBUCKETS * sizeof(uint64_t));
 }
 
+/* ---- inflate streams ---------------------------------------------------- */
+
+/* zlib allocates through these, so that ws_counts.inflate_bytes is what it holds.
+ * Each block starts with its size (16 bytes keep the block's alignment). */
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
+{
+    ws_scan *s = opaque;
+    size_t n = (size_t)items * size;
+    uint64_t *b = malloc(n + 16);
+    if (!b)
+        return Z_NULL;
+    b[0] = n;
+    s->ct.inflate_bytes += n;
+    return b + 2;
+}
+
+static void z_free(voidpf opaque, voidpf p)
+{
+    ws_scan *s = opaque;
+    uint64_t *b = (uint64_t *)p - 2;
+    s->ct.inflate_bytes -= b[0];
+    free(b);
+}
+
+/* A raw inflate stream with a 2^bits window; NULL without memory. */
+static z_stream *zs_new(ws_scan *s, int bits)
+{
+    z_stream *z = z_alloc(s, 1, sizeof(z_stream));
+    if (!z)
+        return NULL;
+    memset(z, 0, sizeof(*z));
+    z->zalloc = z_alloc;
+    z->zfree = z_free;
+    z->opaque = s;
+    if (inflateInit2(z, -bits) != Z_OK) {   /* negative: raw deflate, no zlib header */
+        z_free(s, z);
+        return NULL;
+    }
+    s->ct.inflate_streams++;
+    return z;
+}
+
+static void zs_free(ws_scan *s, z_stream *z)
+{
+    inflateEnd(z);
+    z_free(s, z);
+    s->ct.inflate_streams--;
+}
+
+/* The connection's stream for the message in progress, made or taken from the pool
+ * when it has none; NULL without memory. A standalone message can use any window:
+ * 15 reads every smaller one. */
+static z_stream *zs_get(ws_scan *s, wconn *c)
+{
+    if (c->z)
+        return c->z;
+    if (c->deflate == DEFLATE_STANDALONE)
+        c->z = s->npool ? s->pool[--s->npool] : zs_new(s, 15);
+    else
+        c->z = zs_new(s, c->zbits);
+    return c->z;
+}
+
+/* The connection lets its stream go: back to the pool when it has a 15-bit window and
+ * the pool has room (reset, so it holds nothing of this connection), else freed. */
+static void zs_put(ws_scan *s, wconn *c)
+{
+    z_stream *z = c->z;
+    if (!z)
+        return;
+    c->z = NULL;
+    int bits = c->deflate == DEFLATE_STANDALONE ? 15 : c->zbits;
+    if (bits == 15 && s->npool < ZPOOL && inflateReset(z) == Z_OK)
+        s->pool[s->npool++] = z;
+    else
+        zs_free(s, z);
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 ws_scan *ws_new(uint32_t max_conns, uint32_t npub, uint32_t size, uint32_t opcode,
-                uint32_t ring_bits)
+                uint32_t ring_bits, int fmt)
 {
-    if (!max_conns || !npub || npub > 4096 || size < HEAD || ring_bits < 4 || ring_bits > 24
-        || (opcode != 1 && opcode != 2))
+    if (!max_conns || !npub || npub > 4096 || ring_bits < 4 || ring_bits > 24
+        || (opcode != 1 && opcode != 2) || (fmt != WS_FMT_BINARY && fmt != WS_FMT_JSON)
+        || size < min_size(fmt))
         return NULL;
     ws_scan *s = calloc(1, sizeof(*s));
     if (!s)
@@ -301,6 +566,8 @@ ws_scan *ws_new(uint32_t max_conns, uint32_t npub, uint32_t size, uint32_t opcod
     s->npub = npub;
     s->size = size;
     s->opcode = opcode;
+    s->fmt = fmt;
+    s->head = head_of(fmt);
     s->ring_mask = (1ULL << ring_bits) - 1;
     s->ring_bits = ring_bits;
     s->conns = calloc(max_conns, sizeof(wconn));
@@ -327,6 +594,11 @@ void ws_free(ws_scan *s)
 {
     if (!s)
         return;
+    for (uint32_t i = 0; s->conns && i < s->max_conns; i++)
+        if (s->conns[i].z)
+            zs_free(s, s->conns[i].z);
+    while (s->npool)
+        zs_free(s, s->pool[--s->npool]);
     free(s->conns);
     free(s->pubs);
     free(s->ring);
@@ -473,6 +745,7 @@ int ws_conn_set(ws_scan *s, uint32_t id, int role)
     if (id >= s->max_conns)
         return -1;
     wconn *c = &s->conns[id];
+    zs_put(s, c);
     memset(c, 0, sizeof(*c));
     c->role = (uint8_t)role;
     wpub *wp = &s->pubs[(size_t)id * s->npub];
@@ -483,11 +756,24 @@ int ws_conn_set(ws_scan *s, uint32_t id, int role)
     return 0;
 }
 
+int ws_conn_deflate(ws_scan *s, uint32_t id, int no_takeover, uint32_t bits)
+{
+    if (id >= s->max_conns || bits < 8 || bits > 15)
+        return -1;
+    wconn *c = &s->conns[id];
+    zs_put(s, c);
+    c->deflate = no_takeover ? DEFLATE_STANDALONE : DEFLATE_TAKEOVER;
+    c->zbits = (uint8_t)(bits < 9 ? 9 : bits);
+    c->zlost = 0;
+    return 0;
+}
+
 void ws_conn_gone(ws_scan *s, uint32_t id)
 {
     if (id >= s->max_conns)
         return;
     wconn *c = &s->conns[id];
+    zs_put(s, c);
     if (c->role == WS_ROLE_SUB) {
         wpub *wp = &s->pubs[(size_t)id * s->npub];
         for (uint32_t p = 0; p < s->npub; p++) {
@@ -556,6 +842,7 @@ ws_note *ws_take_notes(ws_scan *s, uint32_t *count)
 static void protocol_error(ws_scan *s, uint32_t id, wconn *c, uint32_t why)
 {
     c->broken = 1;
+    zs_put(s, c);               /* nothing more is parsed: no stream is needed */
     s->ct.protocol_errors++;
     note(s, id, WS_NOTE_PROTOCOL, why, NULL, 0);
 }
@@ -608,12 +895,14 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
         s->ct.ignored++;
         return;
     }
-    if (c->mpos < HEAD) {
+    if (c->mz)
+        s->ct.compressed++;
+    uint64_t seq, ts;
+    uint32_t pub;
+    if (c->mpos < s->head || !head_parse(s->fmt, c->mhead, &seq, &ts, &pub)) {
         s->ct.corrupted++;
         return;
     }
-    uint64_t seq = rd64(c->mhead), ts = rd64(c->mhead + 8);
-    uint32_t pub = rd32(c->mhead + 16);
     if (pub >= s->npub || seq >= s->published[pub]) {
         s->ct.corrupted++;      /* no message of ours has this header */
         return;
@@ -640,6 +929,7 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
         s->ct.bad_opcode++;
     } else {
         s->ct.delivered++;
+        s->ct.wire_bytes += c->mwire;
         if (!c->receiving) {
             c->receiving = 1;
             s->ct.receiving++;
@@ -658,28 +948,129 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
     }
 }
 
+/* k bytes of the message's payload (inflated, if it is compressed): checked. */
 static inline void data_bytes(ws_scan *s, wconn *c, const uint8_t *p, size_t k)
 {
     if (c->role != WS_ROLE_SUB) {
         c->mpos += k;
         return;
     }
-    if (c->mpos < HEAD) {
-        size_t t = HEAD - c->mpos < k ? HEAD - c->mpos : k;
+    if (c->mpos < s->head) {
+        size_t t = s->head - c->mpos < k ? s->head - c->mpos : k;
         memcpy(c->mhead + c->mpos, p, t);
         c->mpos += t;
         p += t;
         k -= t;
-        if (c->mpos == HEAD)
-            c->seed = seed_of(rd64(c->mhead), rd64(c->mhead + 8), rd32(c->mhead + 16));
+        if (c->mpos == s->head) {
+            uint64_t seq, ts;
+            uint32_t pub;
+            if (head_parse(s->fmt, c->mhead, &seq, &ts, &pub))
+                c->seed = seed_of(seq, ts, pub);
+            else
+                c->mbad = 1;    /* end_message counts it */
+        }
     }
     if (!k)
         return;
     if (c->mpos + k > s->size)
         c->mbad = 1;
-    else if (!c->mbad && !pattern_ok(c->seed, c->mpos, p, k))
+    else if (!c->mbad && !body_ok(s->fmt, c->seed, s->size, c->mpos, p, k))
         c->mbad = 1;
     c->mpos += k;
+}
+
+/* ---- compressed messages (RFC 7692) -------------------------------------- */
+
+/* Inflating this message is over (zlib refused it, or it grew past size): the message
+ * is corrupted, and a connection that keeps its window has lost it. */
+static void inflate_stop(ws_scan *s, wconn *c)
+{
+    c->zstop = 1;
+    c->mbad = 1;
+    if (c->deflate == DEFLATE_TAKEOVER) {
+        c->zlost = 1;
+        zs_put(s, c);
+    }
+}
+
+/* k compressed bytes of the message in progress (a subscriber's): inflate them and
+ * check what comes out. Never more than size + 1 bytes come out of one message: one
+ * past the size is enough to know it is too long (a bomb costs no more than that). */
+static void inflate_bytes(ws_scan *s, wconn *c, const uint8_t *p, size_t k)
+{
+    if (c->zstop || !k)
+        return;
+    if (c->zend) {              /* deflate data after the final block */
+        s->ct.inflate_errors++;
+        inflate_stop(s, c);
+        return;
+    }
+    z_stream *z = zs_get(s, c);
+    if (!z) {                   /* no memory for a stream */
+        s->ct.inflate_errors++;
+        inflate_stop(s, c);
+        return;
+    }
+    z->next_in = (Bytef *)p;    /* zlib does not write to its input */
+    z->avail_in = (uInt)k;      /* k is one read's bytes: far below 4 GiB */
+    do {
+        uint64_t room = s->size + 1 - c->mpos;   /* mpos <= size: else stopped */
+        if (room > ZOUT)
+            room = ZOUT;
+        z->next_out = s->zout;
+        z->avail_out = (uInt)room;
+        int rc = inflate(z, Z_SYNC_FLUSH);
+        size_t got = (size_t)room - z->avail_out;
+        if (got)
+            data_bytes(s, c, s->zout, got);
+        if (c->mpos > s->size) {
+            s->ct.inflate_oversize++;
+            inflate_stop(s, c);
+            return;
+        }
+        if (rc == Z_STREAM_END) {
+            c->zend = 1;        /* the sender ended with BFINAL: allowed, and final */
+            if (z->avail_in) {
+                s->ct.inflate_errors++;
+                inflate_stop(s, c);
+            }
+            return;
+        }
+        if (rc == Z_BUF_ERROR)  /* all input taken, no output pending: wait for more */
+            return;
+        if (rc != Z_OK) {       /* Z_DATA_ERROR, Z_MEM_ERROR, Z_NEED_DICT... */
+            s->ct.inflate_errors++;
+            inflate_stop(s, c);
+            return;
+        }
+        /* Z_OK: go on while input is left, or the output buffer filled (more may be
+         * pending inside zlib even with no input left). */
+    } while (z->avail_in || z->avail_out == 0);
+}
+
+/* The compressed message's last frame ended: put back the 0x00 0x00 0xff 0xff its
+ * sender removed (RFC 7692 section 7.2.2), which makes zlib give out the rest. Then
+ * a standalone message's stream goes back to the pool; a connection that keeps its
+ * window keeps it, across a BFINAL block too (zlib needs a reset after one, which
+ * would drop the window: it is taken out first and put back as the dictionary). */
+static void inflate_end(ws_scan *s, wconn *c)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (!c->zstop && !c->zend)
+        inflate_bytes(s, c, tail, sizeof(tail));
+    if (c->deflate == DEFLATE_STANDALONE) {
+        zs_put(s, c);
+    } else if (c->zend && c->z) {
+        uInt n = 0;
+        if (inflateGetDictionary(c->z, s->zout, &n) != Z_OK || inflateReset(c->z) != Z_OK
+            || (n && inflateSetDictionary(c->z, s->zout, n) != Z_OK)) {
+            s->ct.inflate_errors++;
+            c->zlost = 1;       /* this message is whole; the next ones cannot be */
+            zs_put(s, c);
+        }
+    }
+    c->zend = 0;
+    c->zstop = 0;
 }
 
 static void end_frame(ws_scan *s, uint32_t id, wconn *c)
@@ -689,6 +1080,7 @@ static void end_frame(ws_scan *s, uint32_t id, wconn *c)
     switch (c->fop) {
     case 0x8: {
         s->ct.closes++;
+        zs_put(s, c);           /* nothing more is parsed */
         uint32_t code = c->clen >= 2 ? ((uint32_t)c->ctl[0] << 8 | c->ctl[1]) : 1005;
         note(s, id, WS_NOTE_CLOSE, code, c->clen > 2 ? c->ctl + 2 : NULL,
              c->clen > 2 ? c->clen - 2u : 0);
@@ -704,8 +1096,11 @@ static void end_frame(ws_scan *s, uint32_t id, wconn *c)
         s->ct.pongs++;
         return;
     default:
-        if (c->ffin)
-            end_message(s, id, c);
+        if (!c->ffin)
+            return;
+        if (c->mz && c->role == WS_ROLE_SUB)
+            inflate_end(s, c);
+        end_message(s, id, c);
     }
 }
 
@@ -722,8 +1117,11 @@ static int start_frame(ws_scan *s, uint32_t id, wconn *c)
 {
     const uint8_t *h = c->hdr;
     uint8_t fin = h[0] >> 7, op = h[0] & 0x0f, l7 = h[1] & 0x7f;
+    uint8_t rsv1 = (h[0] & 0x40) != 0;
     uint64_t len = l7;
-    if (h[0] & 0x70) {
+    /* RSV1 is permessage-deflate's "compressed" bit, and only on the first frame of a
+     * data message (RFC 7692 section 6.1); every other RSV bit is an error. */
+    if ((h[0] & 0x30) || (rsv1 && (!c->deflate || (op != 1 && op != 2)))) {
         protocol_error(s, id, c, WS_ERR_RSV);
         return -1;
     }
@@ -759,6 +1157,7 @@ static int start_frame(ws_scan *s, uint32_t id, wconn *c)
         }
         if (c->mframes < 255)
             c->mframes++;
+        c->mwire += header_need(h, 2) + len;
     } else if (op <= 2) {
         if (c->mop) {
             protocol_error(s, id, c, WS_ERR_INTERLEAVED);
@@ -768,6 +1167,14 @@ static int start_frame(ws_scan *s, uint32_t id, wconn *c)
         c->mpos = 0;
         c->mbad = 0;
         c->mframes = 1;
+        c->mwire = header_need(h, 2) + len;
+        c->mz = rsv1;
+        c->zstop = 0;
+        c->zend = 0;
+        if (rsv1 && c->zlost) {
+            c->zstop = 1;       /* its window is gone: it cannot be inflated */
+            c->mbad = 1;
+        }
     } else {
         protocol_error(s, id, c, WS_ERR_OPCODE);
         return -1;
@@ -815,6 +1222,8 @@ static void feed_one(ws_scan *s, uint32_t id, const uint8_t *p, size_t n)
         if (c->fop >= 0x8) {
             memcpy(c->ctl + c->clen, p, k);
             c->clen += (uint8_t)k;
+        } else if (c->mz && c->role == WS_ROLE_SUB) {
+            inflate_bytes(s, c, p, k);
         } else {
             data_bytes(s, c, p, k);
         }

@@ -44,6 +44,7 @@ from wsproto.frame_protocol import (
     FrameDecoder,
     FrameProtocol,
     Opcode,
+    ParseFailed,
     RsvBits,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "EXTENSION",
     "Agreement",
     "Compressor",
+    "DeflateError",
     "Inflate",
     "deflated_bound",
     "negotiate",
@@ -142,6 +144,11 @@ def _window_bits(value: str | None) -> int | None:
 # -- reading (RFC 7692 section 7.2.2) -------------------------------------------------------
 
 
+class DeflateError(ParseFailed):
+    """A compressed message that does not inflate (1007), or that inflates past the
+    limit (1009): wsproto's ParseFailed, with a reason of its own."""
+
+
 def deflated_bound(size: int) -> int:
     """The most bytes deflate can make of ``size`` bytes (stored blocks, zlib's
     ``deflateBound``, rounded up): a compressed message longer than this on the wire
@@ -185,20 +192,21 @@ class Inflate(Extension):
         return _RSV1
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol,
-                                   data: bytes) -> bytes | CloseReason:
+                                   data: bytes) -> bytes:
         if not self._data or self._inflater is None:
             return data
         return self._inflate(data)
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol,
-                               fin: bool) -> bytes | CloseReason | None:
+                               fin: bool) -> bytes | None:
         if not self._data or self._inflater is None or not fin:
             return None
         out = self._inflate(_TAIL)
         self._inflater = None
         return out
 
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
+    def _inflate(self, data: bytes) -> bytes:
+        """Raises DeflateError (wsproto lets it through as the ParseFailed it is)."""
         inflater = self._inflater
         assert inflater is not None
         if self.max_size is None:
@@ -207,10 +215,12 @@ class Inflate(Extension):
         try:
             # At most one byte past the limit: enough to know it was passed.
             out = inflater.decompress(data, room + 1)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        except zlib.error as exc:
+            msg = f"compressed message does not inflate ({exc})"
+            raise DeflateError(msg, CloseReason.INVALID_FRAME_PAYLOAD_DATA) from None
         if len(out) > room:
-            return CloseReason.MESSAGE_TOO_BIG
+            msg = f"message inflates past {self.max_size} bytes, the most allowed"
+            raise DeflateError(msg, CloseReason.MESSAGE_TOO_BIG)
         self._size += len(out)
         return out
 
@@ -264,6 +274,13 @@ class Compressor:
         self.compressed = 0
         self.bytes_in = 0
         self.bytes_out = 0
+
+    def configure(self, level: int, threshold: int) -> None:
+        """Compress with ``level`` and ``threshold`` from now on (a reload)."""
+        if level != self.level:
+            self._streams.clear()
+            self.level = level
+        self.threshold = threshold
 
     def frame(self, frame: bytes, window_bits: int) -> bytes:
         """``frame`` (one data frame, as ``frames.data_frame`` writes it) for a subscriber

@@ -62,7 +62,7 @@ from wsproto.frame_protocol import (
     ParseFailed,
 )
 
-from .deflate import Inflate, deflated_bound
+from .deflate import DeflateError, Inflate, deflated_bound
 
 __all__ = [
     "CloseCode",
@@ -129,12 +129,14 @@ class Event(NamedTuple):
 
 
 class FrameError(Exception):
-    """The client broke RFC 6455 or a limit: fail the connection with ``code``."""
+    """The client broke RFC 6455 or a limit: fail the connection with ``code``.
+    ``inflating``: it failed while inflating a compressed message (RFC 7692)."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, *, inflating: bool = False) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.inflating = inflating
 
 
 _START: Final = Event(Kind.START)
@@ -268,7 +270,8 @@ class FrameReader:
                     assert isinstance(payload, bytes)
                     yield Event(_CONTROL_KINDS[opcode], payload)
         except ParseFailed as exc:
-            raise FrameError(exc.code, str(exc)) from None
+            inflating = isinstance(exc, DeflateError)
+            raise FrameError(exc.code, str(exc), inflating=inflating) from None
 
     def _data(self, piece: object, opcode: Opcode, finished: bool) -> Iterator[Event]:
         """One piece of a data message (wsproto decoded text pieces to ``str``)."""

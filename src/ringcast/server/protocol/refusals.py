@@ -84,6 +84,8 @@ class Refusal(StrEnum):
     """Close 1002: frames that break RFC 6455."""
     INVALID_UTF8 = "invalid_utf8"
     """Close 1007: a text message that is not UTF-8."""
+    INVALID_COMPRESSION = "invalid_compression"
+    """Close 1007: a compressed message (permessage-deflate) that does not inflate."""
 
     # -- decided by the runtime, before a session exists -----------------------------------
     TOO_MANY_CONNECTIONS = "too_many_connections"

@@ -207,6 +207,8 @@ class WebSocketPhase:
                     return
         except FrameError as exc:
             refusal = _REFUSAL_OF_CODE.get(exc.code, Refusal.PROTOCOL_ERROR)
+            if exc.inflating and exc.code == CloseCode.INVALID_DATA:
+                refusal = Refusal.INVALID_COMPRESSION
             self._fail(refusal, exc.code, exc.reason, out)
             return
         if reader.idle:
