@@ -211,12 +211,14 @@ class RawWebSocket:
     It sends exactly what it is told and reads only when asked: it never answers a ping
     or a close by itself, which is what keepalive, close and slow-consumer tests need.
     Every read has a deadline; running out of time is an AssertionError saying what was
-    awaited. Frames from the server must be unmasked and carry no RSV bit (no extension
-    is ever negotiated): anything else fails the read.
+    awaited. Frames from the server must be unmasked and carry no RSV bit, but RSV1 when
+    the 101 agreed on permessage-deflate (``deflate``; the frame's payload is then left
+    compressed): anything else fails the read.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.deflate = False  # the 101 agreed on permessage-deflate (RFC 7692)
         self.buf = bytearray()
         self.eof = False    # the server ended the connection (FIN or RST)
         self.reset = False  # ... with a RST
@@ -245,6 +247,8 @@ class RawWebSocket:
             assert head.startswith(b"HTTP/1.1 101 "), head
             key = header_changes.get("Sec_WebSocket_Key", KEY) or ""
             assert header(head, "Sec-WebSocket-Accept") == accept_key(key), head
+            agreed = header(head, "Sec-WebSocket-Extensions")
+            ws.deflate = agreed is not None and agreed.startswith("permessage-deflate")
         except BaseException:
             ws.close()
             raise
@@ -285,7 +289,8 @@ class RawWebSocket:
         while not self._frames:
             for got in parse_frames(self.buf):
                 assert not got.masked, f"a masked server frame (RFC 6455 5.1): {got}"
-                assert not got.rsv, f"RSV bits without an extension (RFC 6455 5.2): {got}"
+                assert not got.rsv or (self.deflate and got.rsv == RSV1), \
+                    f"RSV bits without an extension (RFC 6455 5.2): {got}"
                 self._frames.append(got)
             if not self._frames and not self._fill(deadline, "a frame"):
                 return None

@@ -54,7 +54,8 @@ from ringcast.loadtest.scanner import (
     NOTE_CLOSE,
     NOTE_PING,
     NOTE_PROTOCOL,
-    OP_BINARY,
+    OPCODES,
+    PAYLOADS,
     PROTOCOL_ERRORS,
     ROLE_NONE,
     ROLE_PUB,
@@ -89,6 +90,9 @@ DATA = int(EventKind.DATA)
 HUP = int(EventKind.HUP)
 
 KIND_SUB, KIND_PUB, KIND_HTTP = "subscriber", "publisher", "http-publisher"
+CONTENT_TYPES = {"binary": "application/octet-stream", "json": "application/json"}
+"""The HTTP publisher's Content-Type per ``--payload``: a server makes text frames of
+JSON, binary ones of the rest."""
 TEAM_REAP = 0.002
 """Longest reap in a run of several processes: a follower drains the lead's news, and
 the lead its followers' reports, between reaps."""
@@ -193,8 +197,10 @@ class LoadTest:
         # time, so its messages reach the server in order. Every process of a team
         # knows them all (the followers check what the lead's publishers send).
         self.npub = nhttp if nhttp else opts.publishers
-        self.scanner = Scanner(self.max_conns, self.npub, opts.size,
-                               opcode=OP_BINARY, ring_bits=min(ring_bits, 24))
+        self.fmt = PAYLOADS[opts.payload]
+        self.opcode = OPCODES[self.fmt]
+        self.scanner = Scanner(self.max_conns, self.npub, opts.size, opcode=self.opcode,
+                               ring_bits=min(ring_bits, 24), fmt=self.fmt)
         if isinstance(team, Lead):
             self.scanner.join_team(follower=False, peers=len(team.wires))
         elif isinstance(team, Follower):
@@ -330,11 +336,12 @@ class LoadTest:
         self.conns[conn] = c
         if p.kind == KIND_HTTP:
             path = self.opts.publish_path or f"/publish/{self.target.channel}"
-            c.http = HttpPublisher(self.target, path, self.opts.size)
+            c.http = HttpPublisher(self.target, path, self.opts.size,
+                                   content_type=CONTENT_TYPES[self.opts.payload])
             self._opened(conn, c)
             return
         self.handshaking.add(conn)
-        c.handshake = Handshake(self.target)
+        c.handshake = Handshake(self.target, compression=self.opts.compression)
         self.loop.send(conn, c.handshake.request, force=True)
 
     def _opened(self, conn: ConnId, c: _Conn) -> None:
@@ -369,8 +376,16 @@ class LoadTest:
             return
         if rest is None:
             return
+        deflate = c.handshake.deflate
         c.handshake = None
         self._opened(conn, c)
+        if deflate is not None:
+            # The scanner may now meet RSV1 on this connection (set after _opened, whose
+            # set_role starts the connection afresh).
+            self.scanner.set_deflate(conn, no_takeover=deflate.server_no_context_takeover,
+                                     window_bits=deflate.inflate_window)
+            if not c.retry:
+                self.tally[c.kind].deflate[deflate.describe()] += 1
         if rest:
             self.scanner.feed(conn, rest)
             self._notes()
@@ -548,7 +563,8 @@ class LoadTest:
                 self.scanner.publish(pub, seq, ts, self.subs)
                 told.extend((pub, seq, ts))
                 off[0] += build_frames(buf, off[0], pub=pub, seq=seq, ts_ns=ts, size=o.size,
-                                       mask_key=random.getrandbits(32))
+                                       opcode=self.opcode, mask_key=random.getrandbits(32),
+                                       fmt=self.fmt)
             if isinstance(self.team, Lead):
                 self.team.published(told)
             for pub, (buf, off) in bufs.items():
@@ -573,7 +589,8 @@ class LoadTest:
             seq = sc.published(c.index)
             sc.publish(c.index, seq, ts, self.subs)
             told.extend((c.index, seq, ts))
-            posts.append((conn, c.http.post(payload(c.index, seq, ts, self.opts.size))))
+            posts.append((conn, c.http.post(payload(c.index, seq, ts, self.opts.size,
+                                                    self.fmt))))
         if isinstance(self.team, Lead):
             self.team.published(told)
         for conn, request in posts:

@@ -29,7 +29,8 @@ class Answer(NamedTuple):
 
 
 class HttpPublisher:
-    """The HTTP of one publishing connection: ``size``-byte bodies POSTed to ``path``.
+    """The HTTP of one publishing connection: ``size``-byte bodies of ``content_type``
+    POSTed to ``path``.
 
     The common answer is read directly: ``HTTP/1.1``, plain ``Name: value`` lines, one
     ``Content-Length`` and the whole body, no ``Transfer-Encoding`` and no ``Connection``
@@ -37,14 +38,16 @@ class HttpPublisher:
     read through h11 from then on (``tests/loadtest/test_http_reading.py`` checks both
     readings agree)."""
 
-    def __init__(self, target: Target, path: str, size: int) -> None:
+    def __init__(self, target: Target, path: str, size: int, *,
+                 content_type: str = "application/octet-stream") -> None:
         self._target = target
         self._path = path
         self._size = size
+        self._content_type = content_type
         self._head = (
-            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
             b"Content-Length: %d\r\nUser-Agent: ringcast-loadtest\r\n\r\n"
-        ) % (path.encode(), target.host_header.encode(), size)
+        ) % (path.encode(), target.host_header.encode(), content_type.encode(), size)
         self._http: h11.Connection | None = None
         self._buffer = b""  # the answer so far, until h11 takes over
         self._body = b""  # the last request's body (h11, taking over, is told of it)
@@ -60,7 +63,7 @@ class HttpPublisher:
 
     def _request(self) -> h11.Request:
         return h11.Request(method="POST", target=self._path, headers=[
-            ("Host", self._target.host_header), ("Content-Type", "application/octet-stream"),
+            ("Host", self._target.host_header), ("Content-Type", self._content_type),
             ("Content-Length", str(self._size)), ("User-Agent", "ringcast-loadtest"),
         ])
 

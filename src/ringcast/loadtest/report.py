@@ -2,6 +2,12 @@
 
 Latencies arrive as HDR histograms (``hdrhistogram``), made from the scanner's C
 buckets at the end of the run; percentiles and curves are read from them here.
+
+Bytes per delivery: ``run.payload_bytes_per_delivery`` is the message (``--size``),
+``run.wire_bytes_per_delivery`` the frame bytes that carried it as received (headers
+and payload, compressed when it was). With ``--compression`` the ``compression``
+section says how many connections agreed to permessage-deflate and with what, how
+many deliveries came compressed, and what inflating cost the client.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from ringcast import __version__
+from ringcast.loadtest.handshake import DECLINED
 from ringcast.loadtest.procstat import ProcSample
-from ringcast.loadtest.record import RunRecord
+from ringcast.loadtest.record import RunRecord, Tally
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 FAULT_KEYS = ("lost", "undelivered", "duplicated", "out_of_order", "corrupted", "bad_opcode",
@@ -74,6 +81,35 @@ def _server(pids: list[int], samples: tuple[list[ProcSample], ...], *, deliverie
     return out
 
 
+def _compression(rec: RunRecord) -> dict[str, Any] | None:
+    """The ``compression`` section (None without ``--compression``): connections that
+    agreed to permessage-deflate, by the server's parameters; those it declined (failed
+    connections, so counted under faults too); messages that came compressed (data
+    messages to subscribers with RSV1, intact or not); what inflating cost the client
+    (zlib's streams and bytes at the end of the run, over every client process)."""
+    if not rec.options.compression:
+        return None
+    c = rec.counts
+    subs, pubs = rec.subscribers, rec.publishers
+    answers = subs.deflate + pubs.deflate
+    return {
+        "offer": "permessage-deflate; client_max_window_bits",
+        "negotiated_subscribers": subs.deflate.total(),
+        "negotiated_publishers": pubs.deflate.total(),
+        "declined": _declined(subs) + _declined(pubs),
+        "parameters": dict(answers.most_common()),
+        "compressed_messages": c["compressed"],
+        "inflate_errors": c["inflate_errors"],
+        "inflate_oversize": c["inflate_oversize"],
+        "client_inflate_streams": c["inflate_streams"],
+        "client_inflate_bytes": c["inflate_bytes"],
+    }
+
+
+def _declined(t: Tally) -> int:
+    return t.failed.get(DECLINED, 0)
+
+
 def build_result(rec: RunRecord) -> dict[str, Any]:
     """The result of a finished run: what `format_text` shows and ``--json`` writes."""
     o = rec.options
@@ -97,6 +133,7 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
     if storm is not None:
         faults["storm_not_recovered"] = storm["dropped"] - storm["receiving"]
     total_faults = sum(faults.values())
+    wire_per_delivery = round(c["wire_bytes"] / delivered, 1) if delivered else None
     passed = total_faults == 0 and (rec.idle or delivered > 0)
     client_cpu_ns = sum(rec.client_cpu_ns)
     client_pct = max(rec.client_cpu_ns) / 1e9 / run_s * 100
@@ -141,6 +178,8 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
             "deliveries_per_s": round(delivered / run_s, 1),
             "messages_fully_delivered_per_s": round(c["completed_all"] / run_s, 1),
             "bytes_received": c["bytes"],
+            "payload_bytes_per_delivery": o.size,
+            "wire_bytes_per_delivery": wire_per_delivery,
             "frames": c["frames"],
             "reads": rec.reads,
             "frames_per_read": round(c["frames"] / rec.reads, 2) if rec.reads else None,
@@ -149,6 +188,7 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
             "publisher_echoes_ignored": c["ignored"],
         },
         "latency_ms": {"delivery": _latency(h_del), "to_last_subscriber": _latency(h_last)},
+        "compression": _compression(rec),
         "storm": storm,
         "faults": faults,
         "pass": passed,
@@ -207,8 +247,10 @@ def _ms(v: float) -> str:
 
 def format_text(r: dict[str, Any]) -> str:
     cn, run, f = r["connect"], r["run"], r["faults"]
+    kind = " json" if r["options"]["payload"] == "json" else ""
     lines = [
-        f"ringcast loadtest: {r['target']}  ({r['mode']}, {r['options']['size']}-byte messages,"
+        f"ringcast loadtest: {r['target']}  ({r['mode']}, {r['options']['size']}-byte{kind} "
+        "messages,"
         f" {r['options']['publisher']} publisher, client engine {r['engine']})",
         f"connect    {cn['subscribers_opened']}/{cn['subscribers_requested']} subscribers in "
         f"{cn['seconds']:.2f}s ({cn['per_second'] or 0:,.0f}/s"
@@ -226,6 +268,8 @@ def format_text(r: dict[str, Any]) -> str:
             "latency    per delivery:        " + _fmt_lat(r["latency_ms"]["delivery"]),
             "           to last subscriber:  " + _fmt_lat(r["latency_ms"]["to_last_subscriber"]),
         ]
+    if r["compression"] is not None:
+        lines += _compression_text(r)
     st = r["storm"]
     if st is not None:
         lines.append(_storm_text(st))
@@ -252,6 +296,33 @@ def format_text(r: dict[str, Any]) -> str:
                                   if cl["client_may_be_the_limit"] else ""))
     lines.append("result     " + ("PASS" if r["pass"] else "FAIL"))
     return "\n".join(lines)
+
+
+def _compression_text(r: dict[str, Any]) -> list[str]:
+    """The compression and bytes-per-delivery lines of ``--compression``."""
+    z, cn, run = r["compression"], r["connect"], r["run"]
+    params = ", ".join(f"{k} x{v}" for k, v in z["parameters"].items()) or "none"
+    text = (f"compression permessage-deflate on {z['negotiated_subscribers']}/"
+            f"{cn['subscribers_requested']} subscribers")
+    if r["options"]["publisher"] == "ws":
+        text += f", {z['negotiated_publishers']}/{cn['publishers_opened']} publishers"
+    text += f" ({params})"
+    if z["declined"]:
+        text += f"; declined {z['declined']}"
+    lines = [text]
+    if r["mode"] != "idle connections":
+        size, wire = run["payload_bytes_per_delivery"], run["wire_bytes_per_delivery"]
+        on_wire = (f"{wire:,.1f} on the wire ({wire / size * 100:.1f} %)" if wire is not None
+                   else "nothing delivered")
+        lines.append(f"bytes      per delivery: {size:,} payload, {on_wire}; "
+                     f"{z['compressed_messages']:,} messages came compressed")
+    mib = z["client_inflate_bytes"] / 2**20
+    lines.append(f"           client inflate memory {mib:.2f} MiB in "
+                 f"{z['client_inflate_streams']} zlib streams"
+                 + (f"; inflate errors {z['inflate_errors']}, over size "
+                    f"{z['inflate_oversize']}" if z["inflate_errors"] or z["inflate_oversize"]
+                    else ""))
+    return lines
 
 
 def _storm_text(st: dict[str, Any]) -> str:

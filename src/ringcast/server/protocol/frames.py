@@ -27,8 +27,12 @@ many frames it comes in.
 
 **Writing.** :func:`data_frame`, :func:`ping_frame`, :func:`pong_frame` and
 :func:`close_frame` use one server-side ``FrameProtocol`` for the whole process: a
-server's frames are unmasked and, without extensions, carry no per-connection state, so
-one serialisation serves every subscriber.
+server's frames are unmasked and carry no per-connection state, so one serialisation
+serves every subscriber (and one compression every subscriber that agreed on
+permessage-deflate: see :mod:`.deflate`).
+
+**Compressed messages** from a client that agreed on permessage-deflate are inflated by
+the reader's :class:`~.deflate.Inflate` extension as their frames arrive.
 
 Copies of a published payload on its way to the first send, each once per message
 (never per subscriber): wsproto unmasks a piece of payload (1) and copies it out of its
