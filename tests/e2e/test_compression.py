@@ -1,7 +1,8 @@
 """permessage-deflate end to end (RFC 7692): real clients, compressed once per message.
 
 The websockets library offers the extension by default (as browsers do) and inflates what
-it gets; the raw client reads the frames as they travel, RSV1 and all.
+it gets; the raw client reads the frames as they travel, RSV1 and all; headless Chromium
+(Debian's ``chromium``; the test fails without it, CI installs it) is the browser.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import zlib
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.sync.client import connect as sync_connect
 
+from tests.support.chromium import INSTALL_HINT, Browser, chromium_path
 from tests.support.rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RSV1, RawWebSocket, frame
 
 from .conftest import StartServer
-from .helpers import metrics, publish, run
+from .helpers import TIMEOUT, metrics, publish, run
 from .server import ServerProcess
 from .test_pubsub import clients, recv_n
 
@@ -134,3 +137,41 @@ def test_with_workers_every_compressed_subscriber_gets_every_message(
             assert all(received == sent for received in got)
 
     run(main())
+
+
+def test_a_real_browser_negotiates_and_reads_compressed_text_and_binary(
+        start_server: StartServer) -> None:
+    """Headless Chromium (Debian's ``chromium``): it offers permessage-deflate, ringcast
+    agrees, and what the page receives is what was published, compressed on the wire; what
+    the page sends compressed is published inflated."""
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.fail(f"chromium is not installed: {INSTALL_HINT}")
+    server = start_server()
+    base = f"127.0.0.1:{server.port}"
+    blob = bytes(range(256)) * 16  # 4 KiB, compressible
+    with Browser(chromium) as browser, \
+            sync_connect(f"ws://{base}/page", open_timeout=TIMEOUT, compression=None) as sub:
+        page = browser.open(f"http://{base}/healthz")  # any page of the same origin
+        page.evaluate(f"""new Promise((resolve, reject) => {{
+            const ws = new WebSocket("ws://{base}/page");
+            ws.binaryType = "arraybuffer";
+            window.got = [];
+            ws.onmessage = (e) => window.got.push(typeof e.data === "string"
+                ? {{text: e.data}} : {{binary: Array.from(new Uint8Array(e.data))}});
+            ws.onopen = () => {{ window.ws = ws; resolve(true); }};
+            ws.onerror = () => reject(new Error("the WebSocket failed"));
+        }})""")
+        assert "permessage-deflate" in page.evaluate("window.ws.extensions")
+        assert metrics(server.port).value("ringcast_subscribers_compressed") == 1
+        before = metrics(server.port).value("ringcast_compressed_messages_total")
+        assert publish(server.port, "page", FEED, "application/json").status == 200
+        assert publish(server.port, "page", blob, "application/octet-stream").status == 200
+        assert sub.recv(timeout=TIMEOUT) == FEED
+        assert sub.recv(timeout=TIMEOUT) == blob
+        page.wait_for("window.got.length === 2", timeout=TIMEOUT)
+        assert page.evaluate("window.got") == [{"text": FEED}, {"binary": list(blob)}]
+        assert metrics(server.port).value("ringcast_compressed_messages_total") - before == 2
+        # Chromium compresses what it sends once the extension is agreed.
+        page.evaluate("window.ws.send('from the browser '.repeat(500))")
+        assert sub.recv(timeout=TIMEOUT) == "from the browser " * 500
