@@ -718,9 +718,10 @@ class CompressionConfig:
         ),
     )
     level: int = field(
-        default=6,
+        default=1,
         metadata=_spec(
-            "zlib's compression level: 1 fastest, 9 smallest (6: zlib's own default).",
+            "zlib's compression level: 1 fastest (a 1 KiB JSON message in about 3/4 of level "
+            "6's time, 10 % larger), 9 smallest.",
             minimum=1,
             maximum=9,
             reloadable=True,
