@@ -5,9 +5,11 @@
 // subscriber of its channel (ws.publish skips the sender); POST /publish/<channel>
 // sends the body to every subscriber (server.publish), as a text frame when the
 // Content-Type is text/* or application/json, else as a binary frame.
-// Compression is off, as for the other peers; everything else is bun's default.
+// Compression is off, as for the other peers, unless --compression: then permessage-deflate
+// with uWebSockets' shared compressor (one zlib stream for every connection), and every
+// publish asks for compression. Everything else is bun's default.
 //
-//   bun bench/peers/bun_server.js --port 8080 [--host 127.0.0.1]
+//   bun bench/peers/bun_server.js --port 8080 [--host 127.0.0.1] [--compression]
 
 function option(name, fallback) {
   const i = Bun.argv.indexOf(name);
@@ -15,6 +17,7 @@ function option(name, fallback) {
 }
 
 const hostname = option("--host", "127.0.0.1");
+const compress = Bun.argv.includes("--compression");
 const port = Number(option("--port", ""));
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
   console.error("usage: bun bun_server.js --port PORT [--host ADDR]");
@@ -36,7 +39,7 @@ const server = Bun.serve({
       const body = isText(req.headers.get("content-type"))
         ? await req.text() // a string is sent as a text frame
         : new Uint8Array(await req.arrayBuffer()); // bytes as a binary frame
-      server.publish(channel, body);
+      server.publish(channel, body, compress);
       return Response.json({ channel, subscribers: server.subscriberCount(channel) });
     }
     if (server.upgrade(req, { data: { channel: path.slice(1) } })) {
@@ -45,12 +48,12 @@ const server = Bun.serve({
     return new Response("expected a WebSocket upgrade\n", { status: 400 });
   },
   websocket: {
-    perMessageDeflate: false,
+    perMessageDeflate: compress ? { compress: "shared", decompress: "shared" } : false,
     open(ws) {
       ws.subscribe(ws.data.channel);
     },
     message(ws, message) {
-      ws.publish(ws.data.channel, message); // to every subscriber but ws itself
+      ws.publish(ws.data.channel, message, compress); // to every subscriber but ws itself
     },
   },
 });
