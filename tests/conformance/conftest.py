@@ -61,12 +61,16 @@ class EchoServer(ServerProcess):
     STOP_TIMEOUT = 30.0
 
 
+# Cases 9.* send messages of up to 16 MiB, and 9.3/9.4 cut 4 MiB into 64-byte fragments:
+# 65,536 frames, far past the defaults a real client needs. Everything else (compression
+# included) is the default.
+ECHO_ENV = {"SERVER_ECHO": "true", "LIMITS_MAX_MESSAGE_SIZE": 67108864,
+            "LIMITS_MAX_MESSAGE_FRAMES": 100_000}
+
+
 @pytest.fixture
 def echo_server(backend: str, request: pytest.FixtureRequest) -> Iterator[EchoServer]:
-    # Cases 9.* send messages of up to 16 MiB, and 9.3/9.4 cut 4 MiB into 64-byte
-    # fragments: 65,536 frames, far past the defaults a real client needs.
-    server = EchoServer.spawn({"SERVER_ECHO": "true", "LIMITS_MAX_MESSAGE_SIZE": 67108864,
-                               "LIMITS_MAX_MESSAGE_FRAMES": 100_000}, backend=backend)
+    server = EchoServer.spawn(ECHO_ENV, backend=backend)
     server.wait_listening()
     assert server.backend == backend, server.stderr_text()
     yield server
