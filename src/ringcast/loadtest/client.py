@@ -6,12 +6,17 @@ Phases of `LoadTest.run`:
    connects it without blocking (at most ``connect_concurrency`` connections and
    handshakes in flight), then the socket goes to the ringio loop, which sends the
    HTTP upgrade and returns the 101. The accept key is checked; a bad one is a failed
-   connection. Over several processes (`team`), every process connects its share and
-   publishing starts when all have.
-2. publish: closed loop (``window`` messages in flight; a message leaves flight
-   when every subscriber has it) or open loop (``rate`` messages/s, each stamped
-   with its *scheduled* send time, so queueing in the server shows as latency).
-   A storm (`storm`) drops subscribers mid-run and times their return.
+   connection. With ``--compression`` every WebSocket offers permessage-deflate and
+   its 101 must accept it (a decline fails the connection); the scanner is told what
+   was agreed and inflates what comes compressed. Publishers send uncompressed (RFC
+   7692 lets a sender leave any message so). Over several processes (`team`), every
+   process connects its share and publishing starts when all have.
+2. publish, in the ``--payload`` format (binary frames of a pseudo-random pattern, or
+   text frames of a ticker-like JSON object; layouts in ``csrc/wsscan_api.h``): closed
+   loop (``window`` messages in flight; a message leaves flight when every subscriber
+   has it) or open loop (``rate`` messages/s, each stamped with its *scheduled* send
+   time, so queueing in the server shows as latency). A storm (`storm`) drops
+   subscribers mid-run and times their return.
 3. drain: wait for what is in flight, up to ``drain_timeout``; then whatever a
    subscriber has not received is undelivered.
 

@@ -7,7 +7,7 @@ Bytes per delivery: ``run.payload_bytes_per_delivery`` is the message (``--size`
 ``run.wire_bytes_per_delivery`` the frame bytes that carried it as received (headers
 and payload, compressed when it was). With ``--compression`` the ``compression``
 section says how many connections agreed to permessage-deflate and with what, how
-many deliveries came compressed, and what inflating cost the client.
+many messages came compressed, and what inflating cost the client.
 """
 
 from __future__ import annotations

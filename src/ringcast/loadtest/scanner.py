@@ -11,7 +11,8 @@ as a real feed does. A connection that negotiated permessage-deflate (`Scanner.s
 may get compressed messages, which C inflates with zlib and checks like any other. Memory:
 with ``server_no_context_takeover`` a connection holds an inflate stream only while a
 compressed message is arriving; without it, from its first compressed message to its end,
-about 7 KiB plus the server's window (32 KiB at the default 15 bits).
+about 7 KiB plus the server's window (32 KiB at the default 15 bits: 39 KiB in all);
+`Scanner.count` ``inflate_bytes`` says what zlib holds.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Scanner:
         self.max_conns = max_conns
         self.publishers = publishers
         self.size = size
+        self.fmt = fmt
 
     # -- connections ------------------------------------------------------
 
