@@ -19,7 +19,10 @@ and to everybody (valid, must not count as faults):
   --split-bytes     every byte of every frame written on its own
   --echo            a publisher gets its own messages back too
 
-and, to everybody, one invalid handshake: ``--bad-accept`` answers with a
+A message keeps its opcode: a WebSocket message's first frame's, and for a POST, text
+for ``text/*`` and ``application/json`` bodies, binary for the rest (as ringcast does).
+
+And, to everybody, one invalid handshake: ``--bad-accept`` answers with a
 wrong Sec-WebSocket-Accept; and ``--refuse-after N`` answers every upgrade after the
 first N with 503 (a storm's reconnects never come back).
 
@@ -119,7 +122,10 @@ class FaultyServer:
                     headers[k.strip().lower()] = v.strip()
             if method == "POST" and path.startswith("/publish/"):
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                await self.relay(path[len("/publish/"):], body, None)
+                kind = headers.get("content-type", "")
+                text = kind.startswith("text/") or kind.startswith("application/json")
+                await self.relay(path[len("/publish/"):], body, None,
+                                 OP_TEXT if text else OP_BINARY)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
                 continue
@@ -151,6 +157,7 @@ class FaultyServer:
         self.channels.setdefault(channel, []).append(sub)
         try:
             parts: list[bytes] = []
+            opcode = OP_BINARY
             buf = bytearray()
             while chunk := await reader.read(1 << 16):
                 buf += chunk
@@ -167,14 +174,17 @@ class FaultyServer:
                             writer.write(server_frame(OP_PONG, got.payload))
                         continue
                     if got.opcode in (OP_CONT, OP_TEXT, OP_BINARY):
+                        if got.opcode != OP_CONT:
+                            opcode = got.opcode
                         parts.append(got.payload)
                         if got.fin:
-                            await self.relay(channel, b"".join(parts), sub)
+                            await self.relay(channel, b"".join(parts), sub, opcode)
                             parts = []
         finally:
             self.channels[channel].remove(sub)
 
-    async def relay(self, channel: str, message: bytes, sender: Sub | None) -> None:
+    async def relay(self, channel: str, message: bytes, sender: Sub | None,
+                    opcode: int = OP_BINARY) -> None:
         f = self.f
         n = self.counts.get(channel, 0)
         self.counts[channel] = n + 1
@@ -203,19 +213,19 @@ class FaultyServer:
                 sub.held = None
             sub.received += 1
             for m in out:
-                await self._send(sub, m)
+                await self._send(sub, m, opcode)
 
-    async def _send(self, sub: Sub, message: bytes) -> None:
+    async def _send(self, sub: Sub, message: bytes, opcode: int) -> None:
         f = self.f
         if f.fragment > 1 and len(message) >= f.fragment:
             step = -(-len(message) // f.fragment)
             pieces = [message[i:i + step] for i in range(0, len(message), step)]
-            data = (server_frame(OP_BINARY, pieces[0], fin=False)
+            data = (server_frame(opcode, pieces[0], fin=False)
                     + server_frame(OP_PING, b"are you there?"))
             for i, piece in enumerate(pieces[1:], 1):
                 data += server_frame(OP_CONT, piece, fin=i == len(pieces) - 1)
         else:
-            data = server_frame(OP_BINARY, message)
+            data = server_frame(opcode, message)
         async with sub.lock:
             if f.split_bytes:
                 for i in range(len(data)):
