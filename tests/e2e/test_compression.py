@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import zlib
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -22,6 +24,7 @@ from .conftest import StartServer
 from .helpers import TIMEOUT, metrics, publish, run
 from .server import ServerProcess
 from .test_pubsub import clients, recv_n
+from .test_reload import wait_for_log
 
 OFFER = "permessage-deflate; client_max_window_bits"  # what Chrome sends
 FEED = json.dumps({"symbol": "ABC", "quotes": [{"bid": 100 + i, "ask": 101 + i, "size": 7}
@@ -175,3 +178,27 @@ def test_a_real_browser_negotiates_and_reads_compressed_text_and_binary(
         # Chromium compresses what it sends once the extension is agreed.
         page.evaluate("window.ws.send('from the browser '.repeat(500))")
         assert sub.recv(timeout=TIMEOUT) == "from the browser " * 500
+
+
+def test_a_reload_turns_compression_off_for_new_connections_only(tmp_path: Path) -> None:
+    config = tmp_path / "ringcast.toml"
+    config.write_text("[compression]\nenabled = true\n")
+    server = ServerProcess.spawn({}, config=str(config))
+    server.wait_listening()
+    try:
+        with RawWebSocket.connect(server.port, "/r", Sec_WebSocket_Extensions=OFFER) as before:
+            assert before.deflate
+            config.write_text("[compression]\nenabled = false\nlevel = 9\n")
+            server.proc.send_signal(signal.SIGHUP)
+            wait_for_log(server, "reload: applied")
+            with RawWebSocket.connect(server.port, "/r",
+                                      Sec_WebSocket_Extensions=OFFER) as after:
+                assert not after.deflate
+                assert publish(server.port, "r", FEED, "application/json").status == 200
+                old, new = before.recv_frame(), after.recv_frame()
+                assert old is not None and new is not None
+                assert old.rsv == RSV1 and inflate(old.payload) == FEED.encode()
+                assert (new.rsv, new.payload) == (0, FEED.encode())
+    finally:
+        server.stop()
+        server.cleanup()
