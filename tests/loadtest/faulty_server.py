@@ -26,6 +26,11 @@ And, to everybody, one invalid handshake: ``--bad-accept`` answers with a
 wrong Sec-WebSocket-Accept; and ``--refuse-after N`` answers every upgrade after the
 first N with 503 (a storm's reconnects never come back).
 
+And, to see what a client did (not faults): ``--slow-from ADDR --slow-seconds S`` holds
+back the 101 to upgrades from the source address ADDR for S seconds; ``--events FILE``
+writes a line per 101 sent (``upgrade <monotonic ns> <peer address> <peer port>``) and
+per message received (``message <monotonic ns>``), as it happens.
+
 Run from the repository root: ``python -m tests.loadtest.faulty_server --port 0
 [faults]``; it prints ``PORT <n>`` and serves until SIGTERM/SIGINT. Its frames are
 tests.support.rawws's, unmasked as a server's are.
@@ -39,6 +44,7 @@ import contextlib
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -73,6 +79,9 @@ class Faults:
     bad_accept: bool = False
     echo: bool = False
     refuse_after: int = 0
+    slow_from: str = ""
+    slow_seconds: float = 0.0
+    events: str = ""
 
 
 def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -96,6 +105,11 @@ class FaultyServer:
         self.counts: dict[str, int] = {}
         self.next_index: dict[str, int] = {}
         self.upgrades = 0
+        self.events = open(faults.events, "a", buffering=1) if faults.events else None  # noqa: SIM115
+
+    def event(self, *words: object) -> None:
+        if self.events is not None:
+            self.events.write(" ".join(str(w) for w in words) + "\n")
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -142,10 +156,15 @@ class FaultyServer:
                 return
             key = headers["sec-websocket-key"]
             accept = accept_key(key + "wrong" if self.f.bad_accept else key)
+            peer = writer.get_extra_info("peername")
+            if self.f.slow_from and peer[0] == self.f.slow_from:
+                await asyncio.sleep(self.f.slow_seconds)
+            sent_ns = time.monotonic_ns()           # before the 101 can reach the client
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                          + accept.encode() + b"\r\n\r\n")
             await writer.drain()
+            self.event("upgrade", sent_ns, peer[0], peer[1])
             await self._websocket(path.lstrip("/"), reader, writer)
             return
 
@@ -186,6 +205,7 @@ class FaultyServer:
     async def relay(self, channel: str, message: bytes, sender: Sub | None,
                     opcode: int = OP_BINARY) -> None:
         f = self.f
+        self.event("message", time.monotonic_ns())
         n = self.counts.get(channel, 0)
         self.counts[channel] = n + 1
         for sub in list(self.channels.get(channel, [])):
@@ -251,11 +271,15 @@ async def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bad-accept", action="store_true")
     p.add_argument("--echo", action="store_true")
     p.add_argument("--refuse-after", type=int, default=0)
+    p.add_argument("--slow-from", default="")
+    p.add_argument("--slow-seconds", type=float, default=0.0)
+    p.add_argument("--events", default="")
     a = p.parse_args(argv)
     faults = Faults(drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, corrupt=a.corrupt,
                     close_after=a.close_after, affect_every=a.affect_every,
                     fragment=a.fragment, split_bytes=a.split_bytes, bad_accept=a.bad_accept,
-                    echo=a.echo, refuse_after=a.refuse_after)
+                    echo=a.echo, refuse_after=a.refuse_after, slow_from=a.slow_from,
+                    slow_seconds=a.slow_seconds, events=a.events)
     await serve(FaultyServer(faults).handle, a.host, a.port)
 
 

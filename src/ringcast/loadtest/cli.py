@@ -77,7 +77,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="a local server process to measure (CPU per delivery, RSS); repeatable")
     p.add_argument("--source-addresses", type=int, default=0,
-                   help="spread connections over 127.0.0.1..N (0: as needed)")
+                   help="--bind kernel: spread connections over 127.0.0.1..N; --bind "
+                        "explicit: source addresses per process (0: as needed)")
+    p.add_argument("--bind", choices=["auto", "explicit", "kernel"], default="auto",
+                   help="how each socket gets its source (address, port). explicit: bound "
+                        "to a pair of its own before connect (SO_REUSEADDR); process k of "
+                        "the team owns the addresses 127.(k+1).x.y with every port of "
+                        "--source-ports, so no two processes share a pair, and a run that "
+                        "needs more pairs than that fails at once. kernel: the kernel "
+                        "picks the port at connect (IP_BIND_ADDRESS_NO_PORT over "
+                        "127.0.0.1..N once one address is not enough). auto: explicit for "
+                        "a loopback IPv4 target once the connections need more than one "
+                        "source address, kernel below that. Why: past ~850,000 sockets on "
+                        "the host the kernel's port search gets about half the ephemeral "
+                        "range per address and takes ~10 ms per connect; explicit pairs "
+                        "cost one bind() and find no conflict. Below that the kernel is "
+                        "as fast and the connections keep coming from 127.0.0.1")
+    p.add_argument("--source-ports", metavar="FIRST-LAST", type=_ports,
+                   default="10000-65535",
+                   help="--bind explicit: the ports of each source address")
+    p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                   help="once every process has all its subscribers, hold them connected "
+                        "and idle that long before publishing; the server's CPU over it is "
+                        "reported as keepalive CPU (hold longer than the server's ping "
+                        "interval, 25 s for ringcast, to include its pings)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds: every publisher sends one message, the next round starts "
+                        "when every subscriber of every process has them all; reports "
+                        "each round's time (p50/p99). Instead of --messages/--rate")
     p.add_argument("--processes", "-p", type=int, default=0,
                    help="client processes sharing the subscribers, with one report "
                         "(0: as many as the open-files limit needs)")
@@ -93,6 +120,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     p.set_defaults(fn=run)
     return p
+
+
+def _ports(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--source-ports {text!r}: expected FIRST-LAST, "
+                                         "e.g. 10000-65535") from None
+    if not 1 <= first <= last <= 65535:
+        raise argparse.ArgumentTypeError(f"--source-ports {text!r}: FIRST <= LAST within "
+                                         "1-65535")
+    return first, last
 
 
 def _storm(text: str) -> tuple[float, float]:
@@ -121,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         server_pids=tuple(args.server_pid), allow_remote=args.i_own_this_host,
         source_addresses=args.source_addresses, progress=not args.quiet,
         processes=args.processes, storm=args.storm, compression=args.compression,
-        payload=args.payload,
+        payload=args.payload, bind=args.bind, source_ports=args.source_ports,
+        hold=args.hold, rounds=args.rounds,
     )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("ringcast loadtest: --plot needs matplotlib: pip install matplotlib",

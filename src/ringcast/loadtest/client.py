@@ -35,6 +35,7 @@ import math
 import os
 import random
 import resource
+import socket
 import sys
 import time
 from collections import Counter, deque
@@ -46,7 +47,14 @@ from typing_extensions import Buffer
 
 from ringcast.fdlimit import FD_HEADROOM, raise_nofile
 from ringcast.loadtest import procstat
-from ringcast.loadtest.connector import OUT_OF_FILES, Connector, Pending, source_addresses
+from ringcast.loadtest.connector import (
+    OUT_OF_FILES,
+    Connector,
+    PairPlan,
+    Pending,
+    pair_plan,
+    source_addresses,
+)
 from ringcast.loadtest.handshake import Handshake, HandshakeFailed
 from ringcast.loadtest.http_publish import HttpPublisher, PublishError
 from ringcast.loadtest.options import LoadError, Options
@@ -89,7 +97,8 @@ from ringcast.ringio.loop import Event
 
 # The client's public face: `Options` and `LoadError` live in `options` (the report reads
 # options too), and are named here for whoever runs a load test.
-__all__ = ["LoadError", "LoadTest", "Options", "processes_needed", "run_load_test"]
+__all__ = ["LoadError", "LoadTest", "Options", "explicit_pairs", "plan_pairs",
+           "processes_needed", "run_load_test"]
 
 DATA = int(EventKind.DATA)
 HUP = int(EventKind.HUP)
@@ -170,7 +179,8 @@ class LoadTest:
 
     def __init__(self, opts: Options, *, progress_stream: IO[str] | None = sys.stderr,
                  clock: Callable[[], int] = time.monotonic_ns, share: Share | None = None,
-                 team: Lead | Follower | None = None) -> None:
+                 team: Lead | Follower | None = None,
+                 server: tuple[list[int], list[procstat.ProcSample]] | None = None) -> None:
         opts.validate()
         self.opts = opts
         self.target: Target = parse_target(opts.url, allow_remote=opts.allow_remote)
@@ -225,9 +235,18 @@ class LoadTest:
         self.reads = 0                  # DATA events fed to the scanner
         self.timeline: list[dict[str, float]] = []
         every = self.share.total + self.n_ws_pub + self.n_http
-        self.sources = source_addresses(self.target, every, opts.source_addresses,
-                                        ephemeral_ports())
-        self.connector = Connector(self.target, self.sources)
+        self.pairs = plan_pairs(opts, self.target, self.share, self.n_ws_pub + self.n_http)
+        self.sources = [] if self.pairs else source_addresses(
+            self.target, every, opts.source_addresses, ephemeral_ports())
+        self.connector = Connector(self.target, self.sources, pairs=self.pairs)
+        # The measured server processes (--server-pid and their children) and their
+        # sample before any process of the run connected (taken before the fork).
+        self.server_pids, self.server0 = server if server is not None else (
+            procstat.with_children(opts.server_pids), [])
+        self.t_connected_ns = 0
+        self.t_go_ns = 0
+        self.t_first_publish_ns = 0
+        self.round_ns: list[int] = []
         self._wanted: deque[tuple[str, int, bool]] = deque()    # (kind, index, retry)
         self._retries: list[tuple[float, str, int]] = []        # heap: (when, kind, index)
         self._can_open = True
@@ -553,6 +572,8 @@ class LoadTest:
         ``ts_of(i)`` (now, or its scheduled time)."""
         o = self.opts
         npub = self.npub
+        if not self.t_first_publish_ns:
+            self.t_first_publish_ns = time.monotonic_ns()
         if o.publisher == "ws":
             fsize = frame_size(o.size, masked=True)
             bufs: dict[int, tuple[bytearray, list[int]]] = {}
@@ -635,13 +656,16 @@ class LoadTest:
         """The whole run (the lead's part of it, in a team); the result `report` built."""
         o = self.opts
         self._begin()
-        server0 = [procstat.sample(pid) for pid in o.server_pids]
+        pids = self.server_pids
+        server0 = self.server0 or [procstat.sample(pid) for pid in pids]
         try:
             self.connect()
+            self.t_connected_ns = time.monotonic_ns()
             if isinstance(self.team, Lead):
                 self._await_team()
             self.t_connected = time.monotonic()
-            server1 = [procstat.sample(pid) for pid in o.server_pids]
+            server1 = [procstat.sample(pid) for pid in pids]
+            hold = self._hold(server1) if o.hold > 0 else None
             if self._all_subs() == 0:
                 self.progress.done()
                 raise LoadError(_no_subscribers(self._team_tally(), self.target.url))
@@ -652,6 +676,7 @@ class LoadTest:
                                                        else KIND_HTTP]))
             cpu0 = procstat.self_cpu_ns()
             self._phase = "run"
+            self.t_go_ns = time.monotonic_ns()
             if isinstance(self.team, Lead):
                 self.team.tell("go")
             self._run_phase()
@@ -660,14 +685,14 @@ class LoadTest:
             self._drain()
             self.t_end = time.monotonic()
             cpu1 = procstat.self_cpu_ns()
-            server2 = [procstat.sample(pid) for pid in o.server_pids]
+            server2 = [procstat.sample(pid) for pid in pids]
             self.scanner.finish()
             parts = [self._part(cpu1 - cpu0)]
             if isinstance(self.team, Lead):
                 parts += self._gather_parts()
             self._show_progress(force=True)
             self.progress.done()
-            return build_result(self._record(parts, (server0, server1, server2)))
+            return build_result(self._record(parts, (server0, server1, server2), hold))
         finally:
             self.close()
 
@@ -679,7 +704,9 @@ class LoadTest:
         self._begin()
         try:
             self.connect()
-            team.send("connected", self.tally[KIND_SUB].state())
+            self.t_connected_ns = time.monotonic_ns()
+            team.send("connected", {**self.tally[KIND_SUB].state(),
+                                    "t_connected_ns": self.t_connected_ns})
             while not (team.go or team.finish):
                 self.pump(TEAM_REAP)
                 self._check_deadline("the lead's go")
@@ -702,6 +729,7 @@ class LoadTest:
 
     def _begin(self) -> None:
         self.t_start = time.monotonic()
+        self.t_begin_ns = time.monotonic_ns()
         self.hard_deadline = self.t_start + self.opts.max_time
         self.started_at = time.time()
 
@@ -736,10 +764,22 @@ class LoadTest:
         return {"subscribers": self.tally[KIND_SUB].state(), "counts": sc.counts(),
                 "delivery": sc.buckets(HIST_DELIVERY).tobytes(), "reads": self.reads,
                 "closed_by_server": dict(self.closed_by_server), "cpu_ns": cpu_ns,
-                "storm": self.storm.state() if self.storm else None}
+                "storm": self.storm.state() if self.storm else None,
+                "process": self.share.process, "t_begin_ns": self.t_begin_ns,
+                "t_connected_ns": self.t_connected_ns, "binding": self._binding()}
+
+    def _binding(self) -> dict[str, Any]:
+        """How this process's sockets got their source (address, port)."""
+        cn = self.connector
+        if self.pairs is None:
+            return {"process": self.share.process, "mode": "kernel",
+                    "source_addresses": self.sources}
+        return {**self.pairs.describe(), "mode": "explicit", "pairs_taken": cn.next_pair,
+                "pairs_skipped": dict(cn.skipped)}
 
     def _record(self, parts: list[dict[str, Any]],
-                server: tuple[list[procstat.ProcSample], ...]) -> RunRecord:
+                server: tuple[list[procstat.ProcSample], ...],
+                hold: tuple[float, list[procstat.ProcSample]] | None) -> RunRecord:
         """The run's record, every process's part added up (parts[0] is this one's)."""
         o = self.opts
         subscribers = Tally()
@@ -770,7 +810,26 @@ class LoadTest:
             closed_by_server=dict(closed), publish_errors=dict(self.http_errors),
             timeline=self.timeline, server=server,
             client_cpu_ns=[p["cpu_ns"] for p in parts],
-            storm=merge_storms(storms) if storms else None)
+            storm=merge_storms(storms) if storms else None,
+            server_pids=list(self.server_pids), hold=hold,
+            team={"t_begin_ns": [p["t_begin_ns"] for p in parts],
+                  "t_connected_ns": [p["t_connected_ns"] for p in parts],
+                  "t_go_ns": self.t_go_ns, "t_first_publish_ns": self.t_first_publish_ns},
+            binding=[p["binding"] for p in parts],
+            round_ns=list(self.round_ns))
+
+    def _hold(self, server1: list[procstat.ProcSample]
+              ) -> tuple[float, list[procstat.ProcSample]]:
+        """``--hold``: every subscriber of every process connected, nothing published, for
+        that long (the server's keepalive is all it does); its samples at the end."""
+        t0 = time.monotonic()
+        end = t0 + self.opts.hold
+        self._phase = "hold"
+        while (now := time.monotonic()) < end:
+            self.pump(min(0.05, end - now))
+            self._show_progress()
+        held = time.monotonic() - t0
+        return held, [procstat.sample(pid) for pid in self.server_pids]
 
     def _all_subs(self) -> int:
         """Subscribers open now, over the whole team."""
@@ -818,7 +877,9 @@ class LoadTest:
                 self._show_progress()
             self._t_end_send = time.monotonic()
             return
-        if o.rate is None:
+        if o.rounds is not None:
+            self._rounds(end, o.rounds)
+        elif o.rate is None:
             window = o.window
             while True:
                 now = time.monotonic()
@@ -867,6 +928,31 @@ class LoadTest:
                 if now >= self._next_progress:
                     self._show_progress()
         self._t_end_send = time.monotonic()
+
+    def _rounds(self, end: float, rounds: int) -> None:
+        """``--rounds``: each round, every publisher sends one message; the next round
+        starts once every subscriber of every process has every one of them (or they were
+        given up on). A round's time runs from its send to the moment this process knows
+        that (the followers' reports included)."""
+        sc = self.scanner
+        o = self.opts
+        next_expire = time.monotonic() + 0.05
+        for _ in range(rounds):
+            if time.monotonic() >= end:
+                break
+            t0 = time.monotonic_ns()
+            self._publish(self.npub, lambda _i: self.clock())
+            while sc.resolved < self.sent:
+                now = time.monotonic()
+                if now >= end:
+                    return
+                self.pump(self._pump_wait(min(0.05, end - now)))
+                if now >= next_expire:
+                    sc.expire(self.clock() - int(o.message_timeout * 1e9))
+                    next_expire = now + 0.05
+                if now >= self._next_progress:
+                    self._show_progress()
+            self.round_ns.append(time.monotonic_ns() - t0)
 
     def _drain(self) -> None:
         o = self.opts
@@ -993,10 +1079,17 @@ def run_load_test(opts: Options, *, progress_stream: IO[str] | None = sys.stderr
     one as the lead. Raises `LoadError` (or `TargetError`) when it cannot."""
     opts.validate()
     parse_target(opts.url, allow_remote=opts.allow_remote)  # refuse before any fork
+    target = parse_target(opts.url, allow_remote=opts.allow_remote)  # refuse before a fork
     n = processes_needed(opts)
-    if n == 1:
-        return LoadTest(opts, progress_stream=progress_stream).run()
     parts = shares(opts.connections, n)
+    for part in parts:                      # enough source pairs for every process?
+        plan_pairs(opts, target, part, _publisher_conns(opts) if part.process == 0 else 0)
+    # The server's processes (a supervisor's workers too) and their state before anyone
+    # connects: the connect phase's CPU is the handshakes'.
+    pids = procstat.with_children(opts.server_pids)
+    server = (pids, [procstat.sample(pid) for pid in pids])
+    if n == 1:
+        return LoadTest(opts, progress_stream=progress_stream, server=server).run()
 
     def follow(index: int, follower: Follower) -> None:
         LoadTest(opts, progress_stream=None, share=parts[index], team=follower).follow()
@@ -1004,6 +1097,45 @@ def run_load_test(opts: Options, *, progress_stream: IO[str] | None = sys.stderr
     lead = fork_followers(n - 1, follow)
     try:
         return LoadTest(opts, progress_stream=progress_stream, share=parts[0],
-                        team=lead).run()
+                        team=lead, server=server).run()
     finally:
         lead.close()
+
+
+def _publisher_conns(opts: Options) -> int:
+    """The lead's publisher connections (as `LoadTest` opens them)."""
+    if opts.messages == 0:
+        return 0
+    if opts.publisher == "http":
+        return max(1, min(opts.http_connections,
+                          opts.window if opts.rate is None else opts.http_connections))
+    return opts.publishers
+
+
+def explicit_pairs(opts: Options, target: Target) -> bool:
+    """Whether sockets are bound to explicit (address, port) pairs: ``--bind explicit``;
+    with ``auto``, for an IPv4 loopback target once the connections need more than one
+    source address (more than 80 % of the ephemeral range)."""
+    if opts.bind == "kernel":
+        return False
+    loop4 = target.loopback and target.family == socket.AF_INET
+    if opts.bind == "explicit":
+        if not loop4:
+            raise LoadError("--bind explicit takes source addresses from 127.0.0.0/8: the "
+                            "target must be an IPv4 loopback address")
+        return True
+    return loop4 and opts.connections + _publisher_conns(opts) > int(ephemeral_ports() * 0.8)
+
+
+def plan_pairs(opts: Options, target: Target, share: Share, publishers: int
+               ) -> PairPlan | None:
+    """This process's explicit pairs (None: the kernel picks the ports). Enough for its
+    subscribers and publishers, twice its subscribers with a storm (the reconnects take
+    fresh pairs); `LoadError` when ``--source-addresses`` x ``--source-ports`` cannot."""
+    if not explicit_pairs(opts, target):
+        return None
+    need = share.count * (2 if opts.storm else 1) + publishers
+    try:
+        return pair_plan(share.process, need, opts.source_addresses, opts.source_ports)
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None

@@ -38,10 +38,28 @@ class Options:
     storm: tuple[float, float] | None = None  # (fraction, seconds): see `storm`
     compression: bool = False                # offer (and require) permessage-deflate
     payload: str = "binary"                  # message format: "binary" or "json"
+    bind: str = "auto"                       # source pairs: "auto", "explicit" or "kernel"
+    source_ports: tuple[int, int] = (10000, 65535)  # --bind explicit: ports per address
+    hold: float = 0.0                        # seconds connected and idle before publishing
+    rounds: int | None = None                # rounds: one message per publisher, next
+                                             # round once every subscriber has them all
 
     def validate(self) -> None:
-        if self.messages is None and self.duration is None:
-            raise LoadError("give a bound: --messages and/or --duration")
+        if self.messages is None and self.duration is None and self.rounds is None:
+            raise LoadError("give a bound: --rounds, --messages and/or --duration")
+        if self.bind not in ("auto", "explicit", "kernel"):
+            raise LoadError("--bind is auto, explicit or kernel")
+        lo, hi = self.source_ports
+        if not 1 <= lo <= hi <= 65535:
+            raise LoadError(f"--source-ports {lo}-{hi}: expected FIRST-LAST within 1-65535")
+        if not 0 <= self.hold <= self.max_time:
+            raise LoadError(f"--hold must be in [0, {self.max_time:g}] seconds")
+        if self.rounds is not None:
+            if self.rounds < 1:
+                raise LoadError("--rounds must be at least 1")
+            if self.rate is not None or self.messages is not None:
+                raise LoadError("--rounds is a closed loop of its own: not with --rate or "
+                                "--messages")
         if self.connections < 1:
             raise LoadError("--connections must be at least 1")
         if self.messages is not None and self.messages < 0:

@@ -1,4 +1,10 @@
-"""CPU time and memory of processes on this machine, from /proc."""
+"""CPU time and memory of processes on this machine, from /proc.
+
+PSS (proportional set size, /proc/PID/smaps_rollup) is read along with RSS: the workers
+of a forked server share the pages of their parent, which RSS counts in every one of
+them and PSS shares out, so a sum of PSS over the workers is the host's memory.
+`with_children` finds a supervisor's workers (/proc/PID/task/*/children).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ class ProcSample:
     rss_bytes: int
     hwm_bytes: int       # peak RSS
     alive: bool
+    pss_bytes: int = 0   # 0: smaps_rollup unreadable
 
 
 def _schedstat_ns(pid: int) -> int | None:
@@ -57,7 +64,50 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
-def sample(pid: int) -> ProcSample:
+def pss_bytes(pid: int) -> int:
+    """The process's PSS from /proc/PID/smaps_rollup (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """The process's children (every thread's), from /proc/PID/task/*/children."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def with_children(pids: list[int] | tuple[int, ...]) -> list[int]:
+    """``pids`` and every descendant of each (a supervisor's workers), each once, the
+    given ones first."""
+    out: list[int] = []
+    seen: set[int] = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop(0)
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        todo += children(pid)
+    return out
+
+
+def sample(pid: int, *, pss: bool = True) -> ProcSample:
     cpu = _schedstat_ns(pid)
     if cpu is None:
         cpu = _stat_ns(pid)
@@ -67,6 +117,7 @@ def sample(pid: int) -> ProcSample:
         rss_bytes=_status_kib(pid, "VmRSS") * 1024,
         hwm_bytes=_status_kib(pid, "VmHWM") * 1024,
         alive=cpu is not None,
+        pss_bytes=pss_bytes(pid) if pss else 0,
     )
 
 

@@ -71,3 +71,12 @@ class RunRecord:
                                             # connected, at the end
     client_cpu_ns: list[int]            # per client process, publishing and draining
     storm: dict[str, Any] | None        # `storm.merge_storms` of every process; None: none
+    server_pids: list[int] = field(default_factory=list)   # what `server` samples: the
+                                        # --server-pid ones and their children
+    hold: tuple[float, list[ProcSample]] | None = None  # --hold: seconds held, and the
+                                        # server samples at its end (its start: server[1])
+    team: dict[str, Any] = field(default_factory=dict)   # monotonic ns: each process's
+                                        # begin and all-connected, the go, the first publish
+    binding: list[dict[str, Any]] = field(default_factory=list)  # per process: its source
+                                        # pairs (`connector.PairPlan`) or the kernel's
+    round_ns: list[int] = field(default_factory=list)    # --rounds: each round's time

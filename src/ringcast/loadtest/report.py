@@ -59,13 +59,17 @@ def _curve(h: HdrHistogram) -> list[list[float]]:
 
 
 def _server(pids: list[int], samples: tuple[list[ProcSample], ...], *, deliveries: int,
-            conns: int) -> list[dict[str, Any]]:
+            conns: int, asked: tuple[int, ...] = (),
+            held: list[ProcSample] | None = None) -> list[dict[str, Any]]:
+    """Per server process: CPU of the publishing phase (after ``--hold``), memory before,
+    once connected and at the end."""
     s0, s1, s2 = samples
     out = []
-    for pid, a, b, c in zip(pids, s0, s1, s2, strict=True):
-        cpu = (c.cpu_ns - b.cpu_ns) / 1e9
+    for i, (pid, a, b, c) in enumerate(zip(pids, s0, s1, s2, strict=True)):
+        cpu = (c.cpu_ns - (held[i] if held else b).cpu_ns) / 1e9
         entry: dict[str, Any] = {
             "pid": pid,
+            "found_as_child": bool(asked) and pid not in asked,
             "alive": c.alive,
             "cpu_seconds": round(cpu, 4),
             "cpu_us_per_1000_deliveries": (round(cpu * 1e6 / (deliveries / 1000), 2)
@@ -76,9 +80,94 @@ def _server(pids: list[int], samples: tuple[list[ProcSample], ...], *, deliverie
             "rss_peak_mb": round(c.hwm_bytes / 2**20, 2),
             "rss_bytes_per_connection": (round((b.rss_bytes - a.rss_bytes) / conns)
                                          if conns else None),
+            "pss_mb_connected": round(b.pss_bytes / 2**20, 2),
+            "pss_bytes_per_connection": (round((b.pss_bytes - a.pss_bytes) / conns)
+                                         if conns and b.pss_bytes else None),
         }
         out.append(entry)
     return out
+
+
+def _server_total(rec: RunRecord, *, deliveries: int, conns: int) -> dict[str, Any] | None:
+    """Every measured server process together (a supervisor and its workers): CPU per
+    handshake (the connect phase: before anyone connected to all connected, over the
+    connections opened), per delivery (the publishing phase), memory per connection (RSS
+    and PSS once connected, less before), and with ``--hold`` the keepalive's CPU."""
+    if not rec.server_pids:
+        return None
+    s0, s1, s2 = rec.server
+
+    def total(samples: list[ProcSample], key: str) -> int:
+        return sum(int(getattr(x, key)) for x in samples)
+
+    held = rec.hold[1] if rec.hold else s1
+    connect_cpu = total(s1, "cpu_ns") - total(s0, "cpu_ns")
+    run_cpu = total(s2, "cpu_ns") - total(held, "cpu_ns")
+    out: dict[str, Any] = {
+        "pids": rec.server_pids,
+        "connect_cpu_seconds": round(connect_cpu / 1e9, 4),
+        "cpu_us_per_handshake": round(connect_cpu / 1e3 / conns, 3) if conns else None,
+        "run_cpu_seconds": round(run_cpu / 1e9, 4),
+        "cpu_us_per_delivery": round(run_cpu / 1e3 / deliveries, 4) if deliveries else None,
+        "rss_mb_connected": round(total(s1, "rss_bytes") / 2**20, 2),
+        "pss_mb_connected": round(total(s1, "pss_bytes") / 2**20, 2),
+        "rss_bytes_per_connection": (round((total(s1, "rss_bytes") - total(s0, "rss_bytes"))
+                                           / conns) if conns else None),
+        "pss_bytes_per_connection": (round((total(s1, "pss_bytes") - total(s0, "pss_bytes"))
+                                           / conns)
+                                     if conns and total(s1, "pss_bytes") else None),
+        "keepalive": None,
+    }
+    if rec.hold:
+        seconds, h = rec.hold
+        cpu = (total(h, "cpu_ns") - total(s1, "cpu_ns")) / 1e9
+        per_s = cpu / seconds if seconds > 0 else 0.0
+        out["keepalive"] = {
+            "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 4),
+            "cpu_percent_of_one_core": round(per_s * 100, 3),
+            "cpu_us_per_second": round(per_s * 1e6, 1),
+            "cpu_ns_per_second_per_connection": round(per_s * 1e9 / conns, 3) if conns else None,
+        }
+    return out
+
+
+def _team(rec: RunRecord) -> dict[str, Any]:
+    """When each process had all its subscribers, and the start barrier: publishing began
+    after the last process was connected. Seconds from the earliest process's start."""
+    t = rec.team
+    if not t:
+        return {}
+    t0 = min(t["t_begin_ns"])
+    connected = t["t_connected_ns"]
+
+    def since(ns: int) -> float | None:
+        return round((ns - t0) / 1e9, 4) if ns else None
+
+    last = max(connected)
+    return {
+        "all_connected_s": since(last),
+        "processes_connected_s": [since(x) for x in connected],
+        "publishing_allowed_s": since(t["t_go_ns"]),
+        "first_publish_s": since(t["t_first_publish_ns"]),
+        "barrier_held": (bool(t["t_go_ns"]) and all(connected) and t["t_go_ns"] >= last
+                         and (not t["t_first_publish_ns"]
+                              or t["t_first_publish_ns"] >= t["t_go_ns"])),
+    }
+
+
+def _rounds(rec: RunRecord) -> dict[str, Any] | None:
+    """``--rounds``: each round's time (its send to every subscriber of every process
+    having it), with percentiles."""
+    if rec.options.rounds is None:
+        return None
+    h = HdrHistogram(1, 3_600_000_000_000, 3)
+    for ns in rec.round_ns:
+        h.record_value(max(1, ns))
+    return {"asked": rec.options.rounds, "completed": len(rec.round_ns),
+            "messages_per_round": rec.sent // max(1, len(rec.round_ns)) if rec.round_ns else 0,
+            "round_ms": _latency(h),
+            "per_round_ms": [round(ns / 1e6, 3) for ns in rec.round_ns]}
 
 
 def _compression(rec: RunRecord) -> dict[str, Any] | None:
@@ -139,6 +228,8 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
     client_pct = max(rec.client_cpu_ns) / 1e9 / run_s * 100
     if rec.idle:
         mode = "idle connections"
+    elif o.rounds is not None:
+        mode = f"{o.rounds} rounds"
     elif o.rate is None:
         mode = f"closed loop, window {o.window}"
     else:
@@ -165,7 +256,10 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
             "handshake_ms": _latency(handshakes),
             "source_addresses": rec.source_addresses or 1,
             "processes": rec.processes,
+            "binding": rec.binding,
+            **_team(rec),
         },
+        "rounds": _rounds(rec),
         "run": {
             "seconds": round(run_s, 3),
             "sending_seconds": round(send_s, 3),
@@ -194,8 +288,11 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
         "pass": passed,
         "closed_by_server": dict(rec.closed_by_server),
         "publish_errors": dict(rec.publish_errors),
-        "server": _server(list(o.server_pids), rec.server, deliveries=delivered,
-                          conns=subs.opened + pubs.opened),
+        "server": _server(rec.server_pids or list(o.server_pids), rec.server,
+                          deliveries=delivered, conns=subs.opened + pubs.opened,
+                          asked=o.server_pids, held=rec.hold[1] if rec.hold else None),
+        "server_total": _server_total(rec, deliveries=delivered,
+                                      conns=subs.opened + pubs.opened),
         "client": {
             "processes": rec.processes,
             "cpu_seconds": round(client_cpu_ns / 1e9, 4),
@@ -258,6 +355,8 @@ def format_text(r: dict[str, Any]) -> str:
         + "), handshake "
         + _fmt_lat(cn["handshake_ms"]),
     ]
+    if cn.get("all_connected_s") is not None:
+        lines.append(_barrier_text(cn))
     if r["mode"] != "idle connections":
         lines += [
             f"messages   {run['messages_sent']:,} sent, {run['messages_fully_delivered']:,} "
@@ -268,6 +367,11 @@ def format_text(r: dict[str, Any]) -> str:
             "latency    per delivery:        " + _fmt_lat(r["latency_ms"]["delivery"]),
             "           to last subscriber:  " + _fmt_lat(r["latency_ms"]["to_last_subscriber"]),
         ]
+    rd = r.get("rounds")
+    if rd is not None:
+        lines.append(f"rounds     {rd['completed']}/{rd['asked']} rounds of "
+                     f"{rd['messages_per_round']} message(s), each to every subscriber: "
+                     + _fmt_lat(rd["round_ms"]))
     if r["compression"] is not None:
         lines += _compression_text(r)
     st = r["storm"]
@@ -289,6 +393,9 @@ def format_text(r: dict[str, Any]) -> str:
             + (f", {s['rss_bytes_per_connection']:,} bytes/connection"
                if s["rss_bytes_per_connection"] is not None else "")
         )
+    tot = r.get("server_total")
+    if tot is not None:
+        lines += _server_total_text(tot)
     cl = r["client"]
     busiest = " (the busiest process)" if cl["processes"] > 1 else ""
     lines.append(f"client     cpu {cl['cpu_seconds']:.2f}s = {cl['cpu_percent_of_one_core']:.0f}% "
@@ -296,6 +403,38 @@ def format_text(r: dict[str, Any]) -> str:
                                   if cl["client_may_be_the_limit"] else ""))
     lines.append("result     " + ("PASS" if r["pass"] else "FAIL"))
     return "\n".join(lines)
+
+
+def _barrier_text(cn: dict[str, Any]) -> str:
+    procs = cn["processes_connected_s"]
+    text = f"barrier    all {cn['subscribers_opened']:,} connected at {cn['all_connected_s']:.2f}s"
+    if len(procs) > 1:
+        text += " (processes: " + ", ".join(f"{x:.2f}s" for x in procs if x is not None) + ")"
+    if cn.get("first_publish_s") is not None:
+        text += f", first publish at {cn['first_publish_s']:.2f}s"
+    return text + ("" if cn["barrier_held"] else "  <- BARRIER BROKEN")
+
+
+def _server_total_text(t: dict[str, Any]) -> list[str]:
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    pids = ", ".join(str(p) for p in t["pids"])
+    lines = [
+        f"server all pids {pids}: cpu {num(t['cpu_us_per_handshake'], ',.1f')}µs per "
+        f"handshake, {num(t['cpu_us_per_delivery'], ',.3f')}µs per delivery",
+        f"           memory once connected: rss {t['rss_mb_connected']:,.1f} MiB "
+        f"({num(t['rss_bytes_per_connection'], ',')} bytes/connection), pss "
+        f"{t['pss_mb_connected']:,.1f} MiB ({num(t['pss_bytes_per_connection'], ',')} "
+        "bytes/connection)",
+    ]
+    k = t["keepalive"]
+    if k is not None:
+        lines.append(f"keepalive  {k['seconds']:.1f}s connected and idle: server cpu "
+                     f"{k['cpu_seconds']:.3f}s ({k['cpu_percent_of_one_core']:.2f}% of one "
+                     f"core, {num(k['cpu_ns_per_second_per_connection'], ',.1f')}ns per "
+                     "second per connection)")
+    return lines
 
 
 def _compression_text(r: dict[str, Any]) -> list[str]:
