@@ -150,8 +150,10 @@ def test_merged_report_over_three_processes_and_two_workers(
                 "--server-pid", str(pid), "--json", str(out), "-q", "--max-time", "60"]
         assert main(argv + (["--plot", str(png)] if plot else [])) == 0
     text = capsys.readouterr().out
+    assert "Infinity" not in out.read_text()
     r = json.loads(out.read_text())
     assert r["pass"] is True and r["faults"] == ZERO
+    assert r["timeline"] and all(0 <= p["t"] < 60 for p in r["timeline"])
     assert r["mode"] == "5 rounds"
     cn = r["connect"]
     assert cn["processes"] == 3 and cn["subscribers_opened"] == 600

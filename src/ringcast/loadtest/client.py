@@ -1009,7 +1009,7 @@ class LoadTest:
         tally = self._team_tally()
         faults = sum(sc.count(k) for k in FAULT_KEYS) + (lead.follower_sum("faults")
                                                          if lead else 0)
-        if self._phase != "connect":
+        if self._phase in ("run", "drain"):        # not while connecting or holding
             self.timeline.append({
                 "t": round(now - self.t_run0, 3), "deliveries_per_s": round(rate, 1),
                 "messages_per_s": round(mrate, 1),
