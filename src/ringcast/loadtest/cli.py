@@ -94,8 +94,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "cost one bind() and find no conflict. Below that the kernel is "
                         "as fast and the connections keep coming from 127.0.0.1")
     p.add_argument("--source-ports", metavar="FIRST-LAST", type=_ports,
-                   default="10000-65535",
-                   help="--bind explicit: the ports of each source address")
+                   default="10000-32767",
+                   help="--bind explicit: the ports of each source address. The default "
+                        "stays below Linux's default ephemeral range (32768-60999): ports "
+                        "bound here are skipped by the kernel's own port choice for every "
+                        "other program's connects, so these leave that range alone")
     p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                    help="once every process has all its subscribers, hold them connected "
                         "and idle that long before publishing; the server's CPU over it is "
@@ -128,7 +131,7 @@ def _ports(text: str) -> tuple[int, int]:
         first, last = int(lo), int(hi if sep else lo)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--source-ports {text!r}: expected FIRST-LAST, "
-                                         "e.g. 10000-65535") from None
+                                         "e.g. 10000-32767") from None
     if not 1 <= first <= last <= 65535:
         raise argparse.ArgumentTypeError(f"--source-ports {text!r}: FIRST <= LAST within "
                                          "1-65535")

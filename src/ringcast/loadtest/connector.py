@@ -37,8 +37,10 @@ __all__ = ["DEFAULT_PORTS", "Connector", "PairPlan", "Pending", "pair_plan", "so
 
 IP_BIND_ADDRESS_NO_PORT = 24
 OUT_OF_FILES = frozenset((errno.EMFILE, errno.ENFILE))
-DEFAULT_PORTS = (10000, 65535)
-"""``--source-ports``: 55,536 ports per source address."""
+DEFAULT_PORTS = (10000, 32767)
+"""``--source-ports``: 22,768 ports per source address, below the kernel's default
+ephemeral range (32768-60999), which the kernel's own port choice for other programs'
+connects then never finds taken by ours."""
 MAX_SKIPS = 256
 """Pairs one connect may skip (refused by the kernel) before it fails."""
 PAIR_REFUSED = frozenset((errno.EADDRINUSE, errno.EADDRNOTAVAIL))

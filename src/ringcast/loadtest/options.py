@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ringcast.loadtest.connector import DEFAULT_PORTS
 from ringcast.loadtest.scanner import JSON_MIN_SIZE, MIN_SIZE, PAYLOADS
 
 
@@ -39,7 +40,7 @@ class Options:
     compression: bool = False                # offer (and require) permessage-deflate
     payload: str = "binary"                  # message format: "binary" or "json"
     bind: str = "auto"                       # source pairs: "auto", "explicit" or "kernel"
-    source_ports: tuple[int, int] = (10000, 65535)  # --bind explicit: ports per address
+    source_ports: tuple[int, int] = DEFAULT_PORTS   # --bind explicit: ports per address
     hold: float = 0.0                        # seconds connected and idle before publishing
     rounds: int | None = None                # rounds: one message per publisher, next
                                              # round once every subscriber has them all
