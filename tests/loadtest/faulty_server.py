@@ -28,7 +28,7 @@ first N with 503 (a storm's reconnects never come back).
 
 And, to see what a client did (not faults): ``--slow-from ADDR --slow-seconds S`` holds
 back the 101 to upgrades from the source address ADDR for S seconds; ``--events FILE``
-writes a line per 101 sent (``upgrade <monotonic ns> <peer address> <peer port>``) and
+writes a line per 101 sent (``upgrade <monotonic ns> <peer address> <peer port> <path>``) and
 per message received (``message <monotonic ns>``), as it happens.
 
 Run from the repository root: ``python -m tests.loadtest.faulty_server --port 0
@@ -164,7 +164,7 @@ class FaultyServer:
                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                          + accept.encode() + b"\r\n\r\n")
             await writer.drain()
-            self.event("upgrade", sent_ns, peer[0], peer[1])
+            self.event("upgrade", sent_ns, peer[0], peer[1], path)
             await self._websocket(path.lstrip("/"), reader, writer)
             return
 

@@ -116,6 +116,37 @@ def test_the_server_sees_each_process_pairs_and_no_message_before_all_connected(
     assert cn["first_publish_s"] >= cn["publishing_allowed_s"] >= cn["all_connected_s"]
 
 
+def test_a_channel_per_process_and_rounds_over_every_channel(tmp_path: Path) -> None:
+    """--channel-per-process: process k's subscribers upgrade on /c-k, the lead has one
+    publisher per channel; each round, every channel sends one message, and every
+    subscriber gets its own channel's only."""
+    events = tmp_path / "events"
+    with faulty_server("--events", str(events)) as port:
+        r = run(port, channel="c", connections=150, processes=3, messages=None, rounds=5,
+                channel_per_process=True, bind="explicit", source_ports=(41000, 41999))
+    assert r["faults"] == ZERO and r["pass"] is True
+    assert r["mode"] == "5 rounds, a channel per process (3)"
+    assert r["rounds"]["completed"] == 5 and r["rounds"]["messages_per_round"] == 3
+    assert r["run"]["messages_sent"] == 15 and r["run"]["messages_fully_delivered"] == 15
+    assert r["run"]["deliveries"] == 150 * 5
+    assert r["connect"]["publishers_opened"] == 3
+    paths: dict[tuple[str, int], str] = {}
+    messages = 0
+    for line in events.read_text().splitlines():
+        word, _ns, *rest = line.split()
+        if word == "upgrade":
+            paths[(rest[0], int(rest[1]))] = rest[2]
+        else:
+            messages += 1
+    assert messages == 15
+    for k in range(3):
+        subs = {paths[(f"127.{k + 1}.0.1", 41000 + j)] for j in range(50)}
+        assert subs == {f"/c-{k}"}
+    # The lead's publishers, after its subscribers: publisher k on channel k.
+    assert [paths[("127.1.0.1", 41050 + k)] for k in range(3)] == ["/c-0", "/c-1", "/c-2"]
+    assert len(paths) == 153
+
+
 def test_kernel_ports_stay_the_default_for_small_runs(server: tuple[int, int]) -> None:
     port, _ = server
     r = run(port, channel="kernel-ports", connections=60, messages=10, processes=2)

@@ -334,3 +334,26 @@ def test_done_records_must_be_whole_and_name_a_known_publisher() -> None:
         lead.merge(other.take_done())
     with pytest.raises(ValueError):
         new().join_team(follower=True, peers=2)
+
+
+def test_a_deaf_publisher_is_expected_by_nobody() -> None:
+    # --channel-per-process: publisher 1 sends on another channel than this process's
+    # subscribers; its messages are published here with 0 expected.
+    s = new(pubs=2, subs=2)
+    s.set_deaf(1)
+    mine = publish(s, 3, pub=0, expected=2)
+    publish(s, 3, pub=1, expected=0)
+    assert s.resolved == 3                       # the deaf ones are done at once
+    s.feed(0, b"".join(mine))
+    s.feed(1, b"".join(mine))
+    assert s.resolved == 6 and s.counts()["completed_all"] == 3
+    s.gone(1)                                    # leaving owes nothing of publisher 1
+    s.finish()
+    c = s.counts()
+    assert c["undelivered"] == 0 and c["lost"] == 0 and c["delivered"] == 6
+    # One of its messages reaching a subscriber here is on the wrong channel.
+    stray = publish(s, 1, pub=1, expected=0)
+    s.feed(0, stray[0])
+    assert s.counts()["corrupted"] == 1
+    with pytest.raises(ValueError, match="no publisher 2"):
+        s.set_deaf(2)

@@ -104,6 +104,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "and idle that long before publishing; the server's CPU over it is "
                         "reported as keepalive CPU (hold longer than the server's ping "
                         "interval, 25 s for ringcast, to include its pings)")
+    p.add_argument("--channel-per-process", action="store_true",
+                   help="client process k subscribes to CHANNEL-k (k from 0) instead of "
+                        "CHANNEL, and the lead has one WebSocket publisher per channel; with "
+                        "--rounds, every channel publishes one message a round")
     p.add_argument("--rounds", type=int, default=None,
                    help="rounds: every publisher sends one message, the next round starts "
                         "when every subscriber of every process has them all; reports "
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         source_addresses=args.source_addresses, progress=not args.quiet,
         processes=args.processes, storm=args.storm, compression=args.compression,
         payload=args.payload, bind=args.bind, source_ports=args.source_ports,
-        hold=args.hold, rounds=args.rounds,
+        hold=args.hold, rounds=args.rounds, channel_per_process=args.channel_per_process,
     )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("ringcast loadtest: --plot needs matplotlib: pip install matplotlib",

@@ -29,6 +29,7 @@ publishes), h11 where the answer is unusual.
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
 import heapq
 import math
@@ -195,23 +196,30 @@ class LoadTest:
             nhttp = max(1, min(opts.http_connections,
                                opts.window if opts.rate is None else opts.http_connections))
         self.n_http = nhttp if leads else 0
+        # --channel-per-process: process k's subscribers are on <channel>-k, and the
+        # lead has one publisher per channel (publisher k on <channel>-k).
+        self.per_process = opts.channel_per_process
+        ws_pubs = self.share.processes if self.per_process else opts.publishers
         self.n_ws_pub = 0 if (self.idle or opts.publisher == "http" or not leads) \
-            else opts.publishers
+            else ws_pubs
         total = self.share.count + self.n_ws_pub + self.n_http
         # A storm reconnects while the dropped connections' closes may still be under
         # way (their ids are not free until then): room for both.
         self.max_conns = total + (self.share.count if opts.storm else 0) + 64
         raise_nofile(self.max_conns)    # what it cannot get shows as failed connections
         self.loop, self.engine_note = _open_loop(opts.engine, self.max_conns, opts.size)
-        ring_bits = 16
+        # Rounds have one message per publisher in flight: a small ring each (64
+        # channels of 2^16 would be 170 MB a process).
+        ring_bits = 8 if opts.rounds is not None else 16
         if opts.rate is not None:
             need = opts.rate * (opts.message_timeout + opts.drain_timeout + 1) * 2
             ring_bits = max(ring_bits, min(22, math.ceil(math.log2(max(need, 2)))))
-        ring_bits = max(ring_bits, math.ceil(math.log2(opts.window * 4)))
+        if opts.rounds is None:
+            ring_bits = max(ring_bits, math.ceil(math.log2(opts.window * 4)))
         # An HTTP publisher id per HTTP connection: each carries one request at a
         # time, so its messages reach the server in order. Every process of a team
         # knows them all (the followers check what the lead's publishers send).
-        self.npub = nhttp if nhttp else opts.publishers
+        self.npub = nhttp if nhttp else ws_pubs
         self.fmt = PAYLOADS[opts.payload]
         self.opcode = OPCODES[self.fmt]
         self.scanner = Scanner(self.max_conns, self.npub, opts.size, opcode=self.opcode,
@@ -220,6 +228,10 @@ class LoadTest:
             self.scanner.join_team(follower=False, peers=len(team.wires))
         elif isinstance(team, Follower):
             self.scanner.join_team(follower=True)
+        if self.per_process:
+            for pub in range(self.npub):
+                if pub != self.share.process:
+                    self.scanner.set_deaf(pub)
         self.conns: dict[ConnId, _Conn] = {}
         self.handshaking: set[ConnId] = set()
         self.scan_ok = bytearray(self.max_conns)
@@ -365,7 +377,8 @@ class LoadTest:
             self._opened(conn, c)
             return
         self.handshaking.add(conn)
-        c.handshake = Handshake(self.target, compression=self.opts.compression)
+        c.handshake = Handshake(self._target_of(p.kind, p.index),
+                                compression=self.opts.compression)
         self.loop.send(conn, c.handshake.request, force=True)
 
     def _opened(self, conn: ConnId, c: _Conn) -> None:
@@ -586,7 +599,7 @@ class LoadTest:
                 buf, off = ent
                 seq = self.scanner.published(pub)
                 ts = ts_of(i)
-                self.scanner.publish(pub, seq, ts, self.subs)
+                self.scanner.publish(pub, seq, ts, self._expect(pub))
                 told.extend((pub, seq, ts))
                 off[0] += build_frames(buf, off[0], pub=pub, seq=seq, ts_ns=ts, size=o.size,
                                        opcode=self.opcode, mask_key=random.getrandbits(32),
@@ -622,9 +635,20 @@ class LoadTest:
         for conn, request in posts:
             self.loop.send(conn, request, force=True)
 
+    def _expect(self, pub: int) -> int:
+        """How many of this process's subscribers get publisher ``pub``'s messages."""
+        return self.subs if not self.per_process or pub == self.share.process else 0
+
+    def _target_of(self, kind: str, index: int) -> Target:
+        """Where a connection goes: with --channel-per-process, a subscriber to its
+        process's channel and publisher k to channel k; else the URL."""
+        if not self.per_process:
+            return self.target
+        return channel_target(self.target, self.share.process if kind == KIND_SUB else index)
+
     def _mirror_publish(self, pub: int, seq: int, ts: int) -> None:
         """A follower: the lead is about to send this message; expect it here."""
-        self.scanner.publish(pub, seq, ts, self.subs)
+        self.scanner.publish(pub, seq, ts, self._expect(pub))
 
     def _http_data(self, conn: ConnId, c: _Conn, data: bytes) -> None:
         assert c.http is not None
@@ -1083,7 +1107,8 @@ def run_load_test(opts: Options, *, progress_stream: IO[str] | None = sys.stderr
     n = processes_needed(opts)
     parts = shares(opts.connections, n)
     for part in parts:                      # enough source pairs for every process?
-        plan_pairs(opts, target, part, _publisher_conns(opts) if part.process == 0 else 0)
+        plan_pairs(opts, target, part,
+                   _publisher_conns(opts, n) if part.process == 0 else 0)
     # The server's processes (a supervisor's workers too) and their state before anyone
     # connects: the connect phase's CPU is the handshakes'.
     pids = procstat.with_children(opts.server_pids)
@@ -1102,14 +1127,21 @@ def run_load_test(opts: Options, *, progress_stream: IO[str] | None = sys.stderr
         lead.close()
 
 
-def _publisher_conns(opts: Options) -> int:
+def _publisher_conns(opts: Options, processes: int = 1) -> int:
     """The lead's publisher connections (as `LoadTest` opens them)."""
     if opts.messages == 0:
         return 0
     if opts.publisher == "http":
         return max(1, min(opts.http_connections,
                           opts.window if opts.rate is None else opts.http_connections))
-    return opts.publishers
+    return processes if opts.channel_per_process else opts.publishers
+
+
+def channel_target(target: Target, k: int) -> Target:
+    """``target`` with its channel ``<channel>-<k>`` (--channel-per-process)."""
+    channel = f"{target.channel}-{k}"
+    path = "/" + channel + target.path[len("/" + target.channel):]
+    return dataclasses.replace(target, channel=channel, path=path)
 
 
 def explicit_pairs(opts: Options, target: Target) -> bool:
@@ -1124,7 +1156,8 @@ def explicit_pairs(opts: Options, target: Target) -> bool:
             raise LoadError("--bind explicit takes source addresses from 127.0.0.0/8: the "
                             "target must be an IPv4 loopback address")
         return True
-    return loop4 and opts.connections + _publisher_conns(opts) > int(ephemeral_ports() * 0.8)
+    return loop4 and opts.connections + _publisher_conns(opts, processes_needed(opts)) > int(
+        ephemeral_ports() * 0.8)
 
 
 def plan_pairs(opts: Options, target: Target, share: Share, publishers: int

@@ -44,6 +44,8 @@ class Options:
     hold: float = 0.0                        # seconds connected and idle before publishing
     rounds: int | None = None                # rounds: one message per publisher, next
                                              # round once every subscriber has them all
+    channel_per_process: bool = False        # process k subscribes to <channel>-k; one
+                                             # publisher per channel
 
     def validate(self) -> None:
         if self.messages is None and self.duration is None and self.rounds is None:
@@ -55,6 +57,13 @@ class Options:
             raise LoadError(f"--source-ports {lo}-{hi}: expected FIRST-LAST within 1-65535")
         if not 0 <= self.hold <= self.max_time:
             raise LoadError(f"--hold must be in [0, {self.max_time:g}] seconds")
+        if self.channel_per_process:
+            if self.publisher != "ws":
+                raise LoadError("--channel-per-process publishes over WebSocket (one "
+                                "publisher per channel)")
+            if self.publishers != 1:
+                raise LoadError("--channel-per-process makes one publisher per channel: "
+                                "leave --publishers at 1")
         if self.rounds is not None:
             if self.rounds < 1:
                 raise LoadError("--rounds must be at least 1")

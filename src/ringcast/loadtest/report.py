@@ -234,6 +234,8 @@ def build_result(rec: RunRecord) -> dict[str, Any]:
         mode = f"closed loop, window {o.window}"
     else:
         mode = f"open loop, {o.rate:g} messages/s"
+    if o.channel_per_process:
+        mode += f", a channel per process ({rec.processes})"
     h_del, h_last = rec.delivery, rec.to_last
     return {
         "tool": f"ringcast loadtest {__version__}",

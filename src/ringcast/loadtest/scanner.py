@@ -173,6 +173,12 @@ class Scanner:
         if lib.ws_set_team(self._s, int(follower), peers) < 0:
             raise ValueError("a follower has no peers; a lead at most 4096")
 
+    def set_deaf(self, pub: int, deaf: bool = True) -> None:
+        """Publisher ``pub`` sends on another channel than this process's subscribers
+        (``--channel-per-process``): nobody here expects its messages."""
+        if lib.ws_set_deaf(self._s, pub, int(deaf)) < 0:
+            raise ValueError(f"no publisher {pub}")
+
     def take_done(self) -> bytes:
         """The records logged since the last call, packed (`merge` reads them)."""
         raw = lib.ws_take_done(self._s, self._nnotes)

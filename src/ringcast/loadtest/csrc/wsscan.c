@@ -112,6 +112,8 @@ struct ws_scan {
     wmsg *ring;                 /* npub * (ring_mask + 1)                       */
     uint64_t *published;        /* per publisher                                */
     uint64_t *tail;             /* per publisher: oldest maybe-unfinished seq   */
+    uint8_t *deaf;              /* per publisher: on another channel than this
+                                   process's subscribers (ws_set_deaf)          */
     ws_counts ct;
     uint64_t *hist;             /* 4 * NBUCKETS                                 */
     ws_note *notes;
@@ -575,11 +577,12 @@ ws_scan *ws_new(uint32_t max_conns, uint32_t npub, uint32_t size, uint32_t opcod
     s->ring = calloc((size_t)npub << ring_bits, sizeof(wmsg));
     s->published = calloc(npub, sizeof(uint64_t));
     s->tail = calloc(npub, sizeof(uint64_t));
+    s->deaf = calloc(npub, 1);
     s->hist = calloc(4 * NBUCKETS, sizeof(uint64_t));
     s->notecap = 64;
     s->notes = malloc(s->notecap * sizeof(ws_note));
-    if (!s->conns || !s->pubs || !s->ring || !s->published || !s->tail || !s->hist
-        || !s->notes) {
+    if (!s->conns || !s->pubs || !s->ring || !s->published || !s->tail || !s->deaf
+        || !s->hist || !s->notes) {
         ws_free(s);
         return NULL;
     }
@@ -604,6 +607,7 @@ void ws_free(ws_scan *s)
     free(s->ring);
     free(s->published);
     free(s->tail);
+    free(s->deaf);
     free(s->hist);
     free(s->notes);
     free(s->done);
@@ -678,6 +682,14 @@ int ws_publish(ws_scan *s, uint32_t pub, uint64_t seq, uint64_t ts, uint32_t exp
     *m = (wmsg){.seq = seq, .ts = ts, .expected = expected, .waiting = s->peers};
     s->published[pub] = seq + 1;
     msg_check_done(s, pub, m);  /* nobody to wait for */
+    return 0;
+}
+
+int ws_set_deaf(ws_scan *s, uint32_t pub, int deaf)
+{
+    if (pub >= s->npub)
+        return -1;
+    s->deaf[pub] = deaf != 0;
     return 0;
 }
 
@@ -777,6 +789,8 @@ void ws_conn_gone(ws_scan *s, uint32_t id)
     if (c->role == WS_ROLE_SUB) {
         wpub *wp = &s->pubs[(size_t)id * s->npub];
         for (uint32_t p = 0; p < s->npub; p++) {
+            if (s->deaf[p])
+                continue;
             uint64_t from = wp[p].exp, to = s->published[p];
             if (to - from > s->ring_mask + 1)
                 from = to - s->ring_mask - 1;
@@ -800,7 +814,7 @@ void ws_finish(ws_scan *s)
             continue;
         wpub *wp = &s->pubs[(size_t)id * s->npub];
         for (uint32_t p = 0; p < s->npub; p++) {
-            if (s->published[p] > wp[p].exp) {
+            if (!s->deaf[p] && s->published[p] > wp[p].exp) {
                 s->ct.undelivered += s->published[p] - wp[p].exp;
                 wp[p].win = (s->published[p] - wp[p].exp >= WINDOW)
                     ? 0 : wp[p].win << (s->published[p] - wp[p].exp);
@@ -903,8 +917,8 @@ static void end_message(ws_scan *s, uint32_t id, wconn *c)
         s->ct.corrupted++;
         return;
     }
-    if (pub >= s->npub || seq >= s->published[pub]) {
-        s->ct.corrupted++;      /* no message of ours has this header */
+    if (pub >= s->npub || seq >= s->published[pub] || s->deaf[pub]) {
+        s->ct.corrupted++;      /* no message of ours (or of this channel) has this header */
         return;
     }
     int how = arrive(s, id, pub, seq);

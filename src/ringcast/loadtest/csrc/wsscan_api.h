@@ -187,6 +187,11 @@ typedef struct ws_done {
 } ws_done;
 
 int ws_set_team(ws_scan *s, int log_done, uint32_t peers);
+/* Publisher `pub` sends on another channel than this process's subscribers are on
+ * (deaf != 0): its messages are expected by nobody here (publish them with expected
+ * 0), a subscriber that gets one has got a corrupted message, and none is undelivered
+ * at ws_finish. Returns 0, or -1 on a bad publisher. */
+int ws_set_deaf(ws_scan *s, uint32_t pub, int deaf);
 /* Records logged since the last call; valid until the next call into s. */
 ws_done *ws_take_done(ws_scan *s, uint32_t *count);
 /* Merge followers' records; -1 if one names a publisher out of range. */
