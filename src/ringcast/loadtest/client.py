@@ -17,8 +17,19 @@ Phases of `LoadTest.run`:
    has it) or open loop (``rate`` messages/s, each stamped with its *scheduled* send
    time, so queueing in the server shows as latency). A storm (`storm`) drops
    subscribers mid-run and times their return.
+   ``--rounds``: every publisher sends one message a round, the next round once every
+   subscriber of every process has them; each round is timed. With
+   ``--channel-per-process`` process k subscribes to ``<channel>-k`` and publisher k
+   sends there (its scanner is deaf to the other channels' publishers). ``--hold``
+   first keeps everyone connected and idle, so that the server's CPU over it is its
+   keepalive's.
 3. drain: wait for what is in flight, up to ``drain_timeout``; then whatever a
    subscriber has not received is undelivered.
+
+The server processes measured are ``--server-pid`` and their children (a supervisor's
+workers), sampled before any process of the run connects (before the fork), once all
+are connected, after the hold and at the end: `report` makes CPU per handshake, per
+delivery, keepalive CPU and RSS/PSS per connection of them.
 
 Per delivery nothing happens in Python: every ``reap`` goes to the C scanner in one
 call (`Scanner.feed_spans`), which reads the bytes where ringio received them. HTTP is

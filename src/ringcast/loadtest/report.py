@@ -8,6 +8,12 @@ Bytes per delivery: ``run.payload_bytes_per_delivery`` is the message (``--size`
 and payload, compressed when it was). With ``--compression`` the ``compression``
 section says how many connections agreed to permessage-deflate and with what, how
 many messages came compressed, and what inflating cost the client.
+
+Over a team (several client processes) it is one report: ``connect`` has when each
+process had all its subscribers, when publishing was allowed and began, and each
+process's source pairs; ``rounds`` the time of each round (``--rounds``);
+``server_total`` every measured server process together: CPU per handshake and per
+delivery, RSS and PSS per connection, and the keepalive's CPU over ``--hold``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,12 @@ only so many deliveries a second. How:
 
 * The lead (the process the user started) forks its followers before it opens a socket
   or a ring. Subscribers are shared out by index (`shares`): each process connects its
-  own share, from its own slice of the source addresses. Publishers live in the lead.
-* Start barrier: each follower says "connected" when its share is open; the lead
-  publishes only once every process has, and says "go".
+  own share, from its own source pairs (`connector.PairPlan`: addresses 127.(k+1).x.y
+  for process k, or a slice of the kernel's 127.0.0.x). Publishers live in the lead.
+* Start barrier: each follower says "connected" when its share is open (with the time);
+  the lead publishes only once every process has, holds ``--hold`` seconds if asked (the
+  server's keepalive CPU), and says "go". The report carries each process's time and
+  the go's, and checks the one came after the others (``barrier_held``).
 * Per message, the lead tells every follower ``(publisher, sequence, timestamp)``
   *before* it sends it (a blocking write; `wire`), and a follower drains what the lead
   told it after each reap and before it scans what it reaped: its scanner knows of
