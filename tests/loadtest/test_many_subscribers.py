@@ -209,7 +209,9 @@ def test_merged_report_over_three_processes_and_two_workers(
     assert 0.99 <= ka["seconds"] < 10 and ka["cpu_seconds"] > 0
     assert ka["cpu_ns_per_second_per_connection"] > 0
     assert r["run"]["pings_answered"] > 0              # the server did ping, every 0.2 s
-    for word in ("barrier    all 600 connected", "rounds     5/5 rounds", "server all pids",
+    for word in ("sources    explicit pairs: 127.1.0.1..127.3.0.1 (3 processes, ports "
+                 "10000-32767), 601 taken, 0 skipped", "barrier    all 600 connected",
+                 "rounds     5/5 rounds", "server all pids",
                  "pss", "keepalive  1.0s connected and idle"):
         assert word in text, word
     if plot:

@@ -363,6 +363,14 @@ def format_text(r: dict[str, Any]) -> str:
         + "), handshake "
         + _fmt_lat(cn["handshake_ms"]),
     ]
+    binding = cn.get("binding") or []
+    pairs = [b for b in binding if b["mode"] == "explicit"]
+    if pairs:
+        skipped = sum(sum(b["pairs_skipped"].values()) for b in pairs)
+        lines.append(f"sources    explicit pairs: {pairs[0]['first_address']}.."
+                     f"{pairs[-1]['last_address']} ({len(pairs)} processes, ports "
+                     f"{pairs[0]['ports'][0]}-{pairs[0]['ports'][1]}), "
+                     f"{sum(b['pairs_taken'] for b in pairs):,} taken, {skipped:,} skipped")
     if cn.get("all_connected_s") is not None:
         lines.append(_barrier_text(cn))
     if r["mode"] != "idle connections":
