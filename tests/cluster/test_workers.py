@@ -275,6 +275,16 @@ def test_auto_workers_follow_cpu_affinity(start_node: StartNode) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
+def _listeners(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4, from /proc/net/tcp: state 0A is LISTEN)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
 def test_link_made_after_a_restart_survives_close_timeout(start_node: StartNode) -> None:
     node = start_node(workers=2, LIMITS_CLOSE_TIMEOUT=3)
 
@@ -286,6 +296,12 @@ def test_link_made_after_a_restart_survives_close_timeout(start_node: StartNode)
         os.kill(pids[1], signal.SIGKILL)
         await wait_until(lambda: bool(log_lines(node, rf"worker 1 \(pid {pids[1]}\) killed")),
                          10, "the supervisor noticing worker 1's death")
+        # The dead worker's listener can outlive it: its io_uring (a multishot accept on
+        # the listener holds the file) is torn down by a kernel worker after the process
+        # has gone, and until then the kernel still hands it connections, which are
+        # reset. Wait until worker 0's is the port's only listener.
+        await wait_until(lambda: _listeners(node.port) == 1, 10,
+                         "worker 1's listener to leave the port")
         # While worker 1 is down, every connection lands on worker 0: a few closed by
         # the server with a flush leave their ids (and flush deadlines) behind.
         assert await asyncio.gather(*(closing_request(node.port) for _ in range(8))) == [0] * 8
