@@ -456,8 +456,7 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     clients = Clients(table, current, hub, fanout, counters=counters, timers=timers,
                       query=answer, max_connections=max_connections, bridge=bridge)
     metrics = Metrics(counters, worker, backend.name, loop=loop, hub=hub, clients=clients,
-                      compressor=compressor,
-                      peers=peers, bridge=bridge)
+                      compressor=compressor, peers=peers, bridge=bridge)
     server = Server(current, backend, table, clients=clients, fanout=fanout, timers=timers,
                     metrics=metrics, peers=peers, bridge=bridge, config_path=config_path,
                     worker=worker, on_linked=on_linked)

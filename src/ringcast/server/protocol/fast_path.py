@@ -382,8 +382,9 @@ def check_publish(
 
 def read_publish(data: bytes, settings: ProtocolSettings) -> tuple[PlainPublish, bytes] | None:
     """:func:`read_upgrade`'s twin for a publish: accept ``data`` if it is one whole plain
-    ``POST /publish/<channel>`` whose token, if any can matter, is in no header; its
-    publication and body. None for anything else (then read the usual way)."""
+    ``POST /publish/<channel>`` to a server that needs no token for publishing, carrying
+    none it would read; its publication and body. None for anything else (then read the
+    usual way, which reads the token, or answers 401 for a missing one)."""
     scanned = _scan(data, settings)
     if scanned is None:
         return None
