@@ -130,6 +130,30 @@ def test_a_reply_that_came_while_the_caller_was_busy_is_an_answer(
     assert srv.loop.stats()["heartbeat_replies"] == 1
 
 
+def test_nobody_is_judged_silent_while_the_loop_has_not_read_all_that_arrived(
+        make_server: Callable[..., Server]) -> None:
+    """Twelve clients answer their pings while the caller is busy; then each reap has room
+    for one step's events only (a storm's worth of bytes waiting, or a starved process),
+    so the first reaps cannot read every answer. No connection is reported silent: the
+    loop judges silence only once it has caught up (rio_behind), and then all answered."""
+    srv = make_server(event_limit=3, max_conns=16)
+    srv.loop.heartbeat_config(INTERVAL, TIMEOUT, PING, pong_absorber())
+    clients = srv.connect(12)
+    for c in clients:
+        srv.loop.heartbeat(c.conn, True)
+    srv.received(clients, len(PING))
+    for c in clients:                              # a pong and a message: goes up as DATA
+        srv.peers.send(c, PONG + TEXT)
+    time.sleep(3 * TIMEOUT)                        # busy: no reap while the answers wait
+    events = srv.loop.reap(0)
+    assert srv.loop.behind, "twelve answers cannot fit in three events"
+    got = srv.pump(lambda ev: not srv.loop.behind
+                   and len(data_events(events + ev)) >= len(clients), what="every answer")
+    assert not kinds(events + got, EventKind.HEARTBEAT_TIMEOUT)
+    assert srv.loop.stats()["heartbeat_unjudged"] >= 1
+    assert b"".join(data_events(events + got)) == (PONG + TEXT) * len(clients)
+
+
 def test_off_means_off(make_server: Callable[..., Server]) -> None:
     srv = make_server()
     srv.loop.heartbeat_config(INTERVAL, TIMEOUT, b"PING", 0)

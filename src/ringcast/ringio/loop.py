@@ -320,6 +320,14 @@ class Loop:
         """Queue bytes to one connection; False if the cap refused them."""
         return bool(_check(lib.rio_send(self._loop, conn, data, len(data), cap, int(force))))
 
+    def send_hook(self) -> tuple[int, int]:
+        """The addresses of ``rio_send`` and of this loop's handle: C code given them
+        queues bytes as `send` does (``force`` is ``RIO_SEND_FORCE``), without a call
+        into Python per send. (The load tester's scanner answers pings with them.) Valid
+        until the loop is closed."""
+        return (int(ffi.cast("uintptr_t", ffi.addressof(lib, "rio_send"))),
+                int(ffi.cast("uintptr_t", self._loop)))
+
     # -- heartbeats -------------------------------------------------------
 
     def heartbeat_config(self, interval: float, timeout: float, data: bytes = b"",
@@ -368,6 +376,14 @@ class Loop:
                         data[aux:aux + length] if kind == _DATA else b""))
             for kind, conn, res, length, aux in _EVENT.iter_unpack(raw)
         ]
+
+    @property
+    def behind(self) -> bool:
+        """The last `reap` left bytes that had arrived unread (no room for their events,
+        receives waiting to be re-armed): the next reap has more at once. Time out a
+        silent peer only when this is False: its bytes may be among those (the loop's
+        heartbeats wait so too)."""
+        return bool(lib.rio_behind(self._loop))
 
     def reap_raw(self, timeout: float | None) -> tuple[list[RawEvent], Buffer]:
         """`reap` without copying any bytes, for a consumer that reads them where they lie

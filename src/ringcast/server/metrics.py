@@ -68,6 +68,9 @@ _RING_STATS = {
                    True),
     "heartbeat_replies": ("ringcast_keepalive_pongs_absorbed_total",
                           "Pongs answering a keepalive ping, taken in C: no session woke", True),
+    "heartbeat_unjudged": ("ringcast_keepalive_checks_deferred_total",
+                           "Keepalive passes that closed nobody for silence: the loop had "
+                           "not read all that had arrived", True),
 }
 
 

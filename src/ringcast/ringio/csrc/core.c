@@ -763,6 +763,11 @@ int rio_heartbeat_config(rio_loop *l, uint32_t interval_ms, uint32_t timeout_ms,
     return 0;
 }
 
+int rio_behind(rio_loop *l)
+{
+    return l->behind;
+}
+
 int rio_heartbeat(rio_loop *l, uint32_t id, int on, int aligned)
 {
     conn *c = stream(l, id);
@@ -795,7 +800,7 @@ static void hb_sweep(rio_loop *l, uint32_t now)
                 c->hb_sent = now;
                 l->st.heartbeats++;
             }
-        } else if (now - c->hb_sent >= l->hb_timeout) {
+        } else if (!l->behind && now - c->hb_sent >= l->hb_timeout) {
             if (rio_ev_reserve(l, 1) < 0) {
                 l->st.events_deferred++;
                 return;     /* no room: the next pass reports it */
@@ -814,11 +819,17 @@ static int hb_tick(rio_loop *l, int *wait_ms)
     uint32_t now = now_ms();
     if ((int32_t)(now - l->hb_next) >= 0) {
         /* Read what has arrived before judging who is silent: a reply waiting in
-         * the kernel while the caller was busy is an answer, not a timeout. */
+         * the kernel while the caller was busy is an answer, not a timeout. When
+         * even that wait could not read everything (l->behind: a storm, a starved
+         * process), the pass sends heartbeats but judges nobody; a later pass that
+         * has caught up does. A server late to read must not close the clients
+         * that answered it. */
         int rc = l->eng->wait(l, 0);
         if (rc < 0)
             return rc;
         now = now_ms();
+        if (l->behind)
+            l->st.heartbeat_unjudged++;
         hb_sweep(l, now);
         l->hb_next = now + l->hb_period;
     }

@@ -216,9 +216,12 @@ static int epoll_wait_events(rio_loop *l, int timeout_ms)
         return -err;        /* EBADF, EFAULT, EINVAL: bugs; the loop fails */
     }
     l->st.cqes += (uint64_t)n;
+    /* A full batch may have left ready sockets for the next wait. */
+    l->behind = n == EPOLL_BATCH;
     for (int i = 0; i < n; i++) {
         if (rio_ev_reserve(l, RIO_EV_PER_STEP) < 0) {
             l->st.events_deferred++;
+            l->behind = 1;
             break;      /* the rest stay ready for the next reap (level-triggered) */
         }
         uint32_t id = (uint32_t)evs[i].data.u64, gen = (uint32_t)(evs[i].data.u64 >> 32);

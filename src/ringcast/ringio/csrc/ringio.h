@@ -156,6 +156,9 @@ struct rio_loop {
     rio_stats st;
     int failed;                 /* -errno once the engine failed for good (see
                                    enter_failed() in uring.c): rio_reap returns it */
+    int behind;                 /* the last wait left arrived work unread (no room
+                                   for its events, receives to re-arm, a full epoll
+                                   batch): silence is not judged meanwhile      */
 
     /* io_uring engine */
     struct io_uring ring;

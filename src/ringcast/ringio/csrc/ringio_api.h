@@ -140,6 +140,7 @@ typedef struct rio_stats {
     uint64_t heartbeats;      /* heartbeats queued to idle connections             */
     uint64_t heartbeat_replies; /* replies to heartbeats taken whole: no DATA event   */
     uint64_t heartbeat_timeouts; /* RIO_EV_HEARTBEAT_TIMEOUT events                */
+    uint64_t heartbeat_unjudged; /* passes that judged nobody: the loop was behind  */
 } rio_stats;
 
 /* Lifecycle. rio_open returns NULL and sets *err (positive errno) and *stage
@@ -212,5 +213,10 @@ int rio_heartbeat(rio_loop *loop, uint32_t conn, int on, int aligned);
  * the loop's work; st.submit_errors), and every later call returns it too. The
  * loop can only be destroyed then. */
 int rio_reap(rio_loop *loop, int timeout_ms);
+/* 1 when the last reap left bytes that had arrived unread (no room for their
+ * events, receives waiting to be re-armed, a full epoll batch): the next reap
+ * returns more at once. A caller that times out silent peers waits until it is 0
+ * (the loop's own heartbeats do). */
+int rio_behind(rio_loop *loop);
 rio_event *rio_events(rio_loop *loop);
 const char *rio_data(rio_loop *loop);

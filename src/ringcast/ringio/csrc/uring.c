@@ -685,6 +685,9 @@ static int uring_wait(rio_loop *l, int timeout_ms)
     if (r < 0 && r != -ETIME && !enter_failed(l, r, 1))
         return l->failed;
     drain(l);
+    /* Completions drain() had no room for, and receives waiting to be re-armed,
+     * hold bytes that have arrived and are not read yet. */
+    l->behind = io_uring_cq_ready(&l->ring) > 0 || l->nrearm > 0;
     uring_flush(l);
     return l->failed;
 }
