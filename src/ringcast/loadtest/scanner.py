@@ -140,6 +140,14 @@ class Scanner:
             raise ValueError("connection id out of range")
         return int(rc)
 
+    def answer_pings(self, send_hook: tuple[int, int] | None) -> None:
+        """Answer pings in C from now on, with the pong queued through ``send_hook``
+        (`Loop.send_hook` of the loop the connections are on): no `NOTE_PING` but for a
+        pong the loop failed to queue (no memory). None: pings come back as notes."""
+        send, loop = send_hook or (0, 0)
+        if lib.ws_answer_pings(self._s, send, loop) < 0:
+            raise ValueError("a send hook needs both addresses")
+
     def notes(self) -> list[Note]:
         raw = lib.ws_take_notes(self._s, self._nnotes)
         out = []

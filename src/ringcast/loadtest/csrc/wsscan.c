@@ -101,6 +101,13 @@ typedef struct wmsg {
     uint32_t done;
 } wmsg;
 
+/* ringio's rio_send (ringio_api.h), reached by address: the scanner does not link
+ * ringio, and ringio knows nothing of WebSocket. */
+struct rio_loop;
+typedef int (*ws_send_fn)(struct rio_loop *loop, uint32_t conn, const char *data, size_t len,
+                          uint64_t cap, int mode);
+#define RIO_SEND_FORCE 1        /* ringio_api.h: past the queue's cap (control frames) */
+
 struct ws_scan {
     uint32_t max_conns, npub, size, opcode;
     int fmt;                    /* WS_FMT_*                                     */
@@ -126,6 +133,9 @@ struct ws_scan {
     z_stream *pool[ZPOOL];      /* free inflate streams (15-bit window, reset)  */
     uint32_t npool;
     uint8_t zout[ZOUT];         /* inflated bytes on their way to the checks    */
+    ws_send_fn send;            /* answers pings when set (ws_answer_pings)     */
+    struct rio_loop *send_loop;
+    uint64_t mask_state;        /* xorshift64: the pongs' masking keys          */
 };
 
 /* ---- pattern ----------------------------------------------------------- */
@@ -1087,6 +1097,39 @@ static void inflate_end(ws_scan *s, wconn *c)
     c->zstop = 0;
 }
 
+/* RFC 6455 section 5.5.3: a pong with the ping's payload, masked as every client
+ * frame is (section 5.3: a fresh, unpredictable key per frame). */
+static int answer_ping(ws_scan *s, uint32_t id, const wconn *c)
+{
+    uint8_t f[2 + 4 + 125];
+    uint64_t x = s->mask_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s->mask_state = x;
+    f[0] = 0x80 | 0xA;
+    f[1] = (uint8_t)(0x80 | c->clen);
+    memcpy(f + 2, &x, 4);
+    for (uint32_t i = 0; i < c->clen; i++)
+        f[6 + i] = c->ctl[i] ^ f[2 + (i & 3)];
+    return s->send(s->send_loop, id, (const char *)f, 6u + c->clen, 0, RIO_SEND_FORCE);
+}
+
+int ws_answer_pings(ws_scan *s, uintptr_t send, uintptr_t loop)
+{
+    if (send && !loop)
+        return -1;
+    s->send = (ws_send_fn)send;
+    s->send_loop = (struct rio_loop *)loop;
+    if (!s->mask_state) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s->mask_state = mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)
+                              ^ (uintptr_t)s) | 1;
+    }
+    return 0;
+}
+
 static void end_frame(ws_scan *s, uint32_t id, wconn *c)
 {
     c->in_frame = 0;
@@ -1104,7 +1147,8 @@ static void end_frame(ws_scan *s, uint32_t id, wconn *c)
     }
     case 0x9:
         s->ct.pings++;
-        note(s, id, WS_NOTE_PING, 0, c->ctl, c->clen);
+        if (!s->send || answer_ping(s, id, c) < 0)
+            note(s, id, WS_NOTE_PING, 0, c->ctl, c->clen);
         return;
     case 0xA:
         s->ct.pongs++;

@@ -157,6 +157,14 @@ int ws_feed(ws_scan *s, uint32_t conn, const uint8_t *data, size_t len, uint64_t
 /* n chunks of one blob: chunk i is lens[i] bytes at blob + offs[i], for conns[i]. */
 int ws_feed_batch(ws_scan *s, const uint32_t *conns, const uint64_t *offs,
                   const uint32_t *lens, size_t n, const uint8_t *blob, uint64_t now_ns);
+/* Answer pings in C: from now on a ping is answered as it is parsed with a masked
+ * pong carrying its payload, queued by `send` on `loop` (ringio's rio_send and a
+ * loop's handle, by address: Loop.send_hook), and makes no WS_NOTE_PING (a pong that
+ * send fails to queue, -errno, becomes a note as before; a connection the loop has
+ * closed is not answered). send = 0: back to notes. A million idle
+ * subscribers answer some 40,000 pings a second at ringcast's default interval: a
+ * Python call per ping costs their process more than the ping costs the server. */
+int ws_answer_pings(ws_scan *s, uintptr_t send, uintptr_t loop);
 /* Notes since the last call to ws_take_notes; the array stays valid until
  * the next feed. */
 ws_note *ws_take_notes(ws_scan *s, uint32_t *count);
