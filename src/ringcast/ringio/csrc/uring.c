@@ -44,7 +44,7 @@
 
 #define RIO_ENTER_TRIES 8     /* io_uring_enter calls per submit before giving up */
 
-static void drain(rio_loop *l);
+static unsigned drain(rio_loop *l);
 static void finish_op(rio_loop *l, uint32_t id);
 
 /* io_uring_enter failed with r on its tries-th call in a row. Returns 1 to call
@@ -635,11 +635,12 @@ static int room_for_cqe(rio_loop *l)
 }
 
 /* Drain ready CQEs in batches; stop early while the batch cannot take one
- * more CQE's data or events (the rest wait in the CQ for the next reap). */
-static void drain(rio_loop *l)
+ * more CQE's data or events (the rest wait in the CQ for the next reap).
+ * Returns how many it handled. */
+static unsigned drain(rio_loop *l)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n;
+    unsigned head, n, total = 0;
     int room = 1;
     l->in_drain = 1;
     do {
@@ -652,10 +653,21 @@ static void drain(rio_loop *l)
         }
         io_uring_cq_advance(&l->ring, n);
         l->st.cqes += n;
+        total += n;
     } while (n && room);
     rearm_some(l);      /* buffers are back in the ring */
     l->in_drain = 0;
+    return total;
 }
+
+/* A DEFER_TASKRUN ring completes a receive in task_work that runs only inside
+ * io_uring_enter, and since 6.13 one enter runs at most 20 items a pass, two
+ * passes (IO_LOCAL_TW_DEFAULT_MAX): 300 sockets with data took 15 reaps to
+ * read, and anything that judged silence in between (heartbeats, a handshake's
+ * deadline) judged bytes that had arrived as missing. An enter that completed
+ * fewer than this many may still have left work; fewer than that, it ran out. */
+#define TW_PASS_MAX 20
+#define ENTERS_PER_WAIT 64      /* bounds one wait: ~2,500 receives */
 
 /* Wait for completions (or not, timeout_ms 0), then process them and submit
  * what that prepared. 0, or -errno once the loop has failed. */
@@ -684,10 +696,22 @@ static int uring_wait(rio_loop *l, int timeout_ms)
      * runs signal handlers only between C calls. */
     if (r < 0 && r != -ETIME && !enter_failed(l, r, 1))
         return l->failed;
-    drain(l);
-    /* Completions drain() had no room for, and receives waiting to be re-armed,
-     * hold bytes that have arrived and are not read yet. */
-    l->behind = io_uring_cq_ready(&l->ring) > 0 || l->nrearm > 0;
+    unsigned got = drain(l);
+    /* More task_work may wait behind a full pass: enter again (nothing to wait
+     * for) while the last enter completed a pass's worth and there is room. */
+    for (int i = 1; i < ENTERS_PER_WAIT && got >= TW_PASS_MAX && !l->failed &&
+                    !io_uring_cq_ready(&l->ring); i++) {
+        r = io_uring_get_events(&l->ring);
+        if (r < 0) {
+            if (!enter_failed(l, r, 1))
+                return l->failed;
+            break;      /* transient (-EINTR above all): back to the caller */
+        }
+        got = drain(l);
+    }
+    /* Completions drain() had no room for, receives waiting to be re-armed, and
+     * task_work an enter may have left hold bytes that have arrived unread. */
+    l->behind = io_uring_cq_ready(&l->ring) > 0 || l->nrearm > 0 || got >= TW_PASS_MAX;
     uring_flush(l);
     return l->failed;
 }
