@@ -380,7 +380,8 @@ class Loop:
     @property
     def behind(self) -> bool:
         """The last `reap` left bytes that had arrived unread (no room for their events,
-        receives waiting to be re-armed): the next reap has more at once. Time out a
+        receives waiting to be re-armed, io_uring task_work its last enter left, a full
+        epoll batch): the next reap has more at once. Time out a
         silent peer only when this is False: its bytes may be among those (the loop's
         heartbeats wait so too)."""
         return bool(lib.rio_behind(self._loop))

@@ -157,8 +157,9 @@ struct rio_loop {
     int failed;                 /* -errno once the engine failed for good (see
                                    enter_failed() in uring.c): rio_reap returns it */
     int behind;                 /* the last wait left arrived work unread (no room
-                                   for its events, receives to re-arm, a full epoll
-                                   batch): silence is not judged meanwhile      */
+                                   for its events, receives to re-arm, task_work
+                                   an enter left, a full epoll batch): silence
+                                   is not judged meanwhile                      */
 
     /* io_uring engine */
     struct io_uring ring;

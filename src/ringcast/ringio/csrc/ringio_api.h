@@ -214,7 +214,8 @@ int rio_heartbeat(rio_loop *loop, uint32_t conn, int on, int aligned);
  * loop can only be destroyed then. */
 int rio_reap(rio_loop *loop, int timeout_ms);
 /* 1 when the last reap left bytes that had arrived unread (no room for their
- * events, receives waiting to be re-armed, a full epoll batch): the next reap
+ * events, receives waiting to be re-armed, io_uring task_work its last enter
+ * left, a full epoll batch): the next reap
  * returns more at once. A caller that times out silent peers waits until it is 0
  * (the loop's own heartbeats do). */
 int rio_behind(rio_loop *loop);

@@ -665,7 +665,7 @@ static unsigned drain(rio_loop *l)
  * passes (IO_LOCAL_TW_DEFAULT_MAX): 300 sockets with data took 15 reaps to
  * read, and anything that judged silence in between (heartbeats, a handshake's
  * deadline) judged bytes that had arrived as missing. An enter that completed
- * fewer than this many may still have left work; fewer than that, it ran out. */
+ * this many or more may have left work behind; one that completed fewer ran out. */
 #define TW_PASS_MAX 20
 #define ENTERS_PER_WAIT 64      /* bounds one wait: ~2,500 receives */
 
