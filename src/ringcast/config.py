@@ -46,6 +46,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "ConfigKey",
+    "HistoryConfig",
     "HttpConfig",
     "KeyChange",
     "KeySpec",
@@ -330,6 +331,16 @@ class LimitsConfig:
             reloadable=True,
         ),
     )
+    max_subscriptions: int = field(
+        default=100,
+        metadata=_spec(
+            "Channels one ringcast.v1 connection may be subscribed to at once (see "
+            "docs/history.md); a subscribe beyond is answered with too_many_subscriptions.",
+            minimum=1,
+            maximum=_MIB,
+            reloadable=True,
+        ),
+    )
     max_message_size: int = field(
         default=_MIB,
         metadata=_spec(
@@ -537,6 +548,42 @@ class ChannelsConfig:
         metadata=_spec(
             "WebSocket clients may publish; when false only POST /publish (and the cluster) can.",
             reloadable=True,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryConfig:
+    """``[history]``: the last messages of chosen channels, for clients that resume."""
+
+    channels: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            "Channels whose last messages are kept, by name or pattern (* any run, ? one "
+            "character, [a-z] one of a set), so that ringcast.v1 clients can resume from a "
+            "position (docs/history.md); empty = none. One process only for now: refused with "
+            "server.workers above 1 or cluster.redis_url.",
+            pattern=(r"[^\s,]+", "a channel name or pattern without spaces or commas"),
+        ),
+    )
+    size: int = field(
+        default=100,
+        metadata=_spec("Messages kept per channel (the last ones).", minimum=1,
+                       maximum=1 << 24),
+    )
+    ttl: float = field(
+        default=300.0,
+        metadata=_spec("Messages older than this are dropped; 0 = kept until size or "
+                       "max_bytes drops them.", minimum=0, maximum=365 * 86400, unit="seconds"),
+    )
+    max_bytes: int = field(
+        default=64 * _MIB,
+        metadata=_spec(
+            "All channels' history together, per process (payloads plus ~100 bytes each); "
+            "past it the oldest message of any channel is dropped first.",
+            minimum=1024,
+            maximum=1 << 40,
+            unit="bytes",
         ),
     )
 
@@ -860,6 +907,10 @@ class Config:
     )
     channels: ChannelsConfig = field(
         default_factory=ChannelsConfig, metadata={_SPEC: "Channel names and who may publish."}
+    )
+    history: HistoryConfig = field(
+        default_factory=HistoryConfig,
+        metadata={_SPEC: "The last messages of chosen channels, for clients that resume."},
     )
     http: HttpConfig = field(
         default_factory=HttpConfig, metadata={_SPEC: "The HTTP publish API and browser origins."}
@@ -1336,6 +1387,13 @@ def _build(
         if not any(all_values[path] for path in needed):
             where = _origin(key.section, key.name, source, overrides)
             errors.append(f"{where}: {key.path}: true needs one of {', '.join(needed)} to be set")
+
+    if all_values.get("history.channels") and (
+            all_values.get("server.workers", 1) != 1 or all_values.get("cluster.redis_url")):
+        where = _origin("history", "channels", source, overrides)
+        errors.append(
+            f"{where}: history.channels: history is kept in one process for now: set "
+            "server.workers = 1 and leave cluster.redis_url empty, or history.channels = []")
 
     errors.extend(env_errors)
     if errors:

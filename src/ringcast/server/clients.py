@@ -44,13 +44,18 @@ from ringcast.server.protocol.actions import (
     HttpPublish,
     HttpPublishBatch,
     HttpQuery,
+    Join,
+    Leave,
+    OpenedV1,
     Publish,
+    PublishCommand,
     Refused,
     SendBytes,
     Subscribe,
 )
 from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
+from ringcast.server.protocol.ringcast_v1 import published_frame
 from ringcast.server.protocol.session import Session, SessionState
 from ringcast.server.settings import Current
 from ringcast.server.table import ConnectionTable, Owner
@@ -111,6 +116,9 @@ class Clients(Owner):
         self._born: dict[ConnId, float] = {}  # until the handshake: when it was accepted
         # WebSockets whose last bytes ended inside a frame or message (see data_received).
         self._mid_message: set[ConnId] = set()
+        # ringcast.v1 WebSockets: the window their permessage-deflate compresses with
+        # (0: none), until they close.
+        self._v1_bits: dict[ConnId, int] = {}
         self._accept_warned = -ACCEPT_WARN_EVERY
 
     # -- listeners ---------------------------------------------------------------------
@@ -291,18 +299,16 @@ class Clients(Owner):
                 if held is not None:
                     held.append(action.data)
                     continue
-                if session is not None and session.channel is not None:
-                    # Frames already published to its channel this iteration go first.
-                    self._fanout.flush_channel(session.channel)
+                if session is not None:
+                    # Frames already published to its channels this iteration go first.
+                    if session.channel is not None:
+                        self._fanout.flush_channel(session.channel)
+                    elif session.commands is not None:
+                        for name in session.commands.channels:
+                            self._fanout.flush_channel(name)
                 loop.send(conn, action.data, force=True)
             elif isinstance(action, Subscribe):
-                born = self._born.pop(conn, None)
-                if born is not None:
-                    took = time.monotonic() - born
-                    self._counts.handshake.observe(took)
-                    self._access_log.line("connection %d: WebSocket open on channel %s "
-                                          "(%.1f ms after accept)", conn, action.channel,
-                                          took * 1000)
+                self._opened(conn, f"on channel {action.channel}")
                 if self._bridge is not None:
                     self._bridge.subscribe(action.channel)
                 if not (self._held and self._held.is_held(conn)):
@@ -314,6 +320,30 @@ class Clients(Owner):
                 exclude = NO_CONN if self._current.settings.echo else conn
                 self._fanout.publish(action.channel, data_frame(action.payload, action.text),
                                      exclude)
+            elif isinstance(action, OpenedV1):
+                self._opened(conn, "(ringcast.v1)")
+                self._v1_bits[conn] = action.window_bits
+                if session is not None:  # a WebSocket now: the loop keeps it alive
+                    self._loop.heartbeat(conn, True, aligned=not session.mid_message)
+            elif isinstance(action, Join):
+                if self._bridge is not None:
+                    self._bridge.subscribe(action.channel)
+                if not self._fanout.join(conn, action.channel, action.since, action.ref,
+                                         self._v1_bits.get(conn, 0)) and session is not None:
+                    # What it missed does not fit in its queue: a slow consumer, whatever
+                    # the policy (dropping would break the promise of no gap).
+                    self._counts.slow_closes += 1
+                    self.execute(conn, session.close(
+                        CloseCode.SLOW_CONSUMER, "slow consumer: what it missed does not fit "
+                        "in limits.queue_max_bytes", time.monotonic()))
+                    return
+            elif isinstance(action, Leave):
+                self._leave(conn, action.channel)
+            elif isinstance(action, PublishCommand):
+                self._counts.published_ws += 1
+                self._fanout.publish(action.channel, data_frame(action.payload, action.text))
+                loop.send(conn, published_frame(action.ref, action.channel,
+                                                self._fanout.position), force=True)
             elif isinstance(action, HttpPublish):
                 assert session is not None
                 self._counts.published_http += 1
@@ -321,7 +351,7 @@ class Clients(Owner):
                 reached = self._fanout.publish(action.channel, frame)
                 self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
                                       conn, action.channel, reached)
-                work.extend(session.publish_done(reached))
+                work.extend(session.publish_done(reached, self._fanout.position))
             elif isinstance(action, HttpPublishBatch):
                 assert session is not None
                 self._counts.published_http += len(action.messages)
@@ -395,13 +425,34 @@ class Clients(Owner):
 
     # -- the end of a connection ------------------------------------------------------------
 
+    def _opened(self, conn: ConnId, what: str) -> None:
+        """A WebSocket handshake completed: how long it took."""
+        born = self._born.pop(conn, None)
+        if born is not None:
+            took = time.monotonic() - born
+            self._counts.handshake.observe(took)
+            self._access_log.line("connection %d: WebSocket open %s (%.1f ms after accept)",
+                                  conn, what, took * 1000)
+
     def _unsubscribe(self, conn: ConnId, session: Session) -> None:
         name = session.channel
         self._held.forget(conn)
+        commands = session.commands
+        if commands is not None:
+            if self._v1_bits.pop(conn, None) is None:
+                return  # unsubscribed already
+            self._mid_message.discard(conn)
+            self._loop.heartbeat(conn, False)
+            for name in commands.channels:
+                self._leave(conn, name)
+            return
         if name is None:
             return  # never a WebSocket: no heartbeats, no channel
         self._mid_message.discard(conn)
         self._loop.heartbeat(conn, False)  # closing: no more pings
+        self._leave(conn, name)
+
+    def _leave(self, conn: ConnId, name: str) -> None:
         if self._hub.unsubscribe(conn, name) and self._bridge is not None \
                 and not self._held.waits_for(name):
             self._bridge.unsubscribe(name)

@@ -5,7 +5,10 @@ fan-out as it is, so a publish costs Python O(1) whatever the number of subscrib
 Removal swaps the last id into the hole (the order of subscribers does not matter; the
 order of messages does, and that is per connection). Subscribers that agreed on
 permessage-deflate are kept apart, one :class:`Group` per window size, since they get
-other bytes (the same for all of them: see :mod:`.protocol.deflate`).
+other bytes (the same for all of them: see :mod:`.protocol.deflate`). So are
+``ringcast.v1`` subscribers, who get each message as a ``message`` frame (channel and
+position around the payload: :mod:`.protocol.ringcast_v1`), made once per message for
+all of them, and every message, their own included (no excluded publisher).
 
 Messages published to a channel during one loop iteration are held here and leave as one
 run per (channel, excluded publisher): a subscriber gets one send per iteration, not one
@@ -64,36 +67,45 @@ class Channel:
     """The subscribers that get frames as they were published."""
     deflate: dict[int, Group] = field(default_factory=dict)
     """By window size: the subscribers that get them compressed (none, most often)."""
+    v1: dict[int, Group] = field(default_factory=dict)
+    """By window size (0: none): the ``ringcast.v1`` subscribers (none, most often)."""
     # Frames waiting for the end of the iteration: (frame, excluded conn).
     pending: list[tuple[bytes, ConnId]] = field(default_factory=list)
+    # The same messages as ringcast.v1 frames, while the channel has v1 subscribers.
+    pending_v1: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
         n = len(self.plain.ids)
         if self.deflate:
             n += sum(len(group.ids) for group in self.deflate.values())
+        if self.v1:
+            n += sum(len(group.ids) for group in self.v1.values())
         return n
 
-    def add(self, conn: ConnId, window_bits: int = 0) -> None:
+    def add(self, conn: ConnId, window_bits: int = 0, *, v1: bool = False) -> None:
         """Subscribe ``conn``; ``window_bits``: the window its permessage-deflate
-        compresses with, 0 for none."""
-        if not window_bits:
+        compresses with, 0 for none; ``v1``: a ``ringcast.v1`` client."""
+        if not window_bits and not v1:
             self.plain.add(conn)
             return
-        group = self.deflate.get(window_bits)
+        groups = self.v1 if v1 else self.deflate
+        group = groups.get(window_bits)
         if group is None:
-            group = self.deflate[window_bits] = Group()
+            group = groups[window_bits] = Group()
         group.add(conn)
 
     def remove(self, conn: ConnId) -> None:
-        if self.plain.remove(conn) or not self.deflate:
+        if self.plain.remove(conn):
             return
-        for bits, group in self.deflate.items():
-            if group.remove(conn):
-                if not group.ids:
-                    del self.deflate[bits]
-                return
+        for groups in (self.deflate, self.v1):
+            for bits, group in groups.items():
+                if group.remove(conn):
+                    if not group.ids:
+                        del groups[bits]
+                    return
 
     def has(self, conn: ConnId) -> bool:
+        """Is ``conn`` a raw subscriber (one that an excluded publisher can be)?"""
         return conn in self.plain.pos or any(conn in g.pos for g in self.deflate.values())
 
     def reach(self, exclude: ConnId) -> int:
@@ -125,12 +137,13 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self._dirty: dict[str, Channel] = {}
 
-    def subscribe(self, conn: ConnId, name: str, window_bits: int = 0) -> Channel:
+    def subscribe(self, conn: ConnId, name: str, window_bits: int = 0, *,
+                  v1: bool = False) -> Channel:
         """Add ``conn`` to channel ``name`` (see :meth:`Channel.add`)."""
         ch = self.channels.get(name)
         if ch is None:
             ch = self.channels[name] = Channel(name)
-        ch.add(conn, window_bits)
+        ch.add(conn, window_bits, v1=v1)
         return ch
 
     def unsubscribe(self, conn: ConnId, name: str) -> bool:
@@ -147,13 +160,19 @@ class Hub:
         ch = self.channels.get(name)
         return ch is not None and bool(len(ch))
 
-    def publish(self, name: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
+    def publish(self, name: str, frame: bytes, exclude: ConnId = NO_CONN,
+                v1: bytes | None = None) -> int:
         """Hold a framed message for the end of the iteration; returns how many local
-        subscribers it will reach (0: nobody listens, and nothing is held)."""
+        subscribers it will reach (0: nobody listens, and nothing is held). ``v1``: the
+        same message as a ``ringcast.v1`` frame, which the channel's v1 subscribers get
+        (given whenever it has some)."""
         ch = self.channels.get(name)
         if ch is None or not len(ch):
             return 0
         ch.pending.append((frame, exclude))
+        if ch.v1:
+            assert v1 is not None
+            ch.pending_v1.append(v1)
         self._dirty[name] = ch
         return ch.reach(exclude)
 
@@ -178,6 +197,7 @@ class Hub:
         if len(ch):
             return True
         ch.pending.clear()
+        ch.pending_v1.clear()
         if self.channels.get(ch.name) is ch:
             del self.channels[ch.name]
         return False
@@ -189,5 +209,6 @@ class Hub:
     def subscriber_count(self, *, compressed: bool = False) -> int:
         """Subscriptions (``compressed``: those with permessage-deflate only)."""
         if compressed:
-            return sum(len(g.ids) for ch in self.channels.values() for g in ch.deflate.values())
+            return sum(len(g.ids) for ch in self.channels.values()
+                       for groups in (ch.deflate, ch.v1) for bits, g in groups.items() if bits)
         return sum(len(ch) for ch in self.channels.values())

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from ringcast import __version__
 from ringcast.ringio import Loop
 from ringcast.server.cluster import Bridge
+from ringcast.server.history import History
 from ringcast.server.hub import Hub
 from ringcast.server.latency import Latency
 from ringcast.server.peers import PeerLinks
@@ -124,8 +125,10 @@ class Metrics(Collector):
 
     def __init__(self, counters: Counters, worker: int, backend_name: str, *, loop: Loop,
                  hub: Hub, clients: ClientsView, compressor: Compressor,
-                 peers: PeerLinks | None, bridge: Bridge | None) -> None:
+                 peers: PeerLinks | None, bridge: Bridge | None,
+                 history: History | None = None) -> None:
         self.counters = counters
+        self._history = history
         self._compressor = compressor
         self.worker = str(worker)
         self._backend_name = backend_name
@@ -231,6 +234,21 @@ class Metrics(Collector):
         published.add_metric([self.worker, "websocket"], c.published_ws)
         published.add_metric([self.worker, "http"], c.published_http)
         yield published
+        history = self._history
+        if history is not None:  # zeros when no channel keeps history
+            yield gauge("ringcast_history_messages", "Messages held in channels' history",
+                        history.messages)
+            yield gauge("ringcast_history_bytes",
+                        "Bytes held in channels' history, as history.max_bytes counts them",
+                        history.bytes)
+            evicted = CounterMetricFamily(
+                "ringcast_history_evicted",
+                "Messages dropped from history, by why (size: past history.size in its "
+                "channel; ttl: older than history.ttl; budget: past history.max_bytes)",
+                labels=["worker", "reason"])
+            for reason in ("size", "ttl", "budget"):
+                evicted.add_metric([self.worker, reason], getattr(history.evicted, reason))
+            yield evicted
         yield counter("ringcast_messages_fanned_out",
                       "Messages sent to at least one subscriber", c.messages_out)
         yield counter("ringcast_slow_consumer_closes",

@@ -28,12 +28,14 @@ each message and of each connection's life.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 from ringcast.config import Config, load_config, plan_reload
@@ -44,6 +46,7 @@ from ringcast.server.backend import Backend
 from ringcast.server.clients import Clients
 from ringcast.server.cluster import Bridge, RedisBridge
 from ringcast.server.fanout import FanOut
+from ringcast.server.history import History
 from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters, Metrics
 from ringcast.server.peers import PeerLinks
@@ -51,6 +54,7 @@ from ringcast.server.port import tcp_socket
 from ringcast.server.protocol import keepalive
 from ringcast.server.protocol.deflate import Compressor
 from ringcast.server.protocol.frames import CloseCode
+from ringcast.server.protocol.http_phase import CLIENT_SCRIPT
 from ringcast.server.settings import Current
 from ringcast.server.status import StatusBoard
 from ringcast.server.table import ConnectionTable, Owner
@@ -387,10 +391,13 @@ class Server:
         return "stopping (lame duck)" if self.stopping else "ok"
 
     def answer(self, path: str) -> tuple[int, str, bytes]:
-        """The answer to ``GET path``: ``/healthz``, ``/metrics``, ``/status`` or
-        ``/status.json`` (the protocol routes only those that are enabled)."""
+        """The answer to ``GET path``: ``/healthz``, ``/metrics``, ``/ringcast.js``,
+        ``/status`` or ``/status.json`` (the protocol routes only those that are
+        enabled)."""
         if path == "/metrics":
             return 200, self.metrics.content_type, self.metrics.render()
+        if path == CLIENT_SCRIPT:
+            return 200, "text/javascript; charset=utf-8", client_script()
         if self.status is not None and path == "/status":
             return 200, "text/html; charset=utf-8", self.status.page()
         if self.status is not None and path == "/status.json":
@@ -403,6 +410,12 @@ class Server:
             lines += [f"cluster {k}: {v}" for k, v in self.bridge.status().items()]
         body = ("\n".join(lines) + "\n").encode()
         return (503 if self.stopping else 200), "text/plain; charset=utf-8", body
+
+
+@functools.cache
+def client_script() -> bytes:
+    """The JavaScript client (``ringcast/server/ringcast.js``), read once."""
+    return (resources.files("ringcast.server") / "ringcast.js").read_bytes()
 
 
 def build_server(config: Config, backend: Backend, *, max_connections: int,
@@ -455,12 +468,14 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
                           snapshot=snapshot)
     compression = config.compression
     compressor = Compressor(compression.level, compression.threshold)
+    kept = config.history
+    history = History(kept.channels, size=kept.size, ttl=kept.ttl, max_bytes=kept.max_bytes)
     fanout = FanOut(loop, hub, current, counters, compressor=compressor, peers=peers,
-                    bridge=bridge)
+                    bridge=bridge, history=history)
     clients = Clients(table, current, hub, fanout, counters=counters, timers=timers,
                       query=answer, max_connections=max_connections, bridge=bridge)
     metrics = Metrics(counters, worker, backend.name, loop=loop, hub=hub, clients=clients,
-                      compressor=compressor, peers=peers, bridge=bridge)
+                      compressor=compressor, peers=peers, bridge=bridge, history=history)
     server = Server(current, backend, table, clients=clients, fanout=fanout, timers=timers,
                     metrics=metrics, peers=peers, bridge=bridge, config_path=config_path,
                     worker=worker, on_linked=on_linked)

@@ -51,6 +51,7 @@ def protocol_settings(config: Config) -> ProtocolSettings:
         max_messages_per_second=lim.max_messages_per_second,
         message_burst=lim.message_burst,
         max_message_frames=lim.max_message_frames,
+        max_subscriptions=lim.max_subscriptions,
         max_control_frames_per_second=lim.max_control_frames_per_second,
         control_frame_burst=lim.control_frame_burst,
         message_timeout=lim.message_timeout,

@@ -42,6 +42,7 @@ class TestProtocolSettings:
             "max_messages_per_second",
             "message_burst",
             "max_message_frames",
+            "max_subscriptions",
             "max_control_frames_per_second",
             "control_frame_burst",
             "message_timeout",

@@ -27,7 +27,11 @@ __all__ = [
     "HttpPublish",
     "HttpPublishBatch",
     "HttpQuery",
+    "Join",
+    "Leave",
+    "OpenedV1",
     "Publish",
+    "PublishCommand",
     "Refused",
     "SendBytes",
     "Subscribe",
@@ -52,6 +56,50 @@ class Subscribe:
 
     channel: str
     window_bits: int = 0
+
+
+@final
+@dataclass(slots=True)
+class OpenedV1:
+    """The handshake of a ``ringcast.v1`` client completed (see :mod:`.ringcast_v1`): it
+    subscribes with :class:`Join` actions. ``window_bits`` as for :class:`Subscribe`."""
+
+    window_bits: int = 0
+
+
+@final
+@dataclass(slots=True)
+class Join:
+    """Subscribe this ``ringcast.v1`` connection to ``channel`` (checked), and send the
+    ``subscribed`` reply (:func:`~.ringcast_v1.subscribed_frame`, echoing ``ref``, the
+    command's id as JSON; None: none) — preceded by the messages after ``since``
+    ((epoch, offset)) when the channel's history has them all."""
+
+    channel: str
+    since: tuple[str, int] | None
+    ref: bytes | None
+
+
+@final
+@dataclass(slots=True)
+class Leave:
+    """Unsubscribe this ``ringcast.v1`` connection from ``channel`` (now: nothing
+    published later reaches it)."""
+
+    channel: str
+
+
+@final
+@dataclass(slots=True)
+class PublishCommand:
+    """A ``ringcast.v1`` ``publish`` (checked): publish as :class:`Publish` does (``text``
+    likewise), then send the ``published`` reply with the message's position, echoing
+    ``ref``."""
+
+    channel: str
+    payload: bytes
+    text: bool
+    ref: bytes | None
 
 
 @final
@@ -201,7 +249,7 @@ class CloseConnection:
 
 
 Action = (
-    SendBytes | Subscribe | Publish | HttpPublish | HttpPublishBatch | HttpQuery | ClientAddress
-    | Refused | CloseConnection
+    SendBytes | Subscribe | OpenedV1 | Join | Leave | Publish | PublishCommand | HttpPublish
+    | HttpPublishBatch | HttpQuery | ClientAddress | Refused | CloseConnection
 )
 """Any of the actions above."""

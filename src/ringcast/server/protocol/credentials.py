@@ -10,12 +10,13 @@ method; more than one is a 400 ``invalid_request``):
    ``/publish/<channel>?token=<token>`` (RFC 6750 section 2.3), percent-decoded;
 3. on a WebSocket handshake only, the subprotocol ``ringcast.bearer.<token>`` in
    ``Sec-WebSocket-Protocol``: the one header a browser's ``new WebSocket(url,
-   protocols)`` can set. The client must offer the plain subprotocol ``ringcast`` too;
-   the server selects ``ringcast`` (RFC 6455 section 4.2.2 lets it select only a
-   subprotocol the client offered, and browsers fail a handshake whose response selects
-   none when they offered some). The token is never echoed back.
+   protocols)`` can set. The client must offer the plain subprotocol ``ringcast`` (or
+   ``ringcast.v1``) too; the server selects that (RFC 6455 section 4.2.2 lets it select
+   only a subprotocol the client offered, and browsers fail a handshake whose response
+   selects none when they offered some). The token is never echoed back.
 
-A client that offers ``ringcast`` without a token still gets ``ringcast`` selected; other
+A client that offers ``ringcast.v1`` gets it selected (and speaks the client protocol of
+:mod:`.ringcast_v1`); else one that offers ``ringcast`` gets ``ringcast``; other
 subprotocols are never selected.
 """
 
@@ -29,10 +30,20 @@ from urllib.parse import parse_qsl
 from .auth import AuthError
 from .refusals import Refusal
 
-__all__ = ["BEARER_PREFIX", "QUERY_PARAMETER", "SUBPROTOCOL", "Credentials", "read_credentials"]
+__all__ = [
+    "BEARER_PREFIX",
+    "QUERY_PARAMETER",
+    "SUBPROTOCOL",
+    "SUBPROTOCOL_V1",
+    "Credentials",
+    "read_credentials",
+]
 
 SUBPROTOCOL: Final = "ringcast"
-"""The subprotocol the server selects when a client offers it."""
+"""The subprotocol the server selects when a client offers it (and not the next)."""
+SUBPROTOCOL_V1: Final = "ringcast.v1"
+"""The subprotocol of the ``ringcast.v1`` client protocol (see :mod:`.ringcast_v1`),
+selected first when offered."""
 BEARER_PREFIX: Final = "ringcast.bearer."
 """A subprotocol starting with this carries a token after the prefix."""
 QUERY_PARAMETER: Final = "token"
@@ -45,7 +56,8 @@ class Credentials:
     token: str | None
     """The bearer token, or ``None`` when the request carries none."""
     subprotocol: str | None
-    """The subprotocol for the 101 response (``"ringcast"`` when offered), else ``None``."""
+    """The subprotocol for the 101 response (``"ringcast.v1"`` or ``"ringcast"`` when
+    offered), else ``None``."""
 
 
 def read_credentials(
@@ -68,12 +80,13 @@ def read_credentials(
         elif websocket and name == b"sec-websocket-protocol":
             offered.extend(p.strip() for p in value.decode("latin-1").split(","))
     bearers = [p[len(BEARER_PREFIX) :] for p in offered if p.startswith(BEARER_PREFIX)]
-    if bearers and SUBPROTOCOL not in offered:
+    subprotocol = (SUBPROTOCOL_V1 if SUBPROTOCOL_V1 in offered
+                   else SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    if bearers and subprotocol is None:
         raise _bad(
-            f"offer the subprotocol {SUBPROTOCOL!r} along with {BEARER_PREFIX}<token>: "
-            f"the server selects {SUBPROTOCOL!r}"
+            f"offer the subprotocol {SUBPROTOCOL!r} (or {SUBPROTOCOL_V1!r}) along with "
+            f"{BEARER_PREFIX}<token>: the server selects it"
         )
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
     if not tokens:
         return Credentials(None, subprotocol)
 

@@ -60,7 +60,7 @@ from ._headscan import ffi, lib
 from .auth import Access, AuthError, Grant
 from .batch import BatchError, Message, read_batch
 from .channels import validate_channel
-from .credentials import Credentials, read_credentials
+from .credentials import SUBPROTOCOL_V1, Credentials, read_credentials
 from .deflate import Agreement, negotiate
 from .settings import ProtocolSettings
 
@@ -307,7 +307,10 @@ def _subscriber(
 ) -> PlainUpgrade | None:
     """A handshake's policy (its origin allowed already): the channel name, the token and
     what it allows, and the compression agreed for ``offers`` (the
-    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path."""
+    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path,
+    and a ``ringcast.v1`` client to it too (rarer, and its refusals are answered apart)."""
+    if credentials.subprotocol == SUBPROTOCOL_V1:
+        return None
     try:
         channel = validate_channel(path[1:], settings.max_channel_name)
         auth = settings.authenticator

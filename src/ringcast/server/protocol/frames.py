@@ -76,6 +76,7 @@ __all__ = [
     "Kind",
     "close_frame",
     "data_frame",
+    "payload_of",
     "ping_frame",
     "pong_frame",
     "valid_close_code",
@@ -305,6 +306,14 @@ def data_frame(payload: bytes, text: bool) -> bytes:
     """One final, unmasked data frame: TEXT (``payload`` must be UTF-8; it is not checked
     again) or BINARY."""
     return bytes(_SERVER._serialize_frame(Opcode.TEXT if text else Opcode.BINARY, payload))
+
+
+def payload_of(frame: bytes) -> tuple[bytes, bool]:
+    """The payload of a :func:`data_frame` and whether it is TEXT (the inverse of
+    :func:`data_frame`, for the server's own frames only: unmasked, uncompressed)."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return frame[start:], frame[0] & 0x0F == Opcode.TEXT
 
 
 def ping_frame(payload: bytes) -> bytes:

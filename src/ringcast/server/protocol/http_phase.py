@@ -80,6 +80,7 @@ from .actions import (
     HttpPublish,
     HttpPublishBatch,
     HttpQuery,
+    OpenedV1,
     Refused,
     SendBytes,
     Subscribe,
@@ -88,10 +89,12 @@ from .auth import Access, AuthError, Grant
 from .batch import BatchError, Message, read_batch, results_body
 from .channels import validate_channel
 from .client_address import ProxyHeaderError, forwarded_client, read_proxy_header
-from .credentials import Credentials, read_credentials
+from .credentials import SUBPROTOCOL_V1, Credentials, read_credentials
 from .deflate import Agreement, negotiate
+from .frames import CloseCode, close_frame
 from .head_limits import HeadGuard, HeadLimitError
 from .refusals import Refusal
+from .ringcast_v1 import Commands
 from .settings import ProtocolSettings
 
 __all__ = ["HttpPhase", "Route", "Upgrade", "check_status", "head_limit", "held_limit"]
@@ -100,6 +103,8 @@ _PUBLISH_PREFIX: Final = "/publish/"
 _BATCH_PATH: Final = "/publish"
 _HEALTHZ: Final = "/healthz"
 _METRICS: Final = "/metrics"
+CLIENT_SCRIPT: Final = "/ringcast.js"
+"""The ``ringcast.v1`` JavaScript client, served to browsers (see docs/history.md)."""
 STATUS_PAGES: Final = ("/status", "/status.json")
 """The status page and its figures: queries, when ``status_enabled``."""
 STATUS_LIVE: Final = "/status/live"
@@ -109,6 +114,7 @@ STATUS_CHANNEL: Final = "/status"
 channel name), so only the server publishes there."""
 _REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
 _STATUS_ACCESS: Final = Access(may_publish=False)  # a status page's WebSocket only listens
+_V1_ACCESS: Final = Access(may_publish=True)  # ringcast.v1: decided per command instead
 
 
 def head_limit(settings: ProtocolSettings) -> int:
@@ -135,12 +141,15 @@ class Upgrade:
     WebSocket phase reads frames with its own :class:`~.frames.FrameReader`.
     """
 
-    channel: str
+    channel: str | None
+    """The channel subscribed; None for a ``ringcast.v1`` client (``commands``)."""
     trailing: bytes
     eof: bool
     access: Access
     publish_until: float | None
     deflate: bool
+    commands: Commands | None = None
+    """A ``ringcast.v1`` client's commands (see :mod:`.ringcast_v1`); None: a raw one."""
 
 
 class Route(Enum):
@@ -426,11 +435,18 @@ class HttpPhase:
         """The kind of request the runtime owes an answer to (``PUBLISH`` or ``QUERY``)."""
         return None if self._answer_owed is None else self._answer_owed.route
 
-    def publish_done(self, reached: int, out: list[Action]) -> None:
-        """200 with ``{"channel": ..., "subscribers": reached}`` for the owed publish."""
+    def publish_done(self, reached: int, position: tuple[str, int] | None,
+                     out: list[Action]) -> None:
+        """200 with ``{"channel": ..., "subscribers": reached}`` (and the ``position``'s
+        ``"epoch"`` and ``"offset"``) for the owed publish."""
         request = self._take_owed()
-        # JSON by hand: a channel name never needs escaping (see .channels).
-        body = b'{"channel":"%s","subscribers":%d}' % (request.channel.encode(), reached)
+        # JSON by hand: a channel name never needs escaping (see .channels), nor an
+        # epoch (URL-safe base64).
+        if position is None:
+            body = b'{"channel":"%s","subscribers":%d}' % (request.channel.encode(), reached)
+        else:
+            body = b'{"channel":"%s","subscribers":%d,"epoch":"%s","offset":%d}' % (
+                request.channel.encode(), reached, position[0].encode(), position[1])
         self._answer(request, 200, b"application/json", body, out)
 
     def publish_batch_done(self, reached: list[int], out: list[Action]) -> None:
@@ -568,7 +584,8 @@ class HttpPhase:
         is_get = method in (b"GET", b"HEAD")
         if method == b"GET" and _has_token(event.headers, b"upgrade", b"websocket"):
             request = _Request(event, Route.UPGRADE, path)
-        elif path == _HEALTHZ or (path == _METRICS and settings.metrics_enabled) or (
+        elif path in (_HEALTHZ, CLIENT_SCRIPT) or (
+                path == _METRICS and settings.metrics_enabled) or (
                 path in STATUS_PAGES and settings.status_enabled):
             if not is_get:
                 self._fail(
@@ -733,13 +750,16 @@ class HttpPhase:
             self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
         status = request.path == STATUS_LIVE and self._settings.status_enabled
+        v1 = not status and _offers(event.headers, SUBPROTOCOL_V1)
+        channel: str | None
         if status:
             channel = STATUS_CHANNEL  # the status page's own origin may be anything
         else:
             if not self._origin_allowed(event.headers, out):
                 return
             try:
-                channel = validate_channel(request.path[1:], self._settings.max_channel_name)
+                channel = None if v1 and request.path == "/" else validate_channel(
+                    request.path[1:], self._settings.max_channel_name)
             except ChannelNameError as exc:
                 self._fail(Refusal.BAD_CHANNEL, 400, str(exc), out)
                 return
@@ -763,6 +783,7 @@ class HttpPhase:
             self._fail(Refusal.BAD_HANDSHAKE, 400, message, out)
             return
         auth = self._settings.authenticator
+        commands = None
         if status:
             viewer = self._status_viewer(event, True, out)
             if viewer is None:
@@ -773,10 +794,16 @@ class HttpPhase:
                 credentials, grant = self._authenticate(
                     event, websocket=True, required=auth.require_subscribe,
                     action="subscribing")
-                access = auth.subscriber_access(grant, channel)
+                access = _V1_ACCESS if channel is None else auth.subscriber_access(grant, channel)
             except AuthError as exc:
-                self._refuse_credentials(exc, out)
+                if v1:
+                    self._refuse_v1(exc, handshake, out)
+                else:
+                    self._refuse_credentials(exc, out)
                 return
+            if v1:
+                commands = Commands(self._settings, grant, self._unix_offset)
+                access = _V1_ACCESS  # what it may publish is decided per command
         # The only extension is permessage-deflate, negotiated by .deflate (so both
         # paths agree) and answered as an extra header: wsproto's own would compress per
         # connection. The only subprotocol ever selected is "ringcast", when offered
@@ -793,23 +820,31 @@ class HttpPhase:
         trailing, eof = self._h11.trailing_data
         self._forwarded(event, True, out)
         self._upgraded(channel, response, access, deflate, trailing=trailing,
-                       eof=eof or self._eof, out=out)
+                       eof=eof or self._eof, out=out, commands=commands)
 
-    def _upgraded(self, channel: str, response: bytes, access: Access,
+    def _upgraded(self, channel: str | None, response: bytes, access: Access,
                   deflate: Agreement | None, *, trailing: bytes, eof: bool,
-                  out: list[Action]) -> None:
+                  out: list[Action], commands: Commands | None = None) -> None:
         """The handshake succeeded (on either path): the 101, the subscription, and the
-        WebSocket phase's turn."""
+        WebSocket phase's turn. ``commands``: a ``ringcast.v1`` client's (``channel``,
+        if any, the one its path named)."""
         # One copy of each channel name, however many subscribers it has.
-        channel = sys.intern(channel)
+        channel = None if channel is None else sys.intern(channel)
         out.append(SendBytes(response))
-        out.append(Subscribe(channel, 0 if deflate is None else deflate.window_bits))
+        window_bits = 0 if deflate is None else deflate.window_bits
+        if commands is not None:
+            out.append(OpenedV1(window_bits))
+            if channel is not None:
+                commands.join(channel, out)
+        else:
+            assert channel is not None
+            out.append(Subscribe(channel, window_bits))
         self._deadline = None
         publish_until = None
         if access.publish_expires is not None:
             publish_until = access.publish_expires - (self._unix_offset or 0.0)
         self.upgrade = Upgrade(channel, trailing, eof, access, publish_until,
-                               deflate is not None)
+                               deflate is not None, commands)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -865,6 +900,16 @@ class HttpPhase:
         message = f"origin {origin[:_REASON_MAX]!r} is not allowed"
         self._fail(Refusal.ORIGIN_NOT_ALLOWED, 403, message, out)
         return False
+
+    def _refuse_v1(self, error: AuthError, handshake: H11Handshake, out: list[Action]) -> None:
+        """Refuse a ``ringcast.v1`` client's credentials (or its path's channel) so that a
+        browser can read why: accept the WebSocket, then close it at once with 1008 and
+        the reason (a refused handshake shows a page's script only code 1006)."""
+        reason = str(error)
+        out.append(Refused(error.refusal, CloseCode.POLICY_VIOLATION, reason))
+        out.append(SendBytes(handshake.send(AcceptConnection(subprotocol=SUBPROTOCOL_V1))))
+        out.append(SendBytes(close_frame(CloseCode.POLICY_VIOLATION, reason)))
+        out.append(CloseConnection(Ended.REFUSED))
 
     def _refuse_credentials(self, error: AuthError, out: list[Action]) -> None:
         challenge = [(b"www-authenticate", error.challenge)]
@@ -937,6 +982,14 @@ def _is_channel_path(path: str, settings: ProtocolSettings) -> bool:
     except ChannelNameError:
         return False
     return path.startswith("/")
+
+
+def _offers(headers: Iterable[tuple[bytes, bytes]], subprotocol: str) -> bool:
+    """Does the request offer ``subprotocol`` in Sec-WebSocket-Protocol?"""
+    wanted = subprotocol.encode()
+    return any(name == b"sec-websocket-protocol"
+               and any(p.strip() == wanted for p in value.split(b","))
+               for name, value in headers)
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

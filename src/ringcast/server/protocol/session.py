@@ -39,6 +39,7 @@ from enum import Enum
 from .actions import Action, CloseConnection, Ended
 from .frames import valid_close_code
 from .http_phase import HttpPhase, Route, check_status
+from .ringcast_v1 import Commands
 from .settings import ProtocolSettings
 from .websocket_phase import WebSocketPhase
 
@@ -111,7 +112,7 @@ class Session:
     Bad input from the peer never raises, and nothing follows ``CloseConnection``.
     """
 
-    __slots__ = ("_channel", "_phase", "settings")
+    __slots__ = ("_channel", "_commands", "_phase", "settings")
 
     def __init__(
         self, settings: ProtocolSettings, now: float, *, unix_offset: float | None = None,
@@ -128,6 +129,7 @@ class Session:
         self._phase: HttpPhase | WebSocketPhase | None = HttpPhase(settings, now, unix_offset,
                                                                    proxy)
         self._channel: str | None = None
+        self._commands: Commands | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -143,8 +145,15 @@ class Session:
     @property
     def channel(self) -> str | None:
         """The subscribed channel once the handshake succeeded (kept after the close, so
-        the runtime can unsubscribe), else ``None``."""
+        the runtime can unsubscribe), else ``None`` (and for a ``ringcast.v1`` client:
+        see :attr:`commands`)."""
         return self._channel
+
+    @property
+    def commands(self) -> Commands | None:
+        """A ``ringcast.v1`` client's commands, whose ``channels`` are the channels it is
+        subscribed to (kept after the close, so the runtime can unsubscribe them)."""
+        return self._commands
 
     @property
     def mid_message(self) -> bool:
@@ -207,15 +216,17 @@ class Session:
 
     # -- answers to the HTTP API ---------------------------------------------------------
 
-    def publish_done(self, reached: int) -> list[Action]:
+    def publish_done(self, reached: int, position: tuple[str, int] | None = None
+                     ) -> list[Action]:
         """Answer the pending :class:`HttpPublish`: 200, JSON
-        ``{"channel": ..., "subscribers": reached}``. The connection may then serve the
-        next request."""
+        ``{"channel": ..., "subscribers": reached}``, with ``"epoch"`` and ``"offset"``
+        when the message got a ``position`` (its channel keeps history). The connection
+        may then serve the next request."""
         http = self._owing(Route.PUBLISH, "publish_done")
         out: list[Action] = []
         if http is not None:
             try:
-                http.publish_done(reached, out)
+                http.publish_done(reached, position, out)
                 self._maybe_upgraded(http, http.now, out)
             except Exception:
                 self._internal_error(out)
@@ -283,14 +294,16 @@ class Session:
         upgrade = http.upgrade
         if upgrade is None:
             return
-        self._channel = upgrade.channel
+        commands = self._commands = upgrade.commands
+        self._channel = upgrade.channel if commands is None else None
         ws = self._phase = WebSocketPhase(
             self.settings,
-            upgrade.channel,
+            self._channel,
             now,
             access=upgrade.access,
             publish_until=upgrade.publish_until,
             deflate=upgrade.deflate,
+            commands=commands,
         )
         if upgrade.trailing:
             ws.receive_data(upgrade.trailing, now, out)

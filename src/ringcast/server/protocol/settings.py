@@ -90,6 +90,8 @@ class ProtocolSettings:
     """Size of that bucket: messages a client may send at once."""
     max_message_frames: int = 1024
     """Most frames one inbound message may come in; more closes with 1008."""
+    max_subscriptions: int = 100
+    """Channels one ``ringcast.v1`` connection may be subscribed to at once."""
     max_control_frames_per_second: float = 1.0
     """Pings and unsolicited pongs a client may send per second (token bucket; the pong
     that answers the server's ping is free); more closes with 1008; 0: no limit."""
@@ -148,6 +150,7 @@ class ProtocolSettings:
         for name, minimum in (
             ("message_burst", 1),
             ("max_message_frames", 1),
+            ("max_subscriptions", 1),
             ("control_frame_burst", 1),
             ("max_request_line", 16),
             ("max_header_size", 1),

@@ -60,6 +60,7 @@ from .frames import (
 )
 from .ratelimit import TokenBucket
 from .refusals import Refusal
+from .ringcast_v1 import Commands
 from .settings import ProtocolSettings
 
 __all__ = ["WebSocketPhase"]
@@ -96,6 +97,7 @@ class WebSocketPhase:
     """
 
     __slots__ = (
+        "_commands",
         "_deadline",
         "_deflate",
         "_gate",
@@ -112,18 +114,22 @@ class WebSocketPhase:
     def __init__(
         self,
         settings: ProtocolSettings,
-        channel: str,
+        channel: str | None,
         now: float,
         *,
         access: Access | None = None,
         publish_until: float | None = None,
         deflate: bool = False,
+        commands: Commands | None = None,
     ) -> None:
         """``access``: what the client's token allows (``None``: anything the settings
         allow); ``publish_until``: when publishing ends (the token expires), on the
         session's clock, ``None`` for never; ``deflate``: permessage-deflate was agreed,
-        and the client's messages may come compressed."""
+        and the client's messages may come compressed. ``commands``: a ``ringcast.v1``
+        client (``channel`` None): its messages are commands, which decide for
+        themselves what may be published where."""
         self.channel = channel
+        self._commands = commands
         self._deflate = deflate
         # Why the server started the closing handshake; None while open (one attribute
         # for both: an idle connection pays for no more).
@@ -225,7 +231,11 @@ class WebSocketPhase:
         if kind is Kind.START:
             return self._refuse_message(now, out)
         if kind is Kind.TEXT or kind is Kind.BINARY:
-            out.append(Publish(self.channel, event.payload, kind is Kind.TEXT))
+            if self._commands is not None:
+                self._commands.receive(event.payload, kind is Kind.TEXT, now, out)
+            else:
+                assert self.channel is not None
+                out.append(Publish(self.channel, event.payload, kind is Kind.TEXT))
             self._partial_until = None  # the next message has its own time
         elif kind is Kind.PING:
             if not self._pay_control(now, out):
@@ -262,7 +272,7 @@ class WebSocketPhase:
 
     def _refuse_message(self, now: float, out: list[Action]) -> bool:
         """At the first frame of a data message: close (True) if it may not be published."""
-        if not self._settings.client_publish:
+        if not self._settings.client_publish and self._commands is None:
             reason = "publishing is disabled on this server"
             self._fail(Refusal.PUBLISH_DISABLED, CloseCode.POLICY_VIOLATION, reason, out)
             return True

@@ -1,0 +1,182 @@
+"""The last messages of chosen channels, with their positions (see docs/history.md).
+
+Kept where a channel's one order is decided (this process: history is refused with
+workers or a cluster for now), once per message however many subscribers it has. Each
+channel with history has a :class:`Stream`: an epoch (a random name for this run of its
+history) and the messages of the last ``size`` offsets not older than ``ttl``. All streams
+share one byte budget; past it the oldest message of any channel goes first. For that,
+every message is also in one queue in publication order, across channels: its front is
+the oldest message held, whichever stream it is in (an entry whose stream dropped it
+already, by size, is skipped when it reaches the front).
+
+What is stored is the message as a ``ringcast.v1`` frame (channel, position and payload:
+:func:`~.protocol.ringcast_v1.message_frame`), so a resume sends stored bytes as they are.
+
+No socket and no clock: ``now`` comes in.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ringcast.server.protocol.auth import ChannelPatterns
+
+__all__ = ["ENTRY_OVERHEAD", "Evictions", "History", "Position", "Stream"]
+
+ENTRY_OVERHEAD = 100
+"""What one held message costs besides its frame, as the budget counts it (its tuple,
+its places in two deques, the bytes object's header)."""
+
+
+class Position(NamedTuple):
+    """A channel's position: its epoch, and the offset of a message (0: before the first)."""
+
+    epoch: str
+    offset: int
+
+
+@dataclass(slots=True)
+class Evictions:
+    """Messages dropped, by why (``ringcast_history_evicted_total{reason}``)."""
+
+    size: int = 0
+    ttl: int = 0
+    budget: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    """One channel's history: ``entries`` holds ``(offset, time, frame)``, oldest first."""
+
+    name: str
+    epoch: str
+    top: int = 0
+    """The offset of the last message published (0: none yet)."""
+    entries: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+
+    @property
+    def first(self) -> int:
+        """The offset of the oldest message held (``top + 1`` when none is)."""
+        return self.entries[0][0] if self.entries else self.top + 1
+
+
+class History:
+    """Every stream of this process, within ``size`` messages per channel, ``ttl``
+    seconds (0: no limit) and ``max_bytes`` in all."""
+
+    def __init__(self, channels: Iterable[str], *, size: int, ttl: float, max_bytes: int) -> None:
+        self._patterns = ChannelPatterns(channels)
+        self.enabled = bool(self._patterns)
+        self.size = size
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.messages = 0
+        self.evicted = Evictions()
+        self._streams: dict[str, Stream] = {}
+        self._wants: dict[str, bool] = {}  # a pattern match remembered (bounded below)
+        # Every held message in publication order: (stream, offset, time).
+        self._order: deque[tuple[Stream, int, float]] = deque()
+
+    def wants(self, channel: str) -> bool:
+        """Does ``channel`` keep history?"""
+        wanted = self._wants.get(channel)
+        if wanted is None:
+            if len(self._wants) >= 65536:  # channel names come from clients: bound it
+                self._wants.clear()
+            wanted = self._wants[channel] = channel in self._patterns
+        return wanted
+
+    def stream(self, channel: str) -> Stream:
+        """``channel``'s stream (history wanted), made with a new epoch when it has none."""
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = Stream(channel, secrets.token_urlsafe(6))
+        return stream
+
+    def position(self, channel: str) -> Position | None:
+        """Where ``channel`` stands now; None when it keeps no history."""
+        if not self.wants(channel):
+            return None
+        stream = self.stream(channel)
+        return Position(stream.epoch, stream.top)
+
+    def next_position(self, channel: str) -> Position:
+        """The position the next message published on ``channel`` gets (history wanted)."""
+        stream = self.stream(channel)
+        return Position(stream.epoch, stream.top + 1)
+
+    def append(self, channel: str, offset: int, frame: bytes, now: float) -> None:
+        """Keep ``frame``, the message at ``offset`` (given by :meth:`next_position`)."""
+        stream = self.stream(channel)
+        assert offset == stream.top + 1, (offset, stream.top)
+        stream.top = offset
+        stream.entries.append((offset, now, frame))
+        self._order.append((stream, offset, now))
+        self.bytes += len(frame) + ENTRY_OVERHEAD
+        self.messages += 1
+        if len(stream.entries) > self.size:
+            self._drop_first(stream)
+            self.evicted.size += 1
+            if len(self._order) > 2 * self.messages + 1024:
+                self._compact()
+        self.expire(now)
+        while self.bytes > self.max_bytes and self._order:
+            if self._drop_oldest():
+                self.evicted.budget += 1
+
+    def since(self, channel: str, after: Position, now: float) -> list[bytes] | None:
+        """The frames of every message after ``after``, oldest first; None when they
+        cannot all be given (another epoch, or some were dropped or never kept)."""
+        if not self.wants(channel):
+            return None
+        self.expire(now)
+        stream = self.stream(channel)
+        if after.epoch != stream.epoch or not 0 <= after.offset <= stream.top:
+            return None
+        if after.offset + 1 < stream.first:
+            return None
+        start = after.offset + 1 - stream.first
+        entries = stream.entries
+        return [entries[i][2] for i in range(start, len(entries))]
+
+    def expire(self, now: float) -> None:
+        """Drop what is older than ``ttl``, and forget streams left with nothing
+        (their epoch goes with them: see docs/history.md)."""
+        if self.ttl <= 0:
+            return
+        limit = now - self.ttl
+        order = self._order
+        while order and order[0][2] < limit:
+            if self._drop_oldest():
+                self.evicted.ttl += 1
+
+    def _drop_oldest(self) -> bool:
+        """Take the front of the publication order out; True when it was still held. A
+        stream left with nothing is forgotten (its epoch goes with it)."""
+        stream, offset, _ = self._order.popleft()
+        if not (stream.entries and stream.entries[0][0] == offset):
+            return False  # dropped already (size), or its stream was forgotten
+        self._drop_first(stream)
+        if not stream.entries and self._streams.get(stream.name) is stream:
+            del self._streams[stream.name]
+        return True
+
+    def _compact(self) -> None:
+        """Drop the publication order's entries for messages no longer held. Messages
+        dropped by size stay there until they reach the front, which a busy channel
+        behind a quiet one's old message may not do for long: this bounds the order to
+        twice what is held (amortised O(1) per message)."""
+        streams = self._streams
+        self._order = deque(
+            entry for entry in self._order
+            if streams.get(entry[0].name) is entry[0] and entry[1] >= entry[0].first)
+
+    def _drop_first(self, stream: Stream) -> None:
+        _, _, frame = stream.entries.popleft()
+        self.bytes -= len(frame) + ENTRY_OVERHEAD
+        self.messages -= 1
