@@ -28,14 +28,16 @@ def start_server(backend: str, request: pytest.FixtureRequest) -> Iterator[Start
     """``start_server(**env)`` starts `ringcast serve --backend <backend>` and waits for it.
 
     Keyword arguments are environment overrides without the ``RINGCAST_`` prefix
-    (``LIMITS_PING_INTERVAL=0.5``); ``backend_arg=None`` leaves ``--backend`` out.
+    (``LIMITS_PING_INTERVAL=0.5``); ``backend_arg=None`` leaves ``--backend`` out;
+    ``port``: ``--port`` (0, the default: a free one; another: a restart on that port).
     Teardown sends SIGTERM and checks the exit code is 0; the server's stderr is
     printed when that or the test failed.
     """
     started: list[ServerProcess] = []
 
-    def start(*, backend_arg: str | None = backend, **env: object) -> ServerProcess:
-        proc = ServerProcess.spawn(env, backend=backend_arg)
+    def start(*, backend_arg: str | None = backend, port: int = 0,
+              **env: object) -> ServerProcess:
+        proc = ServerProcess.spawn(env, backend=backend_arg, port=port)
         proc.wait_listening()
         started.append(proc)
         return proc

@@ -1,0 +1,169 @@
+"""The JavaScript client (``GET /ringcast.js``) in a real browser (headless Chromium):
+it loads as a classic ``<script>``, subscribes over ``ringcast.v1``, and after a lost
+connection resumes with every message once, in order; after a server restart it
+resyncs (docs/history.md). Without chromium the tests fail, saying how to install it.
+
+The page's client is built with a ``WebSocket`` class of the test's: the browser's own,
+except that while ``window.offline`` is set it connects to a port nobody listens on,
+so the test can keep the client away while it publishes, as a network outage would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.chromium import INSTALL_HINT, Browser, Page, chromium_path
+from tests.support.teardown import stop_all
+
+from .conftest import StartServer
+from .helpers import HOST, TIMEOUT, publish
+from .server import ServerProcess
+
+CHANNEL = "news"
+
+# Loads /ringcast.js with a <script> element (as a page would), then creates the client
+# and its subscription; what they report is gathered in window.got, .resyncs, .states.
+SETUP = """
+({base, channel, closedPort}) => new Promise((resolve, reject) => {
+  const script = document.createElement("script");
+  script.src = "/ringcast.js";
+  script.onload = resolve;
+  script.onerror = () => reject(new Error("cannot load /ringcast.js"));
+  document.documentElement.appendChild(script);
+}).then(() => {
+  window.offline = false;
+  class TestSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(window.offline ? `ws://127.0.0.1:${closedPort}/` : url, protocols);
+    }
+  }
+  window.got = [];
+  window.resyncs = [];
+  window.states = [];
+  window.client = new RingcastClient(`ws://${base}/`, {
+    minDelay: 50, maxDelay: 500, WebSocket: TestSocket,
+    onState: (state, info) => states.push([state, info ? info.code : null]),
+  });
+  window.sub = client.subscribe(channel,
+    (data, meta) => got.push([meta.offset, data, meta.epoch]),
+    {onResync: (info) => resyncs.push(info)});
+  return typeof RingcastClient;
+})
+"""
+
+
+def closed_port() -> int:
+    """A port nothing listens on (the kernel's pick for a socket that is then closed)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def open_client(browser: Browser, port: int) -> Page:
+    """A page of the server's, whose client is subscribed to CHANNEL (the reply came)."""
+    base = f"{HOST}:{port}"
+    page = browser.open(f"http://{base}/ringcast.js")
+    args = {"base": base, "channel": CHANNEL, "closedPort": closed_port()}
+    loaded = page.evaluate(f"({SETUP})({json.dumps(args)})")
+    assert loaded == "function", loaded
+    page.wait_for("sub.position !== null", timeout=TIMEOUT)
+    return page
+
+
+def received(page: Page) -> list[tuple[int, str]]:
+    """(offset, data) of every message the page's client handed over, in order."""
+    got: list[list[Any]] = page.evaluate("got")
+    return [(offset, data) for offset, data, _ in got]
+
+
+def publish_all(port: int, messages: list[str]) -> None:
+    for message in messages:
+        assert publish(port, CHANNEL, message, "text/plain").status == 200
+
+
+def wait_received(page: Page, count: int) -> list[tuple[int, str]]:
+    page.wait_for(f"got.length >= {count}", timeout=TIMEOUT)
+    return received(page)
+
+
+@pytest.fixture
+def chromium() -> str:
+    found = chromium_path()
+    if found is None:
+        pytest.fail(f"chromium is not installed: {INSTALL_HINT}")
+    return found
+
+
+@pytest.fixture
+def restarted(request: pytest.FixtureRequest) -> Iterator[list[ServerProcess]]:
+    """Servers a test starts itself (on a port it chooses), stopped as start_server's are."""
+    servers: list[ServerProcess] = []
+    yield servers
+    stop_all(servers, request)
+
+
+def test_the_browser_client_resumes_after_a_lost_connection_with_each_message_once(
+        chromium: str, start_server: StartServer) -> None:
+    server = start_server(HISTORY_CHANNELS=CHANNEL)
+    with Browser(chromium) as browser:
+        page = open_client(browser, server.port)
+        epoch = page.evaluate("sub.position.epoch")
+        assert page.evaluate("sub.position.offset") == 0
+
+        publish_all(server.port, ["m1", "m2", "m3"])
+        assert wait_received(page, 3) == [(1, "m1"), (2, "m2"), (3, "m3")]
+
+        # The connection goes, and the client cannot come back until the messages are out.
+        page.evaluate("window.offline = true; client._drop()")
+        publish_all(server.port, ["m4", "m5", "m6", "m7", "m8"])
+        page.wait_for("states.filter(([s]) => s === 'closed').length >= 2",
+                      timeout=TIMEOUT)  # the drop, and at least one failed reconnect
+        assert received(page) == [(1, "m1"), (2, "m2"), (3, "m3")]
+        page.evaluate("window.offline = false")
+        page.wait_for("states.filter(([s]) => s === 'open').length === 2", timeout=TIMEOUT)
+
+        # A live message after the replayed ones: had any come twice, it would be before.
+        publish_all(server.port, ["m9"])
+        expected = [(n, f"m{n}") for n in range(1, 10)]
+        assert wait_received(page, 9) == expected
+        assert page.evaluate(f"got.every(([, , e]) => e === {json.dumps(epoch)})") is True
+        assert page.evaluate("resyncs") == []
+        assert page.evaluate("sub.position") == {"epoch": epoch, "offset": 9}
+        assert not any(state == "refused" for state, _ in page.evaluate("states"))
+
+
+def test_the_browser_client_resyncs_after_a_server_restart(
+        chromium: str, backend: str, start_server: StartServer,
+        restarted: list[ServerProcess]) -> None:
+    first = start_server(HISTORY_CHANNELS=CHANNEL)
+    with Browser(chromium) as browser:
+        page = open_client(browser, first.port)
+        publish_all(first.port, ["a1", "a2"])
+        assert wait_received(page, 2) == [(1, "a1"), (2, "a2")]
+        epoch = page.evaluate("sub.position.epoch")
+
+        # A restart: history, kept in memory, is gone, and with it the epoch.
+        assert first.stop() == 0
+        second = ServerProcess.spawn({"HISTORY_CHANNELS": CHANNEL}, backend=backend,
+                                     port=first.port)
+        restarted.append(second)
+        second.wait_listening()
+
+        # The client comes back by itself; the new server cannot replay after (epoch, 2).
+        page.wait_for("resyncs.length > 0", timeout=TIMEOUT)
+        [resync] = page.evaluate("resyncs")
+        assert resync["channel"] == CHANNEL
+        assert resync["epoch"] != epoch and resync["offset"] == 0
+
+        publish_all(second.port, ["b1", "b2"])
+        assert wait_received(page, 4) == [(1, "a1"), (2, "a2"), (1, "b1"), (2, "b2")]
+        new_epoch = json.dumps(resync["epoch"])
+        assert page.evaluate(f"got.slice(2).every(([, , e]) => e === {new_epoch})") is True
+        assert len(page.evaluate("resyncs")) == 1
+        assert page.evaluate("sub.position") == {"epoch": resync["epoch"], "offset": 2}
+        assert not any(state == "refused" for state, _ in page.evaluate("states"))
