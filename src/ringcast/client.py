@@ -151,6 +151,9 @@ class Client:
         self._subs: dict[str, Position | None] = {}
         # Events; a CommandError (failed re-subscribe), Refused, or None (closed).
         self._events: asyncio.Queue[_Event | CommandError | Refused | None] = asyncio.Queue()
+        # A message in a new epoch, put back while its Resync goes first.
+        self._held_back: _Event | None = None
+        self._announced: _Event | None = None
 
     async def __aenter__(self) -> Client:
         """Connect; an error here (refused handshake, wrong subprotocol) is raised, not
@@ -198,7 +201,11 @@ class Client:
     async def __anext__(self) -> Message | Resync:
         """The next event, deduplicated by position; see the class's contracts."""
         while True:
-            item = await self._events.get()
+            item: _Event | CommandError | Refused | None = self._held_back
+            if item is not None:
+                self._held_back = None
+            else:
+                item = await self._events.get()
             if item is None or isinstance(item, Refused):
                 self._events.put_nowait(item)  # stays the end for every later call
                 if item is None:
@@ -212,6 +219,12 @@ class Client:
             if isinstance(item, Message) and pos is not None and last is not None \
                     and pos.epoch == last.epoch and pos.offset <= last.offset:
                 continue  # already handled: a replay overlapping what was queued
+            if isinstance(item, Message) and pos is not None and last is not None \
+                    and pos.epoch != last.epoch and item is not self._announced:
+                # The channel's history restarted (its owner worker did) while this
+                # connection stayed: say so before the message, as a resume would.
+                self._announced = self._held_back = item
+                return Resync(item.channel, Position(pos.epoch, pos.offset - 1))
             if pos is not None:
                 self._subs[item.channel] = pos
             return item

@@ -561,8 +561,8 @@ class HistoryConfig:
         metadata=_spec(
             "Channels whose last messages are kept, by name or pattern (* any run, ? one "
             "character, [a-z] one of a set), so that ringcast.v1 clients can resume from a "
-            "position (docs/history.md); empty = none. One process only for now: refused with "
-            "server.workers above 1 or cluster.redis_url.",
+            "position (docs/history.md); empty = none. One host only for now: refused with "
+            "cluster.redis_url.",
             pattern=(r"[^\s,]+", "a channel name or pattern without spaces or commas"),
         ),
     )
@@ -1388,12 +1388,11 @@ def _build(
             where = _origin(key.section, key.name, source, overrides)
             errors.append(f"{where}: {key.path}: true needs one of {', '.join(needed)} to be set")
 
-    if all_values.get("history.channels") and (
-            all_values.get("server.workers", 1) != 1 or all_values.get("cluster.redis_url")):
+    if all_values.get("history.channels") and all_values.get("cluster.redis_url"):
         where = _origin("history", "channels", source, overrides)
         errors.append(
-            f"{where}: history.channels: history is kept in one process for now: set "
-            "server.workers = 1 and leave cluster.redis_url empty, or history.channels = []")
+            f"{where}: history.channels: history is kept on one host for now: leave "
+            "cluster.redis_url empty, or history.channels = []")
 
     errors.extend(env_errors)
     if errors:

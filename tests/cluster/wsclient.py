@@ -144,12 +144,16 @@ class Conn(asyncio.Protocol):
     async def healthz(self) -> str:
         return (await self.request("GET", "/healthz")).text
 
-    async def upgrade(self, channel: str, timeout: float = TIMEOUT) -> None:
+    async def upgrade(self, channel: str, timeout: float = TIMEOUT, *,
+                      subprotocol: str | None = None) -> None:
+        """The handshake on ``/<channel>`` (``""``: ``/``), offering ``subprotocol``."""
         key = new_key()
-        resp = await self._exchange(handshake_request(f"/{channel}", Sec_WebSocket_Key=key),
-                                    timeout)
+        offer = {} if subprotocol is None else {"Sec_WebSocket_Protocol": subprotocol}
+        resp = await self._exchange(
+            handshake_request(f"/{channel}", Sec_WebSocket_Key=key, **offer), timeout)
         assert resp.status == 101, resp
         assert resp.headers.get("sec-websocket-accept") == accept_key(key), resp
+        assert resp.headers.get("sec-websocket-protocol") == subprotocol, resp
         self.channel = channel
 
     # -- WebSocket -----------------------------------------------------------

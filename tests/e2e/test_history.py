@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from .conftest import StartServer
-from .helpers import TIMEOUT, http, metrics, publish, run, wait_until
+from .helpers import TIMEOUT, http, metrics, publish
 from .server import ServerProcess
 
 V1 = "ringcast.v1"
@@ -203,13 +203,14 @@ def test_a_refusal_tells_the_client_why(start_server: StartServer) -> None:
 
 
 class Publisher(threading.Thread):
-    """Publishes ``count`` numbered messages on ``channel`` over a raw WebSocket at about
-    ``rate`` a second, in order."""
+    """Publishes ``count`` messages ``<name>1``, ``<name>2``, ... on ``channel`` over a raw
+    WebSocket at about ``rate`` a second, in order."""
 
-    def __init__(self, server: ServerProcess, channel: str, count: int, rate: float) -> None:
+    def __init__(self, server: ServerProcess, channel: str, name: str, count: int,
+                 rate: float) -> None:
         super().__init__(daemon=True)
         self.url = f"{server.ws_url}/{channel}"
-        self.count, self.rate = count, rate
+        self.name, self.count, self.rate = name, count, rate
         self.error: BaseException | None = None
         self.took = 0.0
 
@@ -218,7 +219,7 @@ class Publisher(threading.Thread):
             with connect(self.url, open_timeout=TIMEOUT) as ws:
                 start = time.monotonic()
                 for n in range(1, self.count + 1):
-                    ws.send(f"m{n}")
+                    ws.send(f"{self.name}{n}")
                     ahead = start + n / self.rate - time.monotonic()
                     if ahead > 0.001:
                         time.sleep(ahead)  # pacing, not waiting for anything
@@ -227,65 +228,111 @@ class Publisher(threading.Thread):
             self.error = exc
 
 
-def resumer(server: ServerProcess, channel: str, last: int, drops: int,
-            compression: bool) -> list[int]:
-    """Subscribe, read, drop the connection ``drops`` times, resuming each time from the
-    last position seen; return the message numbers received, in order, up to ``last``."""
-    got: list[int] = []
-    position: dict[str, Any] | None = None
-    for round_ in range(drops + 1):
-        with v1(server, compression=compression) as ws:
-            reply = subscribe(ws, channel, position)
-            if position is None:
-                position = {"epoch": reply["epoch"], "offset": reply["offset"]}
-            else:
-                assert reply["recovered"] is True, reply
-            target = len(got) + 200 if round_ < drops else last
-            while len(got) < target and (not got or got[-1] < last):
-                message = recv(ws)
-                assert message["type"] == "message"
-                assert message["epoch"] == position["epoch"]
-                assert message["offset"] == position["offset"] + 1, (message, position)
-                position["offset"] = message["offset"]
-                got.append(int(message["data"][1:]))
-            if round_ < drops:
-                drop(ws)
-    return got
+class HttpPublisher(Publisher):
+    """The same with ``POST /publish``, a new connection each (so, with workers, from
+    every worker); each answer must give the message's position."""
 
-
-@pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate"])
-def test_resume_while_publishing_loses_and_repeats_nothing(
-        start_server: StartServer, compression: bool) -> None:
-    count = 3000
-    server = start_server(HISTORY_CHANNELS="feed", HISTORY_SIZE=count)
-    results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
-
-    def read(index: int) -> None:
+    def run(self) -> None:
         try:
-            results[index] = resumer(server, "feed", count, drops=3, compression=compression)
+            start = time.monotonic()
+            channel = self.url.rsplit("/", 1)[1]
+            port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+            for n in range(1, self.count + 1):
+                answer = publish(port, channel, f"{self.name}{n}", "text/plain")
+                assert answer.status == 200, answer
+                assert json.loads(answer.body)["offset"] >= n
+                ahead = start + n / self.rate - time.monotonic()
+                if ahead > 0.001:
+                    time.sleep(ahead)
+            self.took = time.monotonic() - start
         except BaseException as exc:
-            errors.append(exc)
+            self.error = exc
 
-    with v1(server) as watcher:
-        subscribe(watcher, "feed")
-        readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(3)]
-        for reader in readers:
-            reader.start()
-        # Every resumer has subscribed before the first message: each must see all.
-        run(wait_until(lambda: metrics(server.port).value("ringcast_subscribers") >= 4,
-                       TIMEOUT, "every subscriber in"))
-        publisher = Publisher(server, "feed", count, rate=1500)
+
+class Reader(threading.Thread):
+    """A ringcast.v1 subscriber that reads ``channel`` until offset ``last``, dropping its
+    TCP connection ``drops`` times on the way and resuming from the last position it
+    saw; ``got`` is the data of every message in the order received, ``first`` the
+    offset its first subscription started after."""
+
+    def __init__(self, server: ServerProcess, channel: str, last: int, *, drops: int,
+                 compression: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.server, self.channel, self.last = server, channel, last
+        self.drops, self.compression = drops, compression
+        self.got: list[str] = []
+        self.first = -1
+        self.error: BaseException | None = None
+        self.subscribed = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:
+            self.error = exc
+
+    def _read(self) -> None:
+        position: dict[str, Any] | None = None
+        for round_ in range(self.drops + 1):
+            with v1(self.server, compression=self.compression) as ws:
+                reply = subscribe(ws, self.channel, position)
+                if position is None:
+                    position = {"epoch": reply["epoch"], "offset": reply["offset"]}
+                    self.first = reply["offset"]
+                    self.subscribed.set()
+                else:
+                    assert reply["recovered"] is True, reply
+                stop = (min(self.last, position["offset"] + 200) if round_ < self.drops
+                        else self.last)
+                while position["offset"] < stop:
+                    message = recv(ws)
+                    assert message["type"] == "message"
+                    assert message["epoch"] == position["epoch"]
+                    assert message["offset"] == position["offset"] + 1, (message, position)
+                    position["offset"] = message["offset"]
+                    self.got.append(message["data"])
+                if round_ < self.drops:
+                    drop(ws)
+
+
+@pytest.mark.parametrize(("workers", "compression"), [(1, False), (1, True), (2, True)],
+                         ids=["plain", "deflate", "2-workers"])
+def test_resume_while_publishing_loses_and_repeats_nothing(
+        start_server: StartServer, workers: int, compression: bool) -> None:
+    """Two WebSocket publishers and one over HTTP (a connection a message: every worker
+    publishes, when there are two, and the channel's owner orders what the other
+    forwards), over 1,000 messages a second together; a watcher that never drops and
+    three subscribers that drop three times each all see one order."""
+    count = 1500  # per WebSocket publisher
+    by_http = 200
+    total = 2 * count + by_http
+    server = start_server(HISTORY_CHANNELS="feed", HISTORY_SIZE=total, SERVER_WORKERS=workers)
+    watcher = Reader(server, "feed", total, drops=0)
+    readers = [Reader(server, "feed", total, drops=3, compression=compression)
+               for _ in range(3)]
+    for reader in (watcher, *readers):
+        reader.start()
+        assert reader.subscribed.wait(TIMEOUT)
+    publishers = [Publisher(server, "feed", name, count, rate=750) for name in "ab"]
+    publishers.append(HttpPublisher(server, "feed", "h", by_http, rate=100))
+    for publisher in publishers:
         publisher.start()
-        publisher.join(60)
-        for reader in readers:
-            reader.join(60)
-    assert publisher.error is None, publisher.error
-    assert count / publisher.took >= 1000, f"published at {count / publisher.took:.0f}/s"
-    assert errors == []
-    for got in results.values():
-        assert got == list(range(1, count + 1))
-    assert len(results) == 3
+    for thread in (*publishers, watcher, *readers):
+        thread.join(60)
+    for publisher in publishers:
+        assert publisher.error is None, publisher.error
+    assert sum(p.count / p.took for p in publishers) >= 1000
+    assert watcher.error is None, watcher.error
+    assert watcher.first == 0 and len(watcher.got) == total
+    for name in "ab":  # each WebSocket publisher's messages once, in its order
+        assert [m for m in watcher.got if m[0] == name] == [f"{name}{n}"
+                                                            for n in range(1, count + 1)]
+    # Each HTTP publish once, in order: each was answered (with its position) once the
+    # channel's owner had ordered it, and only then was the next one sent.
+    assert [m for m in watcher.got if m[0] == "h"] == [f"h{n}" for n in range(1, by_http + 1)]
+    for reader in readers:
+        assert reader.error is None, reader.error
+        assert reader.got == watcher.got[reader.first:]  # the same order, nothing lost
 
 
 def test_a_position_the_history_no_longer_has_gets_the_resync_signal(

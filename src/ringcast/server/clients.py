@@ -32,8 +32,9 @@ from collections.abc import Callable
 from ringcast.ringio import NO_CONN, ConnId, Loop
 from ringcast.server.bounded_log import BoundedLog, RefusalLog
 from ringcast.server.cluster import Bridge
-from ringcast.server.fanout import FanOut
+from ringcast.server.fanout import FORWARDED, UNAVAILABLE, Answer, FanOut, Joining
 from ringcast.server.held import Held, HeldHandshakes
+from ringcast.server.history import Position
 from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters
 from ringcast.server.protocol.actions import (
@@ -55,7 +56,7 @@ from ringcast.server.protocol.actions import (
 )
 from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
-from ringcast.server.protocol.ringcast_v1 import published_frame
+from ringcast.server.protocol.ringcast_v1 import error_frame, published_frame
 from ringcast.server.protocol.session import Session, SessionState
 from ringcast.server.settings import Current
 from ringcast.server.table import ConnectionTable, Owner
@@ -66,6 +67,8 @@ __all__ = ["ACCEPT_RETRY_DELAY", "REFUSALS_IN_FLIGHT", "Clients"]
 log = logging.getLogger("ringcast")
 
 KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason, as the session gives it
+_OWNER_UNAVAILABLE = ("the worker that orders this channel did not answer (restarting?): "
+                      "retry")
 REFUSALS_IN_FLIGHT = 64
 """Connections refused at a limit whose 503 may be on its way at once; more are reset."""
 ACCEPT_RETRY_DELAY = 0.1
@@ -326,36 +329,44 @@ class Clients(Owner):
                 if session is not None:  # a WebSocket now: the loop keeps it alive
                     self._loop.heartbeat(conn, True, aligned=not session.mid_message)
             elif isinstance(action, Join):
+                assert session is not None
                 if self._bridge is not None:
                     self._bridge.subscribe(action.channel)
-                if not self._fanout.join(conn, action.channel, action.since, action.ref,
-                                         self._v1_bits.get(conn, 0)) and session is not None:
-                    # What it missed does not fit in its queue: a slow consumer, whatever
-                    # the policy (dropping would break the promise of no gap).
-                    self._counts.slow_closes += 1
-                    self.execute(conn, session.close(
-                        CloseCode.SLOW_CONSUMER, "slow consumer: what it missed does not fit "
-                        "in limits.queue_max_bytes", time.monotonic()))
+                joining = self._fanout.join(
+                    conn, action.channel, action.since, action.ref, self._v1_bits.get(conn, 0),
+                    still_wanted=self._still_joining(conn, session, action.channel),
+                    on_result=self._join_result(conn, session, action))
+                if not self._joined(conn, session, action, joining):
                     return
             elif isinstance(action, Leave):
                 self._leave(conn, action.channel)
             elif isinstance(action, PublishCommand):
                 self._counts.published_ws += 1
-                self._fanout.publish(action.channel, data_frame(action.payload, action.text))
-                loop.send(conn, published_frame(action.ref, action.channel,
-                                                self._fanout.position), force=True)
+                answer = self._publish_answer(conn, action)
+                reached = self._fanout.publish(
+                    action.channel, data_frame(action.payload, action.text), answer=answer)
+                if reached != FORWARDED:
+                    answer(self._fanout.position, reached)
             elif isinstance(action, HttpPublish):
                 assert session is not None
                 self._counts.published_http += 1
                 frame = data_frame(action.payload, action.text)
-                reached = self._fanout.publish(action.channel, frame)
+                answered = self._http_answer(conn, session, action.channel)
+                reached = self._fanout.publish(action.channel, frame, answer=answered)
+                if reached == FORWARDED:
+                    continue  # answered when the channel's owner worker has ordered it
+                if reached == UNAVAILABLE:
+                    work.extend(session.publish_refused(503, _OWNER_UNAVAILABLE))
+                    continue
                 self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
                                       conn, action.channel, reached)
                 work.extend(session.publish_done(reached, self._fanout.position))
             elif isinstance(action, HttpPublishBatch):
                 assert session is not None
                 self._counts.published_http += len(action.messages)
-                counts = [self._fanout.publish(m.channel, data_frame(m.payload, m.text))
+                # A message a channel's owner worker orders reaches this worker's
+                # subscribers when it comes back: counted 0 here.
+                counts = [max(0, self._fanout.publish(m.channel, data_frame(m.payload, m.text)))
                           for m in action.messages]
                 self._access_log.line("connection %d: POST /publish 200 (%d messages)", conn,
                                       len(counts))
@@ -424,6 +435,62 @@ class Clients(Owner):
             self._hub.subscribe(conn, subscription.channel, subscription.window_bits)
 
     # -- the end of a connection ------------------------------------------------------------
+
+    # -- ringcast.v1 and history channels ordered by another worker --------------------------
+
+    def _still_joining(self, conn: ConnId, session: Session, channel: str
+                       ) -> Callable[[], bool]:
+        def wanted() -> bool:
+            commands = session.commands
+            return (self.sessions.get(conn) is session and session.state is SessionState.OPEN
+                    and commands is not None and channel in commands.channels)
+        return wanted
+
+    def _join_result(self, conn: ConnId, session: Session, action: Join
+                     ) -> Callable[[Joining], None]:
+        def result(joining: Joining) -> None:
+            self._joined(conn, session, action, joining)
+        return result
+
+    def _joined(self, conn: ConnId, session: Session, action: Join, result: Joining) -> bool:
+        """Act on how a subscription went; False when the connection was closed."""
+        if result is Joining.SLOW:
+            # What it missed does not fit in its queue: a slow consumer, whatever the
+            # policy (dropping part of it would break the promise of no gap).
+            self._counts.slow_closes += 1
+            self.execute(conn, session.close(
+                CloseCode.SLOW_CONSUMER, "slow consumer: what it missed does not fit in "
+                "limits.queue_max_bytes", time.monotonic()))
+            return False
+        if result is Joining.UNAVAILABLE and session.commands is not None:
+            session.commands.channels.discard(action.channel)
+            self._loop.send(conn, error_frame(action.ref, action.channel, "unavailable",
+                                              _OWNER_UNAVAILABLE), force=True)
+        return True
+
+    def _publish_answer(self, conn: ConnId, action: PublishCommand) -> Answer:
+        """The ``published`` reply to a ringcast.v1 publish, whenever it is ordered."""
+        def answer(position: Position | None, reached: int) -> None:
+            if conn not in self.sessions:
+                return
+            reply = (error_frame(action.ref, action.channel, "unavailable", _OWNER_UNAVAILABLE)
+                     if reached == UNAVAILABLE
+                     else published_frame(action.ref, action.channel, position))
+            self._loop.send(conn, reply, force=True)
+        return answer
+
+    def _http_answer(self, conn: ConnId, session: Session, channel: str) -> Answer:
+        """The answer to a ``POST /publish/<channel>`` forwarded to the channel's owner."""
+        def answer(position: Position | None, reached: int) -> None:
+            if self.sessions.get(conn) is not session:
+                return  # gone (a publish answered after the client left is not sent)
+            if reached == UNAVAILABLE:
+                self.execute(conn, session.publish_refused(503, _OWNER_UNAVAILABLE))
+                return
+            self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
+                                  conn, channel, reached)
+            self.execute(conn, session.publish_done(reached, position))
+        return answer
 
     def _opened(self, conn: ConnId, what: str) -> None:
         """A WebSocket handshake completed: how long it took."""

@@ -25,20 +25,85 @@ position when there is one). A ``ringcast.v1`` subscription starts here too
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
 from ringcast.server.cluster import Bridge
 from ringcast.server.history import History, Position
 from ringcast.server.hub import Channel, Group, Hub
-from ringcast.server.links import KIND_PUBLISH, encode_record
+from ringcast.server.links import (
+    KIND_FORWARD,
+    KIND_JOIN,
+    KIND_JOINED,
+    KIND_PUBLISH,
+    KIND_SEQUENCED,
+    encode_record,
+)
 from ringcast.server.metrics import Counters
+from ringcast.server.ordering import (
+    TICKET_TIMEOUT,
+    Sequenced,
+    Tickets,
+    decode_forward,
+    decode_join,
+    decode_joined,
+    decode_sequenced,
+    encode_forward,
+    encode_join,
+    encode_joined,
+    encode_sequenced,
+    owner_of,
+)
 from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.deflate import Compressor
 from ringcast.server.protocol.frames import payload_of
 from ringcast.server.protocol.ringcast_v1 import message_frame, subscribed_frame
 from ringcast.server.settings import Current
 
-__all__ = ["FanOut"]
+__all__ = ["FORWARDED", "UNAVAILABLE", "Answer", "FanOut", "Joining"]
+
+
+FORWARDED = -1
+"""What :meth:`FanOut.publish` returns for a message sent to its channel's owner worker:
+its position and reach come later, to the ``answer`` given (see :mod:`.ordering`)."""
+UNAVAILABLE = -2
+"""What :meth:`FanOut.publish` returns when the channel's owner worker cannot be reached:
+the message was not published (answer the publisher 503, or ``unavailable``)."""
+
+Answer = Callable[[Position | None, int], None]
+"""Called with a forwarded message's position and reach on this worker once its owner
+ordered it, or with ``(None, UNAVAILABLE)`` when the owner did not answer in time."""
+
+
+class Joining(Enum):
+    """How a ``ringcast.v1`` subscription went (:meth:`FanOut.join`)."""
+
+    JOINED = "joined"
+    """Subscribed; the reply and what it missed are on their way."""
+    SLOW = "slow"
+    """What it missed does not fit in its queue (``queue_max_bytes``): not subscribed."""
+    UNAVAILABLE = "unavailable"
+    """The channel's owner worker did not answer: not subscribed."""
+    PENDING = "pending"
+    """Asked the channel's owner worker; the outcome comes to ``on_result``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Forwarded:
+    exclude: ConnId
+    answer: Answer | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    conn: ConnId
+    channel: str
+    ref: bytes | None
+    window_bits: int
+    still_wanted: Callable[[], bool]
+    on_result: Callable[[Joining], None]
 
 
 class FanOut:
@@ -59,18 +124,32 @@ class FanOut:
         self._compressor = compressor
         self._peers = peers
         self._bridge = bridge
+        # History channels' owners (see .ordering): what this worker waits for from them.
+        self._forwarded: Tickets[_Forwarded] = Tickets()
+        self._joins: Tickets[_Join] = Tickets()
         #: When the loop iteration in progress began (the runtime sets it): what is sent
         #: now arrived then, for the publish-to-flush histogram.
         self.received_at = time.monotonic()
 
-    def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
+    def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN,
+                answer: Answer | None = None) -> int:
         """A message from a client of this worker (``exclude``: its publisher, unless
-        echo is on). Returns how many subscribers of this worker it reaches."""
+        echo is on). Returns how many subscribers of this worker it reaches, or
+        :data:`FORWARDED` (``answer`` says it later) or :data:`UNAVAILABLE`."""
+        peers = self._peers
+        if peers is not None and self.history.enabled and self.history.wants(channel):
+            owner = owner_of(channel, peers.count)
+            if owner != peers.worker:
+                return self._forward(peers, owner, channel, frame, exclude=exclude,
+                                     answer=answer)
+            return self._sequence(peers, channel, frame, exclude=exclude, origin=peers.worker,
+                                  ticket=0)
         if self._bridge is not None and self._bridge.publish(channel, frame, exclude):
             ch = self._hub.channels.get(channel)
+            self.position = None
             return 0 if ch is None else ch.reach(exclude)  # delivered when it comes back
-        if self._peers is not None:
-            self._peers.broadcast(encode_record(KIND_PUBLISH, channel, frame))
+        if peers is not None:
+            peers.broadcast(encode_record(KIND_PUBLISH, channel, frame))
         return self._hold(channel, frame, exclude)
 
     def deliver(self, channel: str, frame: bytes, exclude: ConnId) -> None:
@@ -84,17 +163,28 @@ class FanOut:
         self._hold(channel, frame, NO_CONN)
 
     def _hold(self, channel: str, frame: bytes, exclude: ConnId) -> int:
-        """Hand a message to the hub for this iteration's flush: its position and its
-        place in the history first when its channel keeps history, its ``ringcast.v1``
-        frame when someone needs it. Returns the local subscribers it reaches."""
+        """Hand a message to the hub for this iteration's flush, with its position and
+        its place in the history first when its channel keeps history (this process
+        orders it). Returns the local subscribers it reaches."""
         history = self.history
         v1 = None
         if history.enabled and history.wants(channel):
-            position = self.position = history.next_position(channel)
-            v1 = message_frame(channel, *payload_of(frame), position)
-            history.append(channel, position.offset, v1, self.received_at)
+            self.position, v1 = self._keep(channel, frame)
         else:
             self.position = None
+        return self._to_hub(channel, frame, exclude, v1)
+
+    def _keep(self, channel: str, frame: bytes) -> tuple[Position, bytes]:
+        """Give a message of a history channel its position, and keep it."""
+        history = self.history
+        position = history.next_position(channel)
+        v1 = message_frame(channel, *payload_of(frame), position)
+        history.append(channel, position.offset, v1, self.received_at)
+        return position, v1
+
+    def _to_hub(self, channel: str, frame: bytes, exclude: ConnId, v1: bytes | None) -> int:
+        """Hold a message for this worker's subscribers, its ``ringcast.v1`` frame made
+        (without a position) if v1 subscribers need it and none was given."""
         hub = self._hub
         ch = hub.channels.get(channel)
         if ch is None:
@@ -103,36 +193,147 @@ class FanOut:
             v1 = message_frame(channel, *payload_of(frame), None)
         return hub.publish(channel, frame, exclude, v1)
 
+    # -- history channels across workers (see .ordering) -------------------------------------
+
+    def _forward(self, peers: PeerLinks, owner: int, channel: str, frame: bytes, *,
+                 exclude: ConnId, answer: Answer | None) -> int:
+        self.position = None
+        ticket = self._forwarded.add(owner, self.received_at + TICKET_TIMEOUT,
+                                     _Forwarded(exclude, answer))
+        body = encode_forward(peers.worker, ticket, frame)
+        if peers.send_to(owner, encode_record(KIND_FORWARD, channel, body)):
+            return FORWARDED
+        self._forwarded.pop(ticket)
+        self._counts.owner_unavailable += 1
+        return UNAVAILABLE
+
+    def _sequence(self, peers: PeerLinks, channel: str, frame: bytes, *, exclude: ConnId,
+                  origin: int, ticket: int) -> int:
+        """Order a message of a channel this worker owns: keep it, send it with its
+        position to every other worker (at once: the links carry the order), hold it
+        for this worker's subscribers."""
+        position, v1 = self._keep(channel, frame)
+        self.position = position
+        body = encode_sequenced(origin, ticket, position, frame, v1)
+        peers.broadcast(encode_record(KIND_SEQUENCED, channel, body))
+        return self._to_hub(channel, frame, exclude, v1)
+
+    def from_ordering(self, kind: int, channel: str, body: bytes) -> None:
+        """A record of a history channel's order from another worker."""
+        peers = self._peers
+        assert peers is not None
+        if kind == KIND_FORWARD:
+            origin, ticket, frame = decode_forward(body)
+            self._counts.received_peers += 1
+            self._sequence(peers, channel, frame, exclude=NO_CONN, origin=origin, ticket=ticket)
+        elif kind == KIND_SEQUENCED:
+            self._sequenced(channel, decode_sequenced(body), peers.worker)
+        elif kind == KIND_JOIN:
+            origin, ticket, since = decode_join(body)
+            position, recovered, missed = self._position_and_missed(channel, since)
+            assert position is not None  # the owner of a history channel
+            body = encode_joined(ticket, recovered, position, b"".join(missed or ()))
+            peers.send_to(origin, encode_record(KIND_JOINED, channel, body))
+        elif kind == KIND_JOINED:
+            joined = decode_joined(body)
+            join = self._joins.pop(joined.ticket)
+            if join is not None and join.still_wanted():
+                frames = _frames_of(joined.frames) if joined.recovered else None
+                join.on_result(self._subscribe(
+                    join.conn, channel, join.ref, join.window_bits, position=joined.position,
+                    recovered=joined.recovered, missed=frames))
+
+    def _sequenced(self, channel: str, message: Sequenced, worker: int) -> None:
+        self._counts.received_peers += 1
+        forwarded = self._forwarded.pop(message.ticket) if message.origin == worker else None
+        exclude = NO_CONN if forwarded is None else forwarded.exclude
+        reached = self._to_hub(channel, message.frame, exclude, message.v1)
+        if forwarded is not None and forwarded.answer is not None:
+            self.position = message.position
+            forwarded.answer(message.position, reached)
+
+    def expire(self, now: float) -> None:
+        """Fail what the owners did not answer in time (or whose link went down)."""
+        peers = self._peers
+        if peers is None or not (self._forwarded or self._joins):
+            return
+
+        def down(owner: int) -> bool:
+            return not peers.linked_to(owner)
+
+        for forwarded in self._forwarded.expire(now, down):
+            self._counts.owner_unavailable += 1
+            if forwarded.answer is not None:
+                forwarded.answer(None, UNAVAILABLE)
+        for join in self._joins.expire(now, down):
+            self._counts.owner_unavailable += 1
+            if join.still_wanted():
+                join.on_result(Joining.UNAVAILABLE)
+
     # -- ringcast.v1 subscriptions ---------------------------------------------------------
 
     def join(self, conn: ConnId, channel: str, since: tuple[str, int] | None,
-             ref: bytes | None, window_bits: int) -> bool:
+             ref: bytes | None, window_bits: int, *, still_wanted: Callable[[], bool],
+             on_result: Callable[[Joining], None]) -> Joining:
         """Subscribe a ``ringcast.v1`` connection to ``channel``: the ``subscribed`` reply
         with the channel's position, then (``since`` given and the history has all
-        after it) every message after ``since``, then the live ones. False when that
-        does not fit in its queue (``queue_max_bytes``): it is then a slow consumer,
-        and not subscribed."""
-        # What was published before goes to those subscribed before: pending messages
-        # are in the history already (and below the position the reply gives).
-        self.flush_channel(channel)
+        after it) every message after ``since``, then the live ones.
+
+        A history channel another worker owns is asked of that worker: PENDING, and
+        ``on_result`` gets the outcome if ``still_wanted()`` then (the client may have
+        left or unsubscribed meanwhile)."""
+        peers = self._peers
+        history = self.history
+        wanted = history.enabled and history.wants(channel)
+        if wanted and peers is not None:
+            owner = owner_of(channel, peers.count)
+            if owner != peers.worker:
+                ticket = self._joins.add(owner, self.received_at + TICKET_TIMEOUT,
+                                         _Join(conn, channel, ref, window_bits, still_wanted,
+                                               on_result))
+                body = encode_join(peers.worker, ticket,
+                                   None if since is None else Position(*since))
+                if peers.send_to(owner, encode_record(KIND_JOIN, channel, body)):
+                    return Joining.PENDING
+                self._joins.pop(ticket)
+                self._counts.owner_unavailable += 1
+                return Joining.UNAVAILABLE
+        position, recovered, missed = self._position_and_missed(
+            channel, None if since is None else Position(*since))
+        return self._subscribe(conn, channel, ref, window_bits, position=position,
+                               recovered=recovered, missed=missed)
+
+    def _position_and_missed(self, channel: str, since: Position | None
+                             ) -> tuple[Position | None, bool | None, list[bytes] | None]:
+        """Where a channel this worker orders stands, and the frames after ``since``
+        (None when they cannot all be given; ``recovered`` None when no ``since``)."""
         history = self.history
         position = history.position(channel) if history.enabled else None
-        missed = None
-        if since is not None and position is not None:
-            missed = history.since(channel, Position(*since), self.received_at)
-        reply = subscribed_frame(ref, channel, position,
-                                 None if since is None else missed is not None)
-        data = reply + b"".join(missed) if missed else reply
+        if since is None:
+            return position, None, None
+        if position is None:
+            return None, False, None
+        missed = history.since(channel, since, self.received_at)
+        return position, missed is not None, missed
+
+    def _subscribe(self, conn: ConnId, channel: str, ref: bytes | None, window_bits: int, *,
+                   position: Position | None, recovered: bool | None,
+                   missed: list[bytes] | None) -> Joining:
+        # What was published before goes to those subscribed before: messages pending
+        # here are below the position the reply gives (in the history, or sent by the
+        # owner before its answer).
+        self.flush_channel(channel)
+        reply = subscribed_frame(ref, channel, position, recovered)
         if window_bits and missed:
             compressor = self._compressor
             compression = self._current.config.compression
             compressor.configure(compression.level, compression.threshold)
-            data = reply + b"".join([compressor.frame(f, window_bits) for f in missed])
-        cap = self._current.config.limits.queue_max_bytes
-        if not self._loop.send(conn, data, cap=cap):
-            return False
+            missed = [compressor.frame(f, window_bits) for f in missed]
+        data = reply + b"".join(missed) if missed else reply
+        if not self._loop.send(conn, data, cap=self._current.config.limits.queue_max_bytes):
+            return Joining.SLOW
         self._hub.subscribe(conn, channel, window_bits, v1=True)
-        return True
+        return Joining.JOINED
 
     # -- the sends ----------------------------------------------------------------------
 
@@ -179,3 +380,20 @@ class FanOut:
             loop.fanout(slot, group.ids, len(group.ids), exclude=exclude, cap=cap)
         finally:
             loop.release(slot)
+
+
+def _frames_of(data: bytes) -> list[bytes]:
+    """Split the server's own frames (unmasked, whole) sent back to back."""
+    frames = []
+    at = 0
+    while at < len(data):
+        length = data[at + 1] & 0x7F
+        if length == 126:
+            start, length = at + 4, int.from_bytes(data[at + 2:at + 4])
+        elif length == 127:
+            start, length = at + 10, int.from_bytes(data[at + 2:at + 10])
+        else:
+            start = at + 2
+        frames.append(data[at:start + length])
+        at = start + length
+    return frames

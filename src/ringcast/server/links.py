@@ -20,6 +20,13 @@ from dataclasses import dataclass
 
 KIND_PUBLISH = 1   # body: a complete WebSocket frame (or run of frames)
 KIND_STATS = 2     # body: JSON counters of the sending worker; channel: its id
+# A history channel's order, decided by its owner worker (bodies: see .ordering).
+KIND_FORWARD = 3    # to the owner: a message to order
+KIND_SEQUENCED = 4  # from the owner to every other worker: a message with its position
+KIND_JOIN = 5       # to the owner: a ringcast.v1 subscription (maybe a resume)
+KIND_JOINED = 6     # from the owner: its answer
+ORDERING_KINDS = frozenset({KIND_FORWARD, KIND_SEQUENCED, KIND_JOIN, KIND_JOINED})
+_KINDS = frozenset({KIND_PUBLISH, KIND_STATS}) | ORDERING_KINDS
 
 _HEADER = struct.Struct("!BHI")
 MAX_BODY = 1 << 30
@@ -55,7 +62,7 @@ class RecordReader:
         size = _HEADER.size
         while len(buf) - pos >= size:
             kind, nlen, blen = _HEADER.unpack_from(buf, pos)
-            if kind not in (KIND_PUBLISH, KIND_STATS) or blen > MAX_BODY:
+            if kind not in _KINDS or blen > MAX_BODY:
                 raise LinkProtocolError(f"bad record header: kind {kind}, body {blen} bytes")
             end = pos + size + nlen + blen
             if len(buf) < end:

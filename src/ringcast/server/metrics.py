@@ -97,6 +97,9 @@ class Counters:
         self.slow_drops = 0
         self.slow_trimmed_bytes = 0
         self.received_peers = 0
+        # Publishes and subscriptions of history channels whose owner worker did not
+        # answer (see .ordering).
+        self.owner_unavailable = 0
         self.closes: Counter[Ended] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
         self.handshake = Latency()
@@ -249,6 +252,10 @@ class Metrics(Collector):
             for reason in ("size", "ttl", "budget"):
                 evicted.add_metric([self.worker, reason], getattr(history.evicted, reason))
             yield evicted
+            yield counter("ringcast_history_owner_unavailable",
+                          "Publishes and subscriptions of history channels refused because "
+                          "the worker that orders the channel did not answer",
+                          c.owner_unavailable)
         yield counter("ringcast_messages_fanned_out",
                       "Messages sent to at least one subscriber", c.messages_out)
         yield counter("ringcast_slow_consumer_closes",

@@ -18,7 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ringcast.ringio import ConnId
-from ringcast.server.links import KIND_PUBLISH, KIND_STATS, RecordReader, encode_record
+from ringcast.server.links import (
+    KIND_PUBLISH,
+    KIND_STATS,
+    ORDERING_KINDS,
+    RecordReader,
+    encode_record,
+)
 from ringcast.server.table import ConnectionTable, Owner
 
 __all__ = ["LINK_CAP", "PeerLinks", "link_address"]
@@ -38,19 +44,23 @@ class PeerLinks(Owner):
     """This worker's links to the other workers of the host, and their records.
 
     It owns (see :mod:`.table`) its listener and every link. A KIND_PUBLISH record goes to
-    ``on_publish(channel, frame)``; a KIND_STATS record is kept in :attr:`stats`, and this
-    worker's own ``snapshot()`` goes to the others every STATS_INTERVAL.
+    ``on_publish(channel, frame)``; the records of a history channel's order (see
+    :mod:`.ordering`) to ``on_ordering(kind, channel, body)``; a KIND_STATS record is kept
+    in :attr:`stats`, and this worker's own ``snapshot()`` goes to the others every
+    STATS_INTERVAL.
     """
 
     def __init__(self, table: ConnectionTable, token: str, worker: int, count: int, *,
                  on_publish: Callable[[str, bytes], None],
-                 snapshot: Callable[[], dict[str, Any]]) -> None:
+                 snapshot: Callable[[], dict[str, Any]],
+                 on_ordering: Callable[[int, str, bytes], None] = lambda *_: None) -> None:
         self.loop = table.loop
         self._table = table
         self.token = token
         self.worker = worker
         self.count = count
         self._on_publish = on_publish
+        self._on_ordering = on_ordering
         self._snapshot = snapshot
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(link_address(token, worker))
@@ -106,6 +116,8 @@ class PeerLinks(Owner):
         for rec in reader.feed(data):
             if rec.kind == KIND_PUBLISH:
                 self._on_publish(rec.channel, rec.body)
+            elif rec.kind in ORDERING_KINDS:
+                self._on_ordering(rec.kind, rec.channel, rec.body)
             else:
                 self.stats[rec.channel] = json.loads(rec.body)
 
@@ -120,6 +132,19 @@ class PeerLinks(Owner):
                 self.loop.close_connection(conn)
                 self._retry[peer] = now + LINK_RETRY
                 return
+
+    def linked_to(self, peer: int) -> bool:
+        """Is the link to worker ``peer`` up (this worker itself counts as linked)?"""
+        return peer == self.worker or peer in self.out
+
+    def send_to(self, peer: int, record: bytes) -> bool:
+        """Send ``record`` to worker ``peer``; False when its link is down or full."""
+        conn = self.out.get(peer)
+        if conn is not None and self.loop.send(conn, record, cap=LINK_CAP):
+            self.sent += 1
+            return True
+        self.dropped += 1
+        return False
 
     def broadcast(self, record: bytes) -> None:
         for conn in self.out.values():

@@ -17,7 +17,8 @@
  *   const sub = client.subscribe("news", (data, meta) => {}, {
  *     since,            // optional {epoch, offset}: resume after that position
  *     onResync(info) {},  // {channel, epoch, offset}: what was missed cannot be replayed
- *                         // (say the server restarted): refetch state, messages follow
+ *                         // (say the server restarted; or a message came in a new epoch):
+ *                         // refetch state, messages after {epoch, offset} follow
  *     onError(info) {},   // {code, reason}: the subscribe was refused (forbidden, ...);
  *                         // the subscription is dropped (default: console.warn)
  *   });
@@ -367,6 +368,11 @@
         const last = sub.position;
         if (last && last.epoch === pos.epoch && pos.offset <= last.offset) return;
         sub.position = pos;
+        if (last && last.epoch !== pos.epoch && sub._onResync) {
+          // The channel's history restarted (its owner worker did) while this
+          // connection stayed: what was published in between is unknown.
+          call(sub._onResync, { channel: sub.channel, epoch: pos.epoch, offset: pos.offset - 1 });
+        }
       }
       call(sub._onMessage, data, { channel: sub.channel, epoch: pos ? pos.epoch : null,
         offset: pos ? pos.offset : null, binary });

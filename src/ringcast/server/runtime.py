@@ -328,6 +328,7 @@ class Server:
         self.fanout.flush()  # what the timers published (a released handshake's frames)
         if self.peers is not None:
             self.peers.maintain(now)
+            self.fanout.expire(now)
             if self._unarmed and (self.peers.linked or now >= self._link_deadline):
                 if not self.peers.linked:
                     log.warning("not linked to every other worker after %.0fs (out %d, in %d "
@@ -441,6 +442,9 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     def from_peer(channel: str, frame: bytes) -> None:
         fanout.from_peer(channel, frame)
 
+    def from_ordering(kind: int, channel: str, body: bytes) -> None:
+        fanout.from_ordering(kind, channel, body)
+
     def confirmed(channel: str) -> None:
         clients.channel_confirmed(channel)
 
@@ -465,7 +469,7 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     peers = None
     if workers > 1:
         peers = PeerLinks(table, token, worker, workers, on_publish=from_peer,
-                          snapshot=snapshot)
+                          on_ordering=from_ordering, snapshot=snapshot)
     compression = config.compression
     compressor = Compressor(compression.level, compression.threshold)
     kept = config.history
