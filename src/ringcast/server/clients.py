@@ -342,19 +342,21 @@ class Clients(Owner):
                 self._leave(conn, action.channel)
             elif isinstance(action, PublishCommand):
                 self._counts.published_ws += 1
-                answer = self._publish_answer(conn, action)
                 reached = self._fanout.publish(
-                    action.channel, data_frame(action.payload, action.text), answer=answer)
-                if reached != FORWARDED:
+                    action.channel, data_frame(action.payload, action.text))
+                answer = self._publish_answer(conn, action)
+                if reached == FORWARDED:
+                    self._fanout.when_ordered(answer)
+                else:
                     answer(self._fanout.position, reached)
             elif isinstance(action, HttpPublish):
                 assert session is not None
                 self._counts.published_http += 1
                 frame = data_frame(action.payload, action.text)
-                answered = self._http_answer(conn, session, action.channel)
-                reached = self._fanout.publish(action.channel, frame, answer=answered)
-                if reached == FORWARDED:
-                    continue  # answered when the channel's owner worker has ordered it
+                reached = self._fanout.publish(action.channel, frame)
+                if reached == FORWARDED:  # answered once the channel's owner has ordered it
+                    self._fanout.when_ordered(self._http_answer(conn, session, action.channel))
+                    continue
                 if reached == UNAVAILABLE:
                     work.extend(session.publish_refused(503, _OWNER_UNAVAILABLE))
                     continue
@@ -434,8 +436,6 @@ class Clients(Owner):
                 self._loop.send(conn, chunk, force=True)
             self._hub.subscribe(conn, subscription.channel, subscription.window_bits)
 
-    # -- the end of a connection ------------------------------------------------------------
-
     # -- ringcast.v1 and history channels ordered by another worker --------------------------
 
     def _still_joining(self, conn: ConnId, session: Session, channel: str
@@ -500,6 +500,8 @@ class Clients(Owner):
             self._counts.handshake.observe(took)
             self._access_log.line("connection %d: WebSocket open %s (%.1f ms after accept)",
                                   conn, what, took * 1000)
+
+    # -- the end of a connection ------------------------------------------------------------
 
     def _unsubscribe(self, conn: ConnId, session: Session) -> None:
         name = session.channel

@@ -67,7 +67,8 @@ __all__ = ["FORWARDED", "UNAVAILABLE", "Answer", "FanOut", "Joining"]
 
 FORWARDED = -1
 """What :meth:`FanOut.publish` returns for a message sent to its channel's owner worker:
-its position and reach come later, to the ``answer`` given (see :mod:`.ordering`)."""
+its position and reach come later, to the answer given to :meth:`FanOut.when_ordered`
+(see :mod:`.ordering`)."""
 UNAVAILABLE = -2
 """What :meth:`FanOut.publish` returns when the channel's owner worker cannot be reached:
 the message was not published (answer the publisher 503, or ``unavailable``)."""
@@ -90,10 +91,10 @@ class Joining(Enum):
     """Asked the channel's owner worker; the outcome comes to ``on_result``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Forwarded:
     exclude: ConnId
-    answer: Answer | None
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,22 +127,22 @@ class FanOut:
         self._bridge = bridge
         # History channels' owners (see .ordering): what this worker waits for from them.
         self._forwarded: Tickets[_Forwarded] = Tickets()
+        self._last_forwarded: _Forwarded | None = None  # for when_ordered
         self._joins: Tickets[_Join] = Tickets()
         #: When the loop iteration in progress began (the runtime sets it): what is sent
         #: now arrived then, for the publish-to-flush histogram.
         self.received_at = time.monotonic()
 
-    def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN,
-                answer: Answer | None = None) -> int:
+    def publish(self, channel: str, frame: bytes, exclude: ConnId = NO_CONN) -> int:
         """A message from a client of this worker (``exclude``: its publisher, unless
         echo is on). Returns how many subscribers of this worker it reaches, or
-        :data:`FORWARDED` (``answer`` says it later) or :data:`UNAVAILABLE`."""
+        :data:`FORWARDED` (then :meth:`when_ordered` may say where it went) or
+        :data:`UNAVAILABLE`."""
         peers = self._peers
         if peers is not None and self.history.enabled and self.history.wants(channel):
             owner = owner_of(channel, peers.count)
             if owner != peers.worker:
-                return self._forward(peers, owner, channel, frame, exclude=exclude,
-                                     answer=answer)
+                return self._forward(peers, owner, channel, frame, exclude)
             return self._sequence(peers, channel, frame, exclude=exclude, origin=peers.worker,
                                   ticket=0)
         if self._bridge is not None and self._bridge.publish(channel, frame, exclude):
@@ -195,17 +196,26 @@ class FanOut:
 
     # -- history channels across workers (see .ordering) -------------------------------------
 
-    def _forward(self, peers: PeerLinks, owner: int, channel: str, frame: bytes, *,
-                 exclude: ConnId, answer: Answer | None) -> int:
+    def _forward(self, peers: PeerLinks, owner: int, channel: str, frame: bytes,
+                 exclude: ConnId) -> int:
         self.position = None
-        ticket = self._forwarded.add(owner, self.received_at + TICKET_TIMEOUT,
-                                     _Forwarded(exclude, answer))
+        forwarded = _Forwarded(exclude)
+        ticket = self._forwarded.add(owner, self.received_at + TICKET_TIMEOUT, forwarded)
         body = encode_forward(peers.worker, ticket, frame)
         if peers.send_to(owner, encode_record(KIND_FORWARD, channel, body)):
+            self._last_forwarded = forwarded
             return FORWARDED
         self._forwarded.pop(ticket)
         self._counts.owner_unavailable += 1
         return UNAVAILABLE
+
+    def when_ordered(self, answer: Answer) -> None:
+        """Have the message :meth:`publish` just forwarded answered: ``answer(position,
+        reach on this worker)`` once its owner ordered it, ``answer(None, UNAVAILABLE)``
+        if the owner does not answer in time."""
+        assert self._last_forwarded is not None
+        self._last_forwarded.answer = answer
+        self._last_forwarded = None
 
     def _sequence(self, peers: PeerLinks, channel: str, frame: bytes, *, exclude: ConnId,
                   origin: int, ticket: int) -> int:
