@@ -62,6 +62,7 @@ from .batch import BatchError, Message, read_batch
 from .channels import validate_channel
 from .credentials import SUBPROTOCOL_V1, Credentials, read_credentials
 from .deflate import Agreement, negotiate
+from .ringcast_v1 import V1_ACCESS
 from .settings import ProtocolSettings
 
 __all__ = [
@@ -228,11 +229,16 @@ def _credentials(settings: ProtocolSettings, plain: Plain, websocket: bool) -> C
 class PlainUpgrade:
     """A handshake to accept: the answer to send and what the client may do."""
 
-    channel: str
+    channel: str | None
+    """The channel of the path; None for a ``ringcast.v1`` client opening ``/``."""
     response: bytes
     access: Access
     deflate: Agreement | None
     """permessage-deflate as agreed (see :mod:`.deflate`); None: no compression."""
+    grant: Grant | None = None
+    """What its token allows (a ``ringcast.v1`` client's commands ask it)."""
+    v1: bool = False
+    """The client speaks ``ringcast.v1`` (see :mod:`.ringcast_v1`)."""
 
 
 def check_upgrade(
@@ -307,24 +313,26 @@ def _subscriber(
 ) -> PlainUpgrade | None:
     """A handshake's policy (its origin allowed already): the channel name, the token and
     what it allows, and the compression agreed for ``offers`` (the
-    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path,
-    and a ``ringcast.v1`` client to it too (rarer, and its refusals are answered apart)."""
-    if credentials.subprotocol == SUBPROTOCOL_V1:
-        return None
+    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path
+    (a ``ringcast.v1`` client's too: it is answered apart, after a 101)."""
+    v1 = credentials.subprotocol == SUBPROTOCOL_V1
     try:
-        channel = validate_channel(path[1:], settings.max_channel_name)
+        channel = None if v1 and path == "/" else validate_channel(
+            path[1:], settings.max_channel_name)
         auth = settings.authenticator
         grant = auth.authenticate(credentials.token, unix_now, required=auth.require_subscribe,
                                   action="subscribing")
-        access = auth.subscriber_access(grant, channel)
+        access = V1_ACCESS if channel is None else auth.subscriber_access(grant, channel)
     except (ChannelNameError, AuthError):
         return None
+    if v1:
+        access = V1_ACCESS  # what it may publish is decided per command
     deflate = None
     if offers is not None and settings.compression:
         deflate = negotiate(offers.decode("ascii"))
     response = accept_response(key, credentials.subprotocol,
                                None if deflate is None else deflate.response)
-    return PlainUpgrade(channel, response, access, deflate)
+    return PlainUpgrade(channel, response, access, deflate, grant, v1)
 
 
 def accept_response(key: bytes, subprotocol: str | None, extensions: str | None = None) -> bytes:

@@ -94,7 +94,7 @@ from .deflate import Agreement, negotiate
 from .frames import CloseCode, close_frame
 from .head_limits import HeadGuard, HeadLimitError
 from .refusals import Refusal
-from .ringcast_v1 import Commands
+from .ringcast_v1 import V1_ACCESS, Commands
 from .settings import ProtocolSettings
 
 __all__ = ["HttpPhase", "Route", "Upgrade", "check_status", "head_limit", "held_limit"]
@@ -114,7 +114,6 @@ STATUS_CHANNEL: Final = "/status"
 channel name), so only the server publishes there."""
 _REASON_MAX: Final = 120  # characters of an h11 error message quoted in a 400 body
 _STATUS_ACCESS: Final = Access(may_publish=False)  # a status page's WebSocket only listens
-_V1_ACCESS: Final = Access(may_publish=True)  # ringcast.v1: decided per command instead
 
 
 def head_limit(settings: ProtocolSettings) -> int:
@@ -310,7 +309,8 @@ class HttpPhase:
             if accepted is None:
                 return False
             self._upgraded(accepted.channel, accepted.response, accepted.access,
-                           accepted.deflate, trailing=b"", eof=False, out=out)
+                           accepted.deflate, trailing=b"", eof=False, out=out,
+                           commands=self._commands(accepted))
             return True
         if start == b"POST ":
             read = fast_path.read_publish(data, settings)
@@ -383,7 +383,8 @@ class HttpPhase:
                 return False
             self._forwarded(plain, True, out)
             self._upgraded(accepted.channel, accepted.response, accepted.access,
-                           accepted.deflate, trailing=after, eof=self._eof, out=out)
+                           accepted.deflate, trailing=after, eof=self._eof, out=out,
+                           commands=self._commands(accepted))
             return True
         query = fast_path.check_query(settings, plain)
         if query is not None:
@@ -794,7 +795,7 @@ class HttpPhase:
                 credentials, grant = self._authenticate(
                     event, websocket=True, required=auth.require_subscribe,
                     action="subscribing")
-                access = _V1_ACCESS if channel is None else auth.subscriber_access(grant, channel)
+                access = V1_ACCESS if channel is None else auth.subscriber_access(grant, channel)
             except AuthError as exc:
                 if v1:
                     self._refuse_v1(exc, handshake, out)
@@ -803,7 +804,7 @@ class HttpPhase:
                 return
             if v1:
                 commands = Commands(self._settings, grant, self._unix_offset)
-                access = _V1_ACCESS  # what it may publish is decided per command
+                access = V1_ACCESS  # what it may publish is decided per command
         # The only extension is permessage-deflate, negotiated by .deflate (so both
         # paths agree) and answered as an extra header: wsproto's own would compress per
         # connection. The only subprotocol ever selected is "ringcast", when offered
@@ -900,6 +901,12 @@ class HttpPhase:
         message = f"origin {origin[:_REASON_MAX]!r} is not allowed"
         self._fail(Refusal.ORIGIN_NOT_ALLOWED, 403, message, out)
         return False
+
+    def _commands(self, accepted: fast_path.PlainUpgrade) -> Commands | None:
+        """A ``ringcast.v1`` client's commands (None for a raw client)."""
+        if not accepted.v1:
+            return None
+        return Commands(self._settings, accepted.grant, self._unix_offset)
 
     def _refuse_v1(self, error: AuthError, handshake: H11Handshake, out: list[Action]) -> None:
         """Refuse a ``ringcast.v1`` client's credentials (or its path's channel) so that a

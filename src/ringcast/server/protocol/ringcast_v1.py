@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, Final
 
 from ringcast.errors import ChannelNameError
 
 from .actions import Action, Join, Leave, PublishCommand, SendBytes
-from .auth import AuthError, Grant
+from .auth import Access, AuthError, Grant
 from .channels import validate_channel
 from .credentials import SUBPROTOCOL_V1
 from .frames import data_frame
@@ -31,6 +31,7 @@ from .settings import ProtocolSettings
 
 __all__ = [
     "SUBPROTOCOL_V1",
+    "V1_ACCESS",
     "Commands",
     "error_frame",
     "message_frame",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 _Position = tuple[str, int]  # (epoch, offset), as .history's Position is
+
+V1_ACCESS: Final = Access(may_publish=True)
+"""What a ``ringcast.v1`` connection may do as a WebSocket: its messages are commands,
+and what it may publish where is decided per command (:class:`Commands`)."""
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _MAX_REF = 128  # an echoed id longer than this (as JSON) is refused: it is echoed per reply
