@@ -7,8 +7,10 @@ Modules: `client` (`LoadTest`: connects, publishes, counts; `run_load_test`),
 `options` (`Options`, `LoadError`), `connector` (TCP connects without blocking,
 source addresses), `handshake` (the WebSocket upgrade), `http_publish` (HTTP
 publishing), `scanner` (the C scanner), `storm` (drop subscribers mid-run, time
-their return), `team` (one run over several processes) and `wire` (what those
-processes tell each other), `record` (what a run recorded: `RunRecord`, `Tally`),
+their return), `resume` (``--resume-storm``: ringcast.v1 subscribers dropped and
+resumed; its parts `resume_options`, `resume_ws`, `resume_connections`, `resume_counts`,
+`resume_run`, `resume_report`), `team` (one run over several processes) and `wire`
+(what those processes tell each other), `record` (what a run recorded: `RunRecord`, `Tally`),
 `report` (the result and its text), `target` (URL and loopback guard), `procstat`
 (/proc sampling), `plot` (matplotlib, optional), `cli` (the subcommand). The open-files
 limit is raised by `ringcast.fdlimit`, shared with the server. This package

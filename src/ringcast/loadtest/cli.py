@@ -3,6 +3,9 @@
 Exit codes: 0 the run passed (no fault), 1 a fault was counted (lost, duplicated,
 out of order, corrupted, a failed or refused connection...), 2 bad arguments or
 a target that is refused, 3 the run could not take place (nobody could connect).
+``--resume-storm`` runs `ringcast.loadtest.resume` instead, with the same exit codes (1
+also for a resync: a resume the server's history could not serve; 3 also for a channel
+that keeps no history).
 """
 
 from __future__ import annotations
@@ -11,19 +14,31 @@ import argparse
 import importlib.util
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 EXIT_PASS, EXIT_FAULTS, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
 EXAMPLE = ("example: ringcast loadtest ws://127.0.0.1:8080/bench --connections 1000 "
            "--messages 10000 --size 64 --window 8")
+RESUME_EXAMPLE = ("ringcast loadtest ws://127.0.0.1:8080/orders --resume-storm -c 2000 "
+                  "--rate 100 --outage 1")
+
+# The options of the fan-out measurement that a resume storm does not take: given with
+# --resume-storm, they are refused rather than silently ignored.
+NOT_WITH_RESUME = ("messages", "duration", "payload", "compression", "window", "publishers",
+                   "http_connections", "message_timeout", "engine",
+                   "source_addresses", "bind", "source_ports", "hold", "channel_per_process",
+                   "rounds", "processes", "storm", "plot")
+RESUME_ONLY = ("outage", "channels", "after_resume")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "loadtest", help="measure a WebSocket fan-out server (any server, not only ringcast)",
         description="Open subscribers to a ws:// URL, publish to them, check every delivery "
-                    "and report throughput, latency and faults. " + EXAMPLE,
+                    "and report throughput, latency and faults. " + EXAMPLE + ". With "
+                    "--resume-storm, a ringcast.v1 resume storm instead: " + RESUME_EXAMPLE,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("url", help="ws://host:port/channel; subscribers connect here")
@@ -54,7 +69,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--window", "-w", type=int, default=8,
                    help="closed loop: messages in flight")
     p.add_argument("--rate", "-r", type=float, default=None,
-                   help="open loop: messages/s (latency from the scheduled send time)")
+                   help="open loop: messages/s (latency from the scheduled send time); "
+                        "--resume-storm: messages/s over all its channels (default 500)")
     p.add_argument("--publisher", choices=["ws", "http"], default="ws",
                    help="publish over WebSocket (the URL) or HTTP POST --publish-path")
     p.add_argument("--publishers", type=int, default=1, help="publisher ids (and ws connections)")
@@ -119,6 +135,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="drop that fraction of the subscribers at once, that many seconds "
                         "into publishing (e.g. 1@5 or 25%%@10); report how long until all "
                         "are back and receiving")
+    p.add_argument("--resume-storm", action="store_true",
+                   help="a resume storm of ringcast.v1 subscribers (docs/history.md) instead "
+                        "of the fan-out measurement: -c subscribers subscribe to the URL's "
+                        "channel (the socket opens the URL's directory, / for ws://H:P/ch) "
+                        "while one publisher per channel publishes numbered messages at "
+                        "--rate; once each has had a few, all are reset at once (RST, no "
+                        "close frame), stay away --outage seconds while publishing goes on, "
+                        "then reconnect (--connect-concurrency in flight) and resubscribe "
+                        "with since = their last position; publishing goes on "
+                        "--after-resume seconds, stops, and the run waits (--drain-timeout) "
+                        "for every subscriber to have everything. Reports messages "
+                        "recovered, lost, duplicated, out of order, resyncs "
+                        "(recovered:false) and time to recover (p50/p99/max). The channel "
+                        "must keep history larger than what is published during the "
+                        "outage, e.g. RINGCAST_HISTORY_CHANNELS and RINGCAST_HISTORY_SIZE. "
+                        "Takes -c, --size, --rate, --publisher, --publish-path ({channel} "
+                        "for the channel), --connect-*, --drain-timeout, --max-time, "
+                        "--server-pid, --json, -q")
+    # Not given: absent from the namespace (so --help shows no "default: None"), and
+    # ResumeOptions' default applies.
+    p.add_argument("--outage", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                   help="--resume-storm: seconds every subscriber stays away (default 1)")
+    p.add_argument("--channels", type=int, default=argparse.SUPPRESS, metavar="K",
+                   help="--resume-storm: spread the subscribers over K channels, "
+                        "CHANNEL-0..CHANNEL-<K-1>, one publisher each (default 1: CHANNEL)")
+    p.add_argument("--after-resume", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                   help="--resume-storm: seconds publishing goes on once every subscriber "
+                        "is back (default 1)")
     p.add_argument("--i-own-this-host", action="store_true",
                    help="allow a target that is not a loopback address")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON ('-': stdout, "
@@ -126,6 +170,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw latency and throughput (matplotlib)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     p.set_defaults(fn=run)
+    # What each option parses to when not given (types applied), for --resume-storm to
+    # tell which of the options it does not take were given.
+    untouched = vars(p.parse_args(["ws://127.0.0.1/x"]))
+    p.set_defaults(not_with_resume={k: untouched[k] for k in NOT_WITH_RESUME})
     return p
 
 
@@ -153,6 +201,13 @@ def _storm(text: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume_storm:
+        return run_resume(args)
+    given = [_flag(k) for k in RESUME_ONLY if hasattr(args, k)]
+    if given:
+        print(f"ringcast loadtest: {', '.join(given)} only with --resume-storm",
+              file=sys.stderr)
+        return EXIT_USAGE
     from ringcast.loadtest.client import run_load_test  # noqa: PLC0415
     from ringcast.loadtest.options import LoadError, Options  # noqa: PLC0415
     from ringcast.loadtest.report import format_text, write_json  # noqa: PLC0415
@@ -196,4 +251,56 @@ def run(args: argparse.Namespace) -> int:
         from ringcast.loadtest.plot import plot  # noqa: PLC0415
 
         plot(result, args.plot)
+    return EXIT_PASS if result["pass"] else EXIT_FAULTS
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    """``--resume-storm``: run `ringcast.loadtest.resume` and print or write its result."""
+    from ringcast.loadtest.resume import (  # noqa: PLC0415
+        ResumeError,
+        ResumeOptions,
+        format_text,
+        run_resume_storm,
+    )
+    from ringcast.loadtest.target import TargetError  # noqa: PLC0415
+
+    given = [_flag(k) for k, v in args.not_with_resume.items() if getattr(args, k) != v]
+    if given:
+        print(f"ringcast loadtest: --resume-storm does not take {', '.join(given)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    given_only = {k: getattr(args, k) for k in RESUME_ONLY if hasattr(args, k)}
+    if args.rate is not None:
+        given_only["rate"] = args.rate
+    opts = ResumeOptions(
+        url=args.url, connections=args.connections, size=args.size, **given_only,
+        publisher=args.publisher, publish_path=args.publish_path,
+        connect_concurrency=args.connect_concurrency, connect_timeout=args.connect_timeout,
+        drain_timeout=args.drain_timeout, max_time=args.max_time,
+        allow_remote=args.i_own_this_host, server_pids=tuple(args.server_pid),
+    )
+    try:
+        opts.validate()
+        from ringcast.loadtest.target import parse_target  # noqa: PLC0415
+
+        parse_target(opts.url, allow_remote=opts.allow_remote)
+    except (ResumeError, TargetError) as exc:
+        print(f"ringcast loadtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = run_resume_storm(opts, progress_stream=None if args.quiet else sys.stderr)
+    except ResumeError as exc:
+        print(f"ringcast loadtest: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    text = json.dumps(result, indent=2) + "\n"
+    if args.json == "-":
+        sys.stdout.write(text)
+    else:
+        print(format_text(result))
+        if args.json:
+            Path(args.json).write_text(text)
     return EXIT_PASS if result["pass"] else EXIT_FAULTS
