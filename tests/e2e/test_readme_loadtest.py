@@ -54,9 +54,10 @@ EXAMPLES = loadtest_examples()
 
 
 def test_readme_has_the_loadtest_examples() -> None:
-    # Guards the parser: the first measurement and the storm.
-    assert len(EXAMPLES) >= 2, EXAMPLES
+    # Guards the parser: the first measurement, the storm and the resume storm.
+    assert len(EXAMPLES) >= 3, EXAMPLES
     assert any("--storm" in e.argv for e in EXAMPLES)
+    assert any("--resume-storm" in e.argv for e in EXAMPLES)
 
 
 def _scaled(argv: list[str], *, port: int, pid: int, tmp: Path) -> list[str]:
@@ -89,6 +90,9 @@ def test_readme_loadtest_runs(example: Example, start_server: StartServer,
     assert res.returncode == 0 and "result     PASS" in res.stdout, res.stdout + res.stderr
     if "--storm" in argv:
         assert re.search(r"^storm +\d+ subscribers dropped", res.stdout, re.M), res.stdout
+    if "--resume-storm" in argv:
+        assert re.search(r"^faults +lost 0, duplicated 0, out of order 0, resyncs 0,",
+                         res.stdout, re.M), res.stdout
     for option in ("--json", "--plot"):
         if option in argv:
             assert Path(argv[argv.index(option) + 1]).stat().st_size > 0
