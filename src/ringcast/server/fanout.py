@@ -19,7 +19,9 @@ A channel with history (:mod:`.history`) gives each message its position here, w
 this process's one order of the channel is decided, and keeps it as its ``ringcast.v1``
 frame; ``ringcast.v1`` subscribers get that frame (made once per message, with the
 position when there is one). A ``ringcast.v1`` subscription starts here too
-(:meth:`FanOut.join`): the reply, then what it missed, then the live messages.
+(:meth:`FanOut.join`): the reply, then what it missed, then the live messages. With
+several workers, a history channel's order is decided by its owner worker instead
+(:mod:`.ordering`): publishes are forwarded to it, subscriptions ask it.
 """
 
 from __future__ import annotations
