@@ -60,7 +60,7 @@ from ringcast.server.ordering import (
 )
 from ringcast.server.peers import PeerLinks
 from ringcast.server.protocol.deflate import Compressor
-from ringcast.server.protocol.frames import payload_of
+from ringcast.server.protocol.frames import payload_of, split_frames
 from ringcast.server.protocol.ringcast_v1 import message_frame, subscribed_frame
 from ringcast.server.settings import Current
 
@@ -250,7 +250,7 @@ class FanOut:
             joined = decode_joined(body)
             join = self._joins.pop(joined.ticket)
             if join is not None and join.still_wanted():
-                frames = _frames_of(joined.frames) if joined.recovered else None
+                frames = split_frames(joined.frames) if joined.recovered else None
                 join.on_result(self._subscribe(
                     join.conn, channel, join.ref, join.window_bits, position=joined.position,
                     recovered=joined.recovered, missed=frames))
@@ -337,9 +337,7 @@ class FanOut:
         self.flush_channel(channel)
         reply = subscribed_frame(ref, channel, position, recovered)
         if window_bits and missed:
-            compressor = self._compressor
-            compression = self._current.config.compression
-            compressor.configure(compression.level, compression.threshold)
+            compressor = self._configured_compressor()
             missed = [compressor.frame(f, window_bits) for f in missed]
         data = reply + b"".join(missed) if missed else reply
         if not self._loop.send(conn, data, cap=self._current.config.limits.queue_max_bytes):
@@ -363,10 +361,8 @@ class FanOut:
 
     def _send(self, ch: Channel) -> None:
         cap = self._current.config.limits.queue_max_bytes
-        plain, deflate, compressor = ch.plain, ch.deflate, self._compressor
-        if deflate or ch.v1:
-            compression = self._current.config.compression
-            compressor.configure(compression.level, compression.threshold)
+        plain, deflate = ch.plain, ch.deflate
+        compressor = self._configured_compressor() if deflate or ch.v1 else self._compressor
         if ch.pending_v1:
             frames_v1 = ch.pending_v1
             ch.pending_v1 = []
@@ -384,6 +380,13 @@ class FanOut:
             self._counts.messages_out += messages
             self._counts.publish_flush.observe(time.monotonic() - self.received_at, messages)
 
+    def _configured_compressor(self) -> Compressor:
+        """The compressor, set to the level and threshold in force (a reload may change
+        them)."""
+        compression = self._current.config.compression
+        self._compressor.configure(compression.level, compression.threshold)
+        return self._compressor
+
     def _queue(self, frames: bytes, group: Group, exclude: ConnId, cap: int) -> None:
         """Copy ``frames`` into a slot once and queue it to ``group`` but ``exclude``."""
         loop = self._loop
@@ -392,20 +395,3 @@ class FanOut:
             loop.fanout(slot, group.ids, len(group.ids), exclude=exclude, cap=cap)
         finally:
             loop.release(slot)
-
-
-def _frames_of(data: bytes) -> list[bytes]:
-    """Split the server's own frames (unmasked, whole) sent back to back."""
-    frames = []
-    at = 0
-    while at < len(data):
-        length = data[at + 1] & 0x7F
-        if length == 126:
-            start, length = at + 4, int.from_bytes(data[at + 2:at + 4])
-        elif length == 127:
-            start, length = at + 10, int.from_bytes(data[at + 2:at + 10])
-        else:
-            start = at + 2
-        frames.append(data[at:start + length])
-        at = start + length
-    return frames

@@ -79,6 +79,7 @@ __all__ = [
     "payload_of",
     "ping_frame",
     "pong_frame",
+    "split_frames",
     "valid_close_code",
 ]
 
@@ -308,12 +309,35 @@ def data_frame(payload: bytes, text: bool) -> bytes:
     return bytes(_SERVER._serialize_frame(Opcode.TEXT if text else Opcode.BINARY, payload))
 
 
+def _own_frame(data: bytes, at: int) -> tuple[int, int]:
+    """Where the payload of the server's own frame at ``at`` starts, and where the frame
+    ends (unmasked: no key between the length and the payload)."""
+    length = data[at + 1] & 0x7F
+    if length == 126:
+        start, length = at + 4, int.from_bytes(data[at + 2:at + 4])
+    elif length == 127:
+        start, length = at + 10, int.from_bytes(data[at + 2:at + 10])
+    else:
+        start = at + 2
+    return start, start + length
+
+
 def payload_of(frame: bytes) -> tuple[bytes, bool]:
     """The payload of a :func:`data_frame` and whether it is TEXT (the inverse of
     :func:`data_frame`, for the server's own frames only: unmasked, uncompressed)."""
-    length = frame[1] & 0x7F
-    start = 2 if length < 126 else 4 if length == 126 else 10
+    start, _ = _own_frame(frame, 0)
     return frame[start:], frame[0] & 0x0F == Opcode.TEXT
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """The server's own frames sent back to back, one by one."""
+    frames = []
+    at = 0
+    while at < len(data):
+        _, end = _own_frame(data, at)
+        frames.append(data[at:end])
+        at = end
+    return frames
 
 
 def ping_frame(payload: bytes) -> bytes:

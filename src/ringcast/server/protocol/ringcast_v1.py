@@ -59,12 +59,17 @@ def _with_ref(ref: bytes | None, head: bytes) -> bytes:
     return head + b'"id":' + ref + b"," if ref is not None else head
 
 
+def _position_fields(position: _Position) -> bytes:
+    """``,"epoch":"...","offset":N`` (an epoch is URL-safe base64: no escaping)."""
+    return b',"epoch":"' + position[0].encode() + b'","offset":%d' % position[1]
+
+
 def message_frame(channel: str, payload: bytes, text: bool,
                   position: _Position | None) -> bytes:
     """A published message as its ``message`` frame (once per message and channel)."""
     head = b'{"type":"message","channel":"' + channel.encode() + b'"'
     if position is not None:
-        head += b',"epoch":"' + position[0].encode() + b'","offset":%d' % position[1]
+        head += _position_fields(position)
     if text:
         body = _dumps(payload.decode())  # valid UTF-8: the publish path checked it
         return data_frame(head + b',"data":' + body.encode() + b"}", True)
@@ -76,7 +81,7 @@ def subscribed_frame(ref: bytes | None, channel: str, position: _Position | None
     """The reply to ``subscribe``; ``recovered`` None when no ``since`` was given."""
     out = _with_ref(ref, b'{"type":"subscribed",') + b'"channel":"' + channel.encode() + b'"'
     if position is not None:
-        out += b',"epoch":"' + position[0].encode() + b'","offset":%d' % position[1]
+        out += _position_fields(position)
     if recovered is not None:
         out += b',"recovered":' + (b"true" if recovered else b"false")
     return data_frame(out + b"}", True)
@@ -90,7 +95,7 @@ def unsubscribed_frame(ref: bytes | None, channel: str) -> bytes:
 def published_frame(ref: bytes | None, channel: str, position: _Position | None) -> bytes:
     out = _with_ref(ref, b'{"type":"published",') + b'"channel":"' + channel.encode() + b'"'
     if position is not None:
-        out += b',"epoch":"' + position[0].encode() + b'","offset":%d' % position[1]
+        out += _position_fields(position)
     return data_frame(out + b"}", True)
 
 
