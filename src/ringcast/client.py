@@ -7,6 +7,13 @@ every channel again with ``since`` set to the last position handled, dropping an
 message at or below it in the same epoch, so a resume within history shows neither a
 gap nor a duplicate. A close with 1008 is a refusal: no reconnect.
 
+A message frame has no ``"type"`` and names its epoch only at offset 1, where an epoch
+begins; the reader gives every message its full position, taking the epoch of the
+channel's ``subscribed`` reply or of its last message that named one (in arrival order,
+before any event is yielded). A message naming another epoch mid-connection, when the
+channel's position was past offset 0, means its history restarted: a `Resync` comes
+before it.
+
     async with Client("ws://localhost:8080/", token=t) as client:
         await client.subscribe("news")
         async for event in client:
@@ -98,6 +105,19 @@ def _position(obj: _Reply) -> Position | None:
     return None
 
 
+def _message_position(obj: _Reply, epoch: str | None) -> Position | None:
+    """A message's position: its own ``epoch`` if it names one (offset 1), else ``epoch``,
+    the one the channel's messages are in on this connection; None without an offset
+    (no history) or while no epoch is known."""
+    offset = obj.get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        return None
+    named = obj.get("epoch")
+    if isinstance(named, str):
+        epoch = named
+    return None if epoch is None else Position(epoch, offset)
+
+
 def _subscribe_frame(channel: str, since: Position | None) -> _Reply:
     frame: _Reply = {"type": "subscribe", "channel": channel}
     if since is not None:
@@ -131,7 +151,9 @@ class Client:
       first and its replayed duplicate then dropped.
     - If a re-subscribe after a reconnect gets an ``error`` reply (say the token may no
       longer subscribe), the channel is forgotten and ``__anext__`` raises that
-      ``CommandError`` once, in its place in the order of events.
+      ``CommandError`` once, in its place in the order of events; but ``unavailable``
+      (what orders the channel is restarting: a worker, or Redis) is retried on the same
+      connection with backoff and jitter until it is answered otherwise.
     - After ``close()`` iteration ends once the queued events are yielded; after a
       refusal it raises ``Refused`` instead, and every later command raises it too.
     """
@@ -149,11 +171,17 @@ class Client:
         self._pending: dict[int, tuple[asyncio.Future[_Reply], Position | None, bool]] = {}
         # Channels to (re)subscribe, each with the position of the last event handled.
         self._subs: dict[str, Position | None] = {}
+        # The epoch of each channel's messages arriving on the current connection (from
+        # its subscribed reply, or its last message naming one): ahead of _subs, which
+        # moves only as events are yielded, so messages still queued cannot tell it.
+        self._epochs: dict[str, str] = {}
         # Events; a CommandError (failed re-subscribe), Refused, or None (closed).
         self._events: asyncio.Queue[_Event | CommandError | Refused | None] = asyncio.Queue()
         # A message in a new epoch, put back while its Resync goes first.
         self._held_back: _Event | None = None
         self._announced: _Event | None = None
+        self._retries: dict[str, int] = {}  # channels whose re-subscribe was unavailable
+        self._tasks: set[asyncio.Future[None]] = set()  # those retries, while they run
 
     async def __aenter__(self) -> Client:
         """Connect; an error here (refused handshake, wrong subprotocol) is raised, not
@@ -182,6 +210,7 @@ class Client:
     async def unsubscribe(self, channel: str) -> None:
         """Stop ``channel``: no message of it is yielded after this is called."""
         self._subs.pop(channel, None)  # first: a reconnect meanwhile must not bring it back
+        self._epochs.pop(channel, None)
         with contextlib.suppress(ConnectionError):
             await self._command({"type": "unsubscribe", "channel": channel}, None, wait=False)
 
@@ -220,9 +249,12 @@ class Client:
                     and pos.epoch == last.epoch and pos.offset <= last.offset:
                 continue  # already handled: a replay overlapping what was queued
             if isinstance(item, Message) and pos is not None and last is not None \
-                    and pos.epoch != last.epoch and item is not self._announced:
+                    and pos.epoch != last.epoch and last.offset > 0 \
+                    and item is not self._announced:
                 # The channel's history restarted (its owner worker did) while this
                 # connection stayed: say so before the message, as a resume would.
+                # (From offset 0, "" included, nothing was handled in the old epoch: an
+                # epoch begun since misses nothing.)
                 self._announced = self._held_back = item
                 return Resync(item.channel, Position(pos.epoch, pos.offset - 1))
             if pos is not None:
@@ -314,6 +346,7 @@ class Client:
             if self._ws is ws:
                 self._ws = None
                 self._ready.clear()
+            self._epochs.clear()  # the next connection's subscribed replies say them again
             if self._stopped is not None:
                 return
             if lost.rcvd is not None and lost.rcvd.code == _POLICY_VIOLATION:
@@ -324,15 +357,34 @@ class Client:
             ws = await self._reconnect()
             self._ws = ws
             # Re-subscribe before commands waiting for the connection go out.
-            for channel, since in list(self._subs.items()):
-                frame = _subscribe_frame(channel, since)
-                self._next_id += 1
-                fut: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
-                fut.add_done_callback(self._resubscribed(channel))
-                self._pending[self._next_id] = (fut, since, True)
-                with contextlib.suppress(ConnectionClosed):  # _read sees the loss
-                    await ws.send(json.dumps({**frame, "id": self._next_id}))
+            for channel in list(self._subs):
+                await self._resubscribe(ws, channel)
             self._ready.set()
+
+    async def _resubscribe(self, ws: ClientConnection, channel: str) -> None:
+        """Subscribe ``channel`` again on ``ws``, from its last position."""
+        since = self._subs[channel]
+        frame = _subscribe_frame(channel, since)
+        self._next_id += 1
+        fut: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(self._resubscribed(channel))
+        self._pending[self._next_id] = (fut, since, True)
+        with contextlib.suppress(ConnectionClosed):  # _read sees the loss
+            await ws.send(json.dumps({**frame, "id": self._next_id}))
+
+    def _retry_later(self, channel: str) -> None:
+        """An ``unavailable`` re-subscribe: again after a growing, jittered delay (on
+        this connection; a reconnect meanwhile re-subscribes it anyway)."""
+        attempt = self._retries[channel] = self._retries.get(channel, 0) + 1
+        delay = random.uniform(0, min(self._max_delay, self._min_delay * 2**attempt))
+        ws = self._ws
+
+        def again() -> None:
+            if ws is not None and self._ws is ws and channel in self._subs:
+                self._tasks.add(task := asyncio.ensure_future(self._resubscribe(ws, channel)))
+                task.add_done_callback(self._tasks.discard)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
     async def _reconnect(self) -> ClientConnection:
         attempt = 0
@@ -347,9 +399,15 @@ class Client:
     def _resubscribed(self, channel: str) -> Callable[[asyncio.Future[_Reply]], None]:
         def done(fut: asyncio.Future[_Reply]) -> None:
             error = None if fut.cancelled() else fut.exception()
-            if isinstance(error, CommandError):
+            if isinstance(error, CommandError) and error.code == "unavailable" and \
+                    channel in self._subs:
+                self._retry_later(channel)
+            elif isinstance(error, CommandError):
                 self._subs.pop(channel, None)
+                self._retries.pop(channel, None)
                 self._events.put_nowait(error)
+            elif error is None:
+                self._retries.pop(channel, None)
             # ConnectionError: the next reconnect subscribes it again.
         return done
 
@@ -368,14 +426,17 @@ class Client:
 
     def _dispatch(self, obj: _Reply) -> None:
         kind, channel = obj.get("type"), obj.get("channel")
-        if kind == "message":
+        if kind is None:  # a message: the one frame without a type
             if isinstance(channel, str) and channel in self._subs:
                 data: str | bytes | None = obj.get("data")
                 if not isinstance(data, str):
                     b64 = obj.get("base64")
                     data = base64.b64decode(b64) if isinstance(b64, str) else None
                 if data is not None:
-                    self._events.put_nowait(Message(channel, data, _position(obj)))
+                    pos = _message_position(obj, self._epochs.get(channel))
+                    if pos is not None:
+                        self._epochs[channel] = pos.epoch
+                    self._events.put_nowait(Message(channel, data, pos))
             return
         ref = obj.get("id")
         if not isinstance(ref, int) or ref not in self._pending:
@@ -386,6 +447,8 @@ class Client:
             # Here, not in subscribe(): the Resync must precede the replay that follows.
             # (A re-subscribe of a channel unsubscribed meanwhile must not bring it back.)
             pos = _position(obj)
+            if pos is not None:
+                self._epochs[channel] = pos.epoch
             if self._subs.get(channel) is None:
                 self._subs[channel] = since if since is not None and obj.get("recovered") \
                     else pos

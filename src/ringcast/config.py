@@ -528,7 +528,8 @@ class LimitsConfig:
         default="close",
         metadata=_spec(
             "What crossing queue_max_bytes does: drop the new message for that client, or close "
-            "the client with code 3008.",
+            "the client with code 3008. A ringcast.v1 client is always closed (a dropped "
+            "message would be a gap in its positions).",
             choices=SlowConsumerPolicy,
             reloadable=True,
         ),
@@ -561,26 +562,29 @@ class HistoryConfig:
         metadata=_spec(
             "Channels whose last messages are kept, by name or pattern (* any run, ? one "
             "character, [a-z] one of a set), so that ringcast.v1 clients can resume from a "
-            "position (docs/history.md); empty = none. One host only for now: refused with "
-            "cluster.redis_url.",
+            "position (docs/history.md); empty = none. With cluster.redis_url the history "
+            "is kept in Redis, one stream per channel.",
             pattern=(r"[^\s,]+", "a channel name or pattern without spaces or commas"),
         ),
     )
     size: int = field(
         default=100,
-        metadata=_spec("Messages kept per channel (the last ones).", minimum=1,
+        metadata=_spec("Messages kept per channel (the last ones; in Redis: the stream's "
+                       "MAXLEN).", minimum=1,
                        maximum=1 << 24),
     )
     ttl: float = field(
         default=300.0,
         metadata=_spec("Messages older than this are dropped; 0 = kept until size or "
-                       "max_bytes drops them.", minimum=0, maximum=365 * 86400, unit="seconds"),
+                       "max_bytes drops them. In Redis, a channel's keys expire this long "
+                       "after its last message.", minimum=0, maximum=365 * 86400, unit="seconds"),
     )
     max_bytes: int = field(
         default=64 * _MIB,
         metadata=_spec(
             "All channels' history together, per process (payloads plus ~100 bytes each); "
-            "past it the oldest message of any channel is dropped first.",
+            "past it the oldest message of any channel is dropped first. Not used with "
+            "cluster.redis_url: Redis's maxmemory bounds the history there.",
             minimum=1024,
             maximum=1 << 40,
             unit="bytes",
@@ -1387,12 +1391,6 @@ def _build(
         if not any(all_values[path] for path in needed):
             where = _origin(key.section, key.name, source, overrides)
             errors.append(f"{where}: {key.path}: true needs one of {', '.join(needed)} to be set")
-
-    if all_values.get("history.channels") and all_values.get("cluster.redis_url"):
-        where = _origin("history", "channels", source, overrides)
-        errors.append(
-            f"{where}: history.channels: history is kept on one host for now: leave "
-            "cluster.redis_url empty, or history.channels = []")
 
     errors.extend(env_errors)
     if errors:

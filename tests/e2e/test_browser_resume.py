@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from tests.support.chromium import INSTALL_HINT, Browser, Page, chromium_path
 from tests.support.teardown import stop_all
@@ -51,7 +55,8 @@ SETUP = """
   });
   window.sub = client.subscribe(channel,
     (data, meta) => got.push([meta.offset, data, meta.epoch]),
-    {onResync: (info) => resyncs.push(info)});
+    // seen: how many messages were handed over before the resync
+    {onResync: (info) => resyncs.push({...info, seen: got.length})});
   return typeof RingcastClient;
 })
 """
@@ -64,11 +69,13 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def open_client(browser: Browser, port: int) -> Page:
-    """A page of the server's, whose client is subscribed to CHANNEL (the reply came)."""
+def open_client(browser: Browser, port: int, ws_port: int | None = None) -> Page:
+    """A page of the server's, whose client is subscribed to CHANNEL (the reply came);
+    its WebSocket goes to ``ws_port`` if given (another server), else to the same one."""
     base = f"{HOST}:{port}"
     page = browser.open(f"http://{base}/ringcast.js")
-    args = {"base": base, "channel": CHANNEL, "closedPort": closed_port()}
+    args = {"base": f"{HOST}:{ws_port or port}", "channel": CHANNEL,
+            "closedPort": closed_port()}
     loaded = page.evaluate(f"({SETUP})({json.dumps(args)})")
     assert loaded == "function", loaded
     page.wait_for("sub.position !== null", timeout=TIMEOUT)
@@ -112,11 +119,11 @@ def test_the_browser_client_resumes_after_a_lost_connection_with_each_message_on
     server = start_server(HISTORY_CHANNELS=CHANNEL)
     with Browser(chromium) as browser:
         page = open_client(browser, server.port)
-        epoch = page.evaluate("sub.position.epoch")
         assert page.evaluate("sub.position.offset") == 0
 
         publish_all(server.port, ["m1", "m2", "m3"])
         assert wait_received(page, 3) == [(1, "m1"), (2, "m2"), (3, "m3")]
+        epoch = page.evaluate("sub.position.epoch")  # named by m1, the epoch's first
 
         # The connection goes, and the client cannot come back until the messages are out.
         page.evaluate("window.offline = true; client._drop()")
@@ -158,12 +165,61 @@ def test_the_browser_client_resyncs_after_a_server_restart(
         page.wait_for("resyncs.length > 0", timeout=TIMEOUT)
         [resync] = page.evaluate("resyncs")
         assert resync["channel"] == CHANNEL
-        assert resync["epoch"] != epoch and resync["offset"] == 0
+        # It has no history of the channel yet: epoch "" (its first message starts one).
+        assert (resync["epoch"], resync["offset"]) == ("", 0)
 
         publish_all(second.port, ["b1", "b2"])
         assert wait_received(page, 4) == [(1, "a1"), (2, "a2"), (1, "b1"), (2, "b2")]
-        new_epoch = json.dumps(resync["epoch"])
-        assert page.evaluate(f"got.slice(2).every(([, , e]) => e === {new_epoch})") is True
+        new_epoch = page.evaluate("got[2][2]")
+        assert new_epoch not in ("", epoch)
+        assert page.evaluate(f"got.slice(2).every(([, , e]) => e === {json.dumps(new_epoch)})")
         assert len(page.evaluate("resyncs")) == 1
-        assert page.evaluate("sub.position") == {"epoch": resync["epoch"], "offset": 2}
+        assert page.evaluate("sub.position") == {"epoch": new_epoch, "offset": 2}
         assert not any(state == "refused" for state, _ in page.evaluate("states"))
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A ringcast.v1 server on loopback that answers a subscribe to CHANNEL at (E, 0), then
+    sends E's first two messages and F's first two: F begins while the client stays
+    connected, as when the channel's owner worker restarts. Yields its port and the
+    commands it received."""
+    received: list[dict[str, Any]] = []
+
+    def script(ws: ServerConnection) -> None:
+        command = json.loads(ws.recv(timeout=TIMEOUT))
+        received.append(command)
+        ws.send(json.dumps({"type": "subscribed", "id": command["id"], "channel": CHANNEL,
+                            "epoch": "E", "offset": 0}))
+        for frame in ({"epoch": "E", "offset": 1, "data": "e1"}, {"offset": 2, "data": "e2"},
+                      {"epoch": "F", "offset": 1, "data": "f1"}, {"offset": 2, "data": "f2"}):
+            ws.send(json.dumps({"channel": CHANNEL, **frame}))
+        try:
+            for _ in ws:  # until the page goes
+                pass
+        except ConnectionClosed:
+            pass
+
+    with serve(script, HOST, 0, subprotocols=[Subprotocol("ringcast.v1")]) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield server.socket.getsockname()[1], received
+        server.shutdown()
+    thread.join(TIMEOUT)
+
+
+def test_the_browser_client_reads_epoch_less_messages_and_resyncs_on_a_new_epoch(
+        chromium: str, server: ServerProcess,
+        scripted: tuple[int, list[dict[str, Any]]]) -> None:
+    """A message names its epoch at offset 1 only: the others are in the subscription's
+    epoch; one naming another epoch mid-connection calls onResync just before it."""
+    ws_port, received = scripted
+    with Browser(chromium) as browser:
+        page = open_client(browser, server.port, ws_port)
+        page.wait_for("got.length >= 4", timeout=TIMEOUT)
+        assert page.evaluate("got") == [[1, "e1", "E"], [2, "e2", "E"],
+                                        [1, "f1", "F"], [2, "f2", "F"]]
+        assert page.evaluate("resyncs") == [
+            {"channel": CHANNEL, "epoch": "F", "offset": 0, "seen": 2}]
+        assert page.evaluate("sub.position") == {"epoch": "F", "offset": 2}
+    assert received == [{"type": "subscribe", "id": 1, "channel": CHANNEL}]

@@ -77,17 +77,18 @@ def test_a_v1_subscriber_gets_each_message_with_its_channel_and_position(
     server = start_server(HISTORY_CHANNELS="news")
     with v1(server) as ws:
         reply = subscribe(ws, "news")
-        epoch = reply["epoch"]
-        assert reply["offset"] == 0 and "recovered" not in reply
+        # Nothing published yet: no epoch yet (its first message will start one).
+        assert (reply["epoch"], reply["offset"]) == ("", 0) and "recovered" not in reply
         answer = publish(server.port, "news", "hello", "text/plain")
         assert answer.status == 200
+        epoch = json.loads(answer.body)["epoch"]
         assert json.loads(answer.body) == {"channel": "news", "subscribers": 1,
                                            "epoch": epoch, "offset": 1}
+        assert len(epoch) == 8
         publish(server.port, "news", b"\x00\xff", "application/octet-stream")
-        assert recv(ws) == {"type": "message", "channel": "news", "epoch": epoch,
-                            "offset": 1, "data": "hello"}
-        assert recv(ws) == {"type": "message", "channel": "news", "epoch": epoch,
-                            "offset": 2, "base64": "AP8="}
+        # No "type": that is a message. Only the epoch's first one names the epoch.
+        assert recv(ws) == {"channel": "news", "epoch": epoch, "offset": 1, "data": "hello"}
+        assert recv(ws) == {"channel": "news", "offset": 2, "base64": "AP8="}
 
 
 def test_a_channel_without_history_has_no_positions(start_server: StartServer) -> None:
@@ -96,7 +97,7 @@ def test_a_channel_without_history_has_no_positions(start_server: StartServer) -
         assert subscribe(ws, "plain") == {"type": "subscribed", "id": 1, "channel": "plain"}
         answer = publish(server.port, "plain", "x", "text/plain")
         assert json.loads(answer.body) == {"channel": "plain", "subscribers": 1}
-        assert recv(ws) == {"type": "message", "channel": "plain", "data": "x"}
+        assert recv(ws) == {"channel": "plain", "data": "x"}
 
 
 def test_one_connection_gets_several_channels_and_nothing_after_unsubscribing(
@@ -114,7 +115,7 @@ def test_one_connection_gets_several_channels_and_nothing_after_unsubscribing(
         publish(server.port, "a", "a2", "text/plain")
         publish(server.port, "b", "b2", "text/plain")
         # "b2" was published after "a2": had "a2" been sent, it would come first.
-        assert recv(ws) == {"type": "message", "channel": "b", "data": "b2"}
+        assert recv(ws) == {"channel": "b", "data": "b2"}
         send(ws, type="unsubscribe", id=3, channel="a")
         assert recv(ws)["code"] == "not_subscribed"
 
@@ -123,13 +124,13 @@ def test_a_v1_client_publishes_and_gets_the_position_and_its_own_message(
         start_server: StartServer) -> None:
     server = start_server(HISTORY_CHANNELS="chat.*")
     with v1(server) as ws, connect(f"{server.ws_url}/chat.1", open_timeout=TIMEOUT) as raw:
-        epoch = subscribe(ws, "chat.1")["epoch"]
+        subscribe(ws, "chat.1")
         send(ws, type="publish", id=7, channel="chat.1", data="hi")
         got = [recv(ws), recv(ws)]  # the reply may come before the message: both come
+        epoch = next(f["epoch"] for f in got if f.get("type") == "published")
         assert {"type": "published", "id": 7, "channel": "chat.1", "epoch": epoch,
                 "offset": 1} in got
-        assert {"type": "message", "channel": "chat.1", "epoch": epoch, "offset": 1,
-                "data": "hi"} in got
+        assert {"channel": "chat.1", "epoch": epoch, "offset": 1, "data": "hi"} in got
         assert raw.recv(timeout=TIMEOUT) == "hi"  # raw subscribers: the bytes as published
         send(ws, type="publish", id=8, channel="chat.1", base64="AAEC")
         assert raw.recv(timeout=TIMEOUT) == b"\x00\x01\x02"
@@ -286,9 +287,16 @@ class Reader(threading.Thread):
                         else self.last)
                 while position["offset"] < stop:
                     message = recv(ws)
-                    assert message["type"] == "message"
-                    assert message["epoch"] == position["epoch"]
+                    assert "type" not in message, message
                     assert message["offset"] == position["offset"] + 1, (message, position)
+                    # The epoch is named by the epoch's first message only, replayed or
+                    # live (a subscription made before it has the epoch "").
+                    if message["offset"] == 1:
+                        assert position["epoch"] in ("", message["epoch"]), (message,
+                                                                             position)
+                        position["epoch"] = message["epoch"]
+                    else:
+                        assert "epoch" not in message, (message, position)
                     position["offset"] = message["offset"]
                     self.got.append(message["data"])
                 if round_ < self.drops:
@@ -338,9 +346,8 @@ def test_resume_while_publishing_loses_and_repeats_nothing(
 def test_a_position_the_history_no_longer_has_gets_the_resync_signal(
         start_server: StartServer) -> None:
     server = start_server(HISTORY_CHANNELS="news", HISTORY_SIZE=5)
-    with v1(server) as ws:
-        epoch = subscribe(ws, "news")["epoch"]
-    for n in range(1, 21):
+    epoch = json.loads(publish(server.port, "news", "m1", "text/plain").body)["epoch"]
+    for n in range(2, 21):
         publish(server.port, "news", f"m{n}", "text/plain")
     with v1(server) as ws:
         # Offsets 16-20 are held: a resume after 15 has them all, after 14 does not.
@@ -356,20 +363,39 @@ def test_a_position_the_history_no_longer_has_gets_the_resync_signal(
                              "epoch": epoch, "offset": top, "recovered": False}
             publish(server.port, "news", "after", "text/plain")
             top += 1
-            assert recv(ws) == {"type": "message", "channel": "news", "epoch": epoch,
-                                "offset": top, "data": "after"}  # live from the position
+            assert recv(ws) == {"channel": "news", "offset": top,
+                                "data": "after"}  # live from the position
     assert metrics(server.port).value("ringcast_history_evicted_total", reason="size") >= 16
+
+
+def test_a_replay_names_the_epoch_where_its_messages_do(start_server: StartServer) -> None:
+    """A replay sends the messages' stored frames: the epoch's first names the epoch, the
+    others are in the one the ``subscribed`` reply gives."""
+    server = start_server(HISTORY_CHANNELS="news")
+    with v1(server) as ws:
+        before = subscribe(ws, "news")  # before the first message: epoch ""
+    epoch = json.loads(publish(server.port, "news", "m1", "text/plain").body)["epoch"]
+    for n in range(2, 4):
+        publish(server.port, "news", f"m{n}", "text/plain")
+    # From the epoch's start, or from before there was one: the same three messages.
+    for since in ({"epoch": epoch, "offset": 0}, {"epoch": before["epoch"], "offset": 0}):
+        with v1(server) as ws:
+            reply = subscribe(ws, "news", since)
+            assert (reply["epoch"], reply["offset"], reply["recovered"]) == (epoch, 3, True)
+            assert [recv(ws) for _ in range(3)] == [
+                {"channel": "news", "epoch": epoch, "offset": 1, "data": "m1"},
+                {"channel": "news", "offset": 2, "data": "m2"},
+                {"channel": "news", "offset": 3, "data": "m3"}]
 
 
 def test_a_restart_changes_the_epoch(start_server: StartServer) -> None:
     first = start_server(HISTORY_CHANNELS="news")
-    with v1(first) as ws:
-        epoch = subscribe(ws, "news")["epoch"]
-    publish(first.port, "news", "m1", "text/plain")
+    epoch = json.loads(publish(first.port, "news", "m1", "text/plain").body)["epoch"]
     second = start_server(HISTORY_CHANNELS="news")  # another process: a restart, as seen
     with v1(second) as ws:
         reply = subscribe(ws, "news", {"epoch": epoch, "offset": 1})
-        assert reply["recovered"] is False and reply["epoch"] != epoch
+        # It has no history of the channel yet: resync from before its first message.
+        assert (reply["recovered"], reply["epoch"], reply["offset"]) == (False, "", 0)
 
 
 def test_the_byte_budget_holds_and_drops_the_oldest_first(start_server: StartServer) -> None:
@@ -377,10 +403,10 @@ def test_the_byte_budget_holds_and_drops_the_oldest_first(start_server: StartSer
     body = "x" * 900
     epochs = {}
     for channel in ("old", "new"):
-        with v1(server) as ws:
-            epochs[channel] = subscribe(ws, channel)["epoch"]
         for _ in range(6):
-            assert publish(server.port, channel, body, "text/plain").status == 200
+            answer = publish(server.port, channel, body, "text/plain")
+            assert answer.status == 200
+            epochs[channel] = json.loads(answer.body)["epoch"]
     seen = metrics(server.port)
     assert 0 < seen.value("ringcast_history_bytes") <= 8192
     assert seen.value("ringcast_history_evicted_total", reason="budget") >= 4

@@ -159,17 +159,26 @@ def test_frames_in_and_out() -> None:
         assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == payload
 
 
+def frame(obj: dict[str, Any]) -> bytes:
+    """``obj`` as the server's unmasked text frame (under 64 KiB)."""
+    data = json.dumps(obj).encode()
+    assert len(data) < 1 << 16
+    return (bytes((0x81, len(data))) if len(data) < 126
+            else bytes((0x81, 126)) + len(data).to_bytes(2, "big")) + data
+
+
+def msg(offset: int, data: str | None = None, epoch: str | None = None) -> bytes:
+    """A message frame of channel rs: no "type"; an epoch only where the server names one
+    (give it for offset 1)."""
+    obj: dict[str, Any] = {"channel": "rs"}
+    if epoch is not None:
+        obj["epoch"] = epoch
+    obj["offset"] = offset
+    obj["data"] = body(offset, 64) if data is None else data
+    return frame(obj)
+
+
 def test_a_subscriber_counts_duplicates_gaps_disorder_replays_and_bad_data() -> None:
-    def frame(obj: dict[str, Any]) -> bytes:
-        data = json.dumps(obj).encode()
-        assert len(data) < 1 << 16
-        return (bytes((0x81, len(data))) if len(data) < 126
-                else bytes((0x81, 126)) + len(data).to_bytes(2, "big")) + data
-
-    def msg(offset: int, data: str | None = None, epoch: str = "E") -> bytes:
-        return frame({"type": "message", "channel": "rs", "epoch": epoch, "offset": offset,
-                      "data": body(offset, 64) if data is None else data})
-
     async def go() -> None:
         opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
         run = _Run(opts, parse_target(opts.url), None)
@@ -204,6 +213,63 @@ def test_a_subscriber_counts_duplicates_gaps_disorder_replays_and_bad_data() -> 
             ch.final = 21
         assert a.expected() == b.expected() == 11
         assert a.received_expected() == 9 and b.received_expected() == 5
+        await run.close()
+
+    asyncio.run(go())
+
+
+def test_a_subscriber_reads_epoch_less_messages_in_the_epoch_it_is_in() -> None:
+    """A message names its epoch only at offset 1: the ones after it are in the epoch of
+    the subscribed reply or of the last message that named one. A new epoch named
+    mid-connection (history restarted) makes the rest foreign, though the bytes of an
+    epoch-less frame are the same in both epochs (and parsed once)."""
+
+    async def go() -> None:
+        opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
+        run = _Run(opts, parse_target(opts.url), None)
+        a, b = run.subs
+        conns = [_SubConn(run, a), _SubConn(run, b)]
+        for c in conns:
+            c._open = True                                      # as after its 101
+            c.data_received(frame({"type": "subscribed", "channel": "rs", "epoch": "E",
+                                   "offset": 0}))
+        conns[0].data_received(msg(1, epoch="E") + msg(2) + msg(3))
+        assert (a.contig, a.highest, a.foreign, a.current) == (3, 3, 0, "E")
+        # b: the same, then the channel's history restarts in epoch F.
+        conns[1].data_received(msg(1, epoch="E") + msg(2) + msg(1, epoch="F") + msg(2)
+                               + msg(3))
+        assert (b.contig, b.highest, b.foreign, b.current) == (2, 2, 3, "F")
+        assert (b.duplicated, b.out_of_order, b.unexpected) == (0, 0, 0)
+        assert len(run.cache) == 4                              # msg(2) parsed once
+        # A resync in F (its subscribed reply) does not make F's messages its own: its
+        # expectations are in E, whose positions F's do not continue.
+        conns[1].data_received(frame({"type": "subscribed", "channel": "rs", "epoch": "F",
+                                      "offset": 3, "recovered": False}) + msg(4))
+        assert (b.resyncs, b.epoch_changes, b.foreign, b.highest) == (1, 1, 4, 2)
+        assert run.bad_data == 0
+        await run.close()
+
+    asyncio.run(go())
+
+
+def test_a_subscriber_subscribed_before_any_message_takes_the_first_epoch() -> None:
+    """Subscribed at offset 0 (epoch "" when the server has none yet, or one that is then
+    forgotten), the first epoch to begin is the subscriber's own: nothing came before."""
+
+    async def go() -> None:
+        opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
+        run = _Run(opts, parse_target(opts.url), None)
+        a, b = run.subs
+        conns = [_SubConn(run, a), _SubConn(run, b)]
+        for c, (epoch, offset) in zip(conns, (("", 0), ("E", 2)), strict=True):
+            c._open = True                                      # as after its 101
+            c.data_received(frame({"type": "subscribed", "channel": "rs", "epoch": epoch,
+                                   "offset": offset}))
+        conns[0].data_received(msg(1, epoch="X") + msg(2))
+        assert (a.epoch, a.current, a.contig, a.foreign) == ("X", "X", 2, 0)
+        # Past offset 0, another epoch is not adopted: its messages are foreign.
+        conns[1].data_received(msg(3) + msg(1, epoch="X") + msg(2))
+        assert (b.epoch, b.current, b.contig, b.foreign) == ("E", "X", 3, 2)
         await run.close()
 
     asyncio.run(go())

@@ -30,8 +30,12 @@ from ringcast.server.cluster import (
     CONNECT_TIMEOUT,
     PING_INTERVAL,
     PING_TIMEOUT,
+    PUBLISH_SCRIPT,
+    READ_SCRIPT,
     RedisBridge,
+    StreamRead,
 )
+from ringcast.server.history import Position
 
 WAIT = 5.0                              # seconds any one observable change may take
 ORIGIN = struct.Struct("!8sIQ")         # the tag the bridge prefixes: nonce, conn, sequence
@@ -191,17 +195,24 @@ class Harness:
         self.channels = channels
         self.loop = SocketLoop()
         self.delivered: list[tuple[str, bytes, int]] = []
+        self.kept: list[tuple[str, bytes, int, Position]] = []  # with their positions
         self.confirmations: list[str] = []
         self.downs = 0
         self._redis: list[Redis] = []
         self.bridge = RedisBridge(
             f"redis://{userinfo}{host}:{port}", self.loop,
-            lambda ch, frame, exclude: self.delivered.append((ch, frame, exclude)),
-            lambda: list(channels), on_confirmed=self.confirmations.append,
+            self._deliver, lambda: list(channels), on_confirmed=self.confirmations.append,
             on_down=self._down)
 
     def _down(self) -> None:
         self.downs += 1
+
+    def _deliver(self, channel: str, frame: bytes, exclude: int,
+                 position: Position | None) -> None:
+        if position is None:
+            self.delivered.append((channel, frame, exclude))
+        else:
+            self.kept.append((channel, frame, exclude, position))
 
     def connect(self, now: float) -> Redis:
         """Start the connects at ``now``; return Redis's side once both are made."""
@@ -387,6 +398,85 @@ def test_unechoed_messages_are_delivered_locally_once_when_redis_goes(
     assert h.bridge.redelivered == 2
     h.bridge.connection_lost(pub)       # the other connection's end: nothing more happens
     assert h.bridge.redelivered == 2 and h.downs == 1
+
+
+# -- history channels: Redis orders them -------------------------------------------
+
+
+def test_a_history_publish_is_one_script_and_redis_gives_its_position(
+        make_harness: MakeHarness) -> None:
+    h = make_harness(channels=("a",))
+    redis = h.up(now=1.0)
+    positions: list[Position | None] = []
+    assert h.bridge.publish_kept("a", b"\x81\x02hi", 7, positions.append) is True
+    [command] = redis.commands(redis.pub, 1)
+    verb, script, nkeys, *keys, tag, epoch, frame, size, ttl = command
+    assert (verb, script, nkeys) == (b"EVAL", PUBLISH_SCRIPT, b"3")
+    assert keys == [b"ringcast:history:a", b"ringcast:stream:a", b"ringcast:a"]
+    assert ORIGIN.unpack_from(tag) == (h.bridge.nonce, 7, 1) and tag[ORIGIN.size:] == b"H"
+    assert len(epoch) == 8 and frame == b"\x81\x02hi" and (size, ttl) == (b"1", b"0")
+    assert positions == [], "answered when Redis replies"
+    redis.say(redis.pub, b"*2\r\n" + bulk(b"Ep0chXyz") + b":41\r\n")
+    assert positions == [Position("Ep0chXyz", 41)]
+    # What the script PUBLISHes: the tag, then the position, then the frame.
+    redis.say(redis.sub, message("a", tag + b"Ep0chXyz:41:\x81\x02hi"))
+    assert h.kept == [("a", b"\x81\x02hi", 7, Position("Ep0chXyz", 41))]
+    assert h.delivered == []
+
+
+def test_a_refused_history_publish_is_not_positioned_and_the_bridge_stays_up(
+        make_harness: MakeHarness, caplog: pytest.LogCaptureFixture) -> None:
+    h = make_harness()
+    redis = h.up(now=1.0)
+    positions: list[Position | None] = []
+    assert h.bridge.publish_kept("a", b"f", 7, positions.append)
+    redis.commands(redis.pub, 1)
+    redis.say(redis.pub, b"-OOM command not allowed when used memory > 'maxmemory'.\r\n")
+    assert positions == [None] and h.bridge.connected
+    assert "redis refused a history publish on 'a'" in caplog.text
+
+
+def test_a_stream_read_gives_the_position_and_the_entries(make_harness: MakeHarness) -> None:
+    h = make_harness()
+    redis = h.up(now=1.0)
+    reads: list[StreamRead | None] = []
+    assert h.bridge.read_history("a", 3, reads.append)
+    [command] = redis.commands(redis.pub, 1)
+    assert command == [b"EVAL", READ_SCRIPT, b"2", b"ringcast:history:a",
+                       b"ringcast:stream:a", b"3"]
+    entry = b"*2\r\n" + bulk(b"0-4") + b"*4\r\n" + bulk(b"t") + bulk(b"1700") + \
+        bulk(b"f") + bulk(b"\x81\x01x")
+    redis.say(redis.pub, b"*4\r\n" + bulk(b"Ep0chXyz") + b":4\r\n:1800\r\n*1\r\n" + entry)
+    assert reads == [StreamRead(Position("Ep0chXyz", 4), 1800, [(4, 1700, b"\x81\x01x")])]
+
+
+def test_sync_is_a_ping_answered_after_what_redis_sent_before(
+        make_harness: MakeHarness) -> None:
+    h = make_harness(channels=("a",))
+    redis = h.up(now=1.0)
+    synced: list[bool] = []
+    assert h.bridge.sync(synced.append)
+    assert redis.commands(redis.sub, 1) == [[b"PING"]]
+    tag = ORIGIN.pack(b"another!", 1, 1) + b"H"
+    redis.say(redis.sub, message("a", tag + b"E:1:m") + b"*2\r\n" + bulk(b"pong") + bulk(b""))
+    assert [k[3] for k in h.kept] == [Position("E", 1)] and synced == [True]
+
+
+def test_what_waits_for_redis_fails_when_it_goes(make_harness: MakeHarness) -> None:
+    h = make_harness()
+    redis = h.up(now=1.0)
+    positions: list[Position | None] = []
+    reads: list[StreamRead | None] = []
+    synced: list[bool] = []
+    assert h.bridge.publish_kept("a", b"f", 7, positions.append)
+    assert h.bridge.read_history("a", -1, reads.append)
+    assert h.bridge.sync(synced.append)
+    assert len(redis.commands(redis.pub, 2)) == 2 and redis.commands(redis.sub, 1)
+    redis.hang_up(redis.sub)
+    assert (positions, reads, synced) == ([None], [None], [False])
+    assert not h.bridge.publish_kept("a", b"f", 7, positions.append)
+    assert not h.bridge.read_history("a", -1, reads.append)
+    assert not h.bridge.sync(synced.append)
 
 
 # -- subscriptions ------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringcast.server.history import ENTRY_OVERHEAD, History, Position
+from ringcast.server.history import ENTRY_OVERHEAD, NO_HISTORY, History, Position
 
 
 def kept(channels: tuple[str, ...] = ("news", "chat.*"), *, size: int = 100, ttl: float = 0,
@@ -29,12 +29,29 @@ def test_only_the_chosen_channels_keep_history() -> None:
 
 def test_offsets_count_from_one_within_an_epoch_and_a_channel() -> None:
     history = kept()
-    start = history.position("news")
-    assert start is not None and start.offset == 0
+    assert history.position("news") == NO_HISTORY
     assert [publish(history, "news", b"m").offset for _ in range(3)] == [1, 2, 3]
     assert publish(history, "chat.1", b"c") == Position(history.stream("chat.1").epoch, 1)
-    assert history.position("news") == Position(start.epoch, 3)
+    assert history.position("news") == Position(history.stream("news").epoch, 3)
     assert history.stream("news").epoch != history.stream("chat.1").epoch
+
+
+def test_reading_positions_costs_no_memory() -> None:
+    """Channel names come from clients: only a publish makes a stream."""
+    history = kept()
+    for n in range(10_000):
+        assert history.position(f"chat.{n}") == NO_HISTORY
+        assert history.since(f"chat.{n}", NO_HISTORY, 0.0) == []
+        assert history.since(f"chat.{n}", Position("old", 3), 0.0) is None
+    assert history.messages == 0 and not history._streams
+
+
+def test_a_client_that_saw_no_history_yet_gets_every_message_of_the_epoch_begun_since(
+        ) -> None:
+    history = kept()
+    for n in range(1, 4):
+        publish(history, "news", b"m%d" % n)
+    assert history.since("news", NO_HISTORY, 0.0) == [b"m1", b"m2", b"m3"]
 
 
 def test_a_resume_gets_every_message_after_its_position_in_order() -> None:

@@ -33,12 +33,12 @@ class RunContext(Protocol):
     finished: bool                          # the run is over: an end is no fault
 
     def parse(self, payload: bytes) -> Parsed | dict[str, Any]:
-        """A text message: a ``message`` as `Parsed` (and cached), else the JSON object."""
+        """A text message: a message frame as `Parsed` (and cached), else the JSON object."""
         ...
 
     def reply(self, sub: Subscriber, conn: SubscriberConn, obj: dict[str, Any],
               now: float) -> None:
-        """A frame to ``sub`` that is not a ``message``."""
+        """A frame to ``sub`` that is not a message (one with a ``"type"``)."""
         ...
 
     def sub_ended(self, sub: Subscriber, conn: SubscriberConn, reason: str) -> None:

@@ -29,7 +29,10 @@ class Channel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.subscribers = 0
-        self.epoch: str | None = None
+        self.epoch: str | None = None       # its messages' epoch, as acknowledged
+        # The epoch its frames are in, as the run last saw one named (a subscribed reply,
+        # a message at offset 1): the one an epoch-less message's data is checked under.
+        self.current: str | None = None
         self.sent = 0
         self.acked = 0
         self.last_offset = 0                # the highest offset acknowledged
@@ -62,8 +65,9 @@ class Channel:
         return self.lost is not None or self.acked + self.errors.total() >= self.sent
 
 
-Parsed = tuple[Channel, str, int]
-"""A ``message`` frame as the subscribers take it: its channel, epoch and offset."""
+Parsed = tuple[Channel, str | None, int]
+"""A message frame as the subscribers take it: its channel, epoch (None when it names
+none: then the one its subscriber's connection is in) and offset."""
 
 
 class Subscriber:
@@ -72,8 +76,8 @@ class Subscriber:
     ``have[i]`` is 1 once offset ``start + 1 + i`` arrived; ``contig`` is the highest
     offset up to which every one did (time to recover is when it reaches ``target``)."""
 
-    __slots__ = ("back_at", "channel", "conn", "contig", "duplicated", "ended", "epoch",
-                 "epoch_changes", "errors", "foreign", "have", "highest", "index",
+    __slots__ = ("back_at", "channel", "conn", "contig", "current", "duplicated", "ended",
+                 "epoch", "epoch_changes", "errors", "foreign", "have", "highest", "index",
                  "not_replayed", "out_of_order", "recover_at", "recovered",
                  "resumes", "resyncs", "since", "start", "subscribed", "target", "task",
                  "unexpected")
@@ -84,6 +88,9 @@ class Subscriber:
         self.conn: V1Socket | None = None  # its current connection, a SubscriberConn
         self.task: asyncio.Task[None] | None = None
         self.epoch: str | None = None       # None: never subscribed
+        # The epoch of the messages arriving on its connection: its last subscribed
+        # reply's, or its last message's that named one (a message names it at offset 1).
+        self.current: str | None = None
         self.start = 0                      # the first subscription's offset
         self.highest = 0                    # the highest offset received: the resume's since
         self.contig = 0
@@ -106,14 +113,24 @@ class Subscriber:
         self.ended: Counter[str] = Counter()    # connections the server ended, by reason
 
     def messages(self, batch: list[Parsed], replay_upto: int, now: float) -> None:
-        """``message`` frames, as (channel, epoch, offset), in arrival order;
+        """Message frames, as (channel, epoch or None, offset), in arrival order;
         ``replay_upto``: the current resume's reply offset (0 when the connection's
         subscribe was not a resume). Once per read, not per message: the loop keeps its
         state in locals, as it runs once per message and subscriber."""
         channel, epoch, start, have = self.channel, self.epoch, self.start, self.have
         highest, contig, recovered, size = self.highest, self.contig, 0, len(have)
-        for ch, ep, offset in batch:
-            if ch is not channel or ep != epoch:
+        current = self.current
+        for ch, named, offset in batch:
+            if ch is not channel:
+                self.foreign += 1
+                continue
+            if named is not None:
+                current = named             # an epoch begins (ours too, at offset 1)
+                if named != epoch and start == highest == 0:
+                    # Subscribed before anything was published (the epoch then may be
+                    # "", none yet): the first epoch to begin is ours.
+                    epoch = self.epoch = named
+            if current != epoch or current is None:     # (None: no subscribed reply yet)
                 self.foreign += 1
                 continue
             i = offset - start - 1
@@ -137,6 +154,7 @@ class Subscriber:
                 contig = offset
                 while contig - start < size and have[contig - start]:
                     contig += 1
+        self.current = current
         self.highest = highest
         self.recovered += recovered
         if contig != self.contig:
@@ -149,6 +167,7 @@ class Subscriber:
         expectations start; a later one is a resume (``recovered``) or a resync. True when
         the messages that follow, up to ``offset``, are the resume's replay."""
         self.subscribed = True
+        self.current = epoch
         if self.epoch is None:              # its first subscription: expectations start
             self.epoch, self.start = epoch, offset
             self.highest = self.contig = offset

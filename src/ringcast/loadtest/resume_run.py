@@ -61,8 +61,8 @@ class ResumeRun:
             sub.channel.subscribers += 1
         self.cache: dict[bytes, Parsed] = {}
         # What each position's data said (the message number), per channel.
-        self.seq_at: dict[str, dict[tuple[str, int], int]] = {ch.name: {}
-                                                               for ch in self.channels}
+        self.seq_at: dict[str, dict[tuple[str | None, int], int]] = {
+            ch.name: {} for ch in self.channels}
         self.bad_data = 0                   # distinct frames whose data is not a message's
         self.protocol_errors: Counter[str] = Counter()
         self.connect_failures: Counter[str] = Counter()
@@ -90,38 +90,47 @@ class ResumeRun:
     # -- what the subscribers receive --------------------------------------------------
 
     def parse(self, payload: bytes) -> Parsed | dict[str, Any]:
-        """A text message: a ``message`` as (channel, epoch, offset), cached and its data
-        checked against the run's; any other object as is (a reply)."""
+        """A text message: a message (the frame without a ``"type"``) as (channel, epoch
+        or None, offset), cached and its data checked against the run's; any other
+        object as is (a reply). The epoch is None unless the frame names one (offset 1):
+        each subscriber then reads it as its connection's current epoch."""
         try:
             obj = json.loads(payload)
         except ValueError:
             return {"type": "not JSON"}
         if not isinstance(obj, dict):
             return {"type": "not a JSON object"}
-        if obj.get("type") != "message":
+        if "type" in obj:
             return obj
         ch = self._by_name.get(str(obj.get("channel")))
-        at = position(obj.get("epoch"), obj.get("offset"))
-        if ch is None or at is None:
+        named, offset = obj.get("epoch"), obj.get("offset")
+        if ch is None or not isinstance(offset, int) or isinstance(offset, bool) \
+                or not isinstance(named, str | None):
             return {"type": "message without a channel of this run or a position"}
+        if named is not None:
+            ch.current = named
+        # The data check needs the epoch once per frame, not per subscriber: the
+        # channel's current one, as the run last saw it (one unless history restarts).
         seq = seq_of(obj.get("data"), self.options.size)
-        if seq is None or self.seq_at[ch.name].setdefault(at, seq) != seq:
+        if seq is None or self.seq_at[ch.name].setdefault((ch.current, offset), seq) != seq:
             self.bad_data += 1              # not a message's data, or two at one position
         if len(self.cache) >= PARSE_CACHE:
             self.cache.clear()              # the old ones were for subscribers long served
-        m = (ch, *at)
+        m = (ch, named, offset)
         self.cache[payload] = m
         return m
 
     def reply(self, sub: Subscriber, conn: SubscriberConn, obj: dict[str, Any],
               now: float) -> None:
-        """A frame to a subscriber that is not a ``message``."""
+        """A frame to a subscriber that is not a message (one with a ``"type"``)."""
         kind = obj.get("type")
         if kind == "subscribed":
             at = position(obj.get("epoch"), obj.get("offset"))
             if at is None:
                 self.no_history.add(sub.channel.name)
-            elif sub.on_subscribed(*at, obj.get("recovered") is True, now):
+                return
+            sub.channel.current = at[0]
+            if sub.on_subscribed(*at, obj.get("recovered") is True, now):
                 conn.replay_upto = at[1]    # what follows up to here is the replay
         elif kind == "error":
             sub.errors[str(obj.get("code"))] += 1

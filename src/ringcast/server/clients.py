@@ -54,6 +54,7 @@ from ringcast.server.protocol.actions import (
     SendBytes,
     Subscribe,
 )
+from ringcast.server.protocol.batch import Result
 from ringcast.server.protocol.frames import CloseCode, data_frame
 from ringcast.server.protocol.refusals import Refusal, error_response
 from ringcast.server.protocol.ringcast_v1 import error_frame, published_frame
@@ -67,8 +68,10 @@ __all__ = ["ACCEPT_RETRY_DELAY", "REFUSALS_IN_FLIGHT", "Clients"]
 log = logging.getLogger("ringcast")
 
 KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # the close reason, as the session gives it
-_OWNER_UNAVAILABLE = ("the worker that orders this channel did not answer (restarting?): "
-                      "retry")
+_OWNER_UNAVAILABLE = ("what orders this channel (its owner worker, or Redis) did not answer "
+                      "(restarting?): retry")
+BROKER_LOST = "lost the connection to Redis: reconnect and resume from your last position"
+MISSED = "messages were lost on their way to this server: reconnect and resume"
 REFUSALS_IN_FLIGHT = 64
 """Connections refused at a limit whose 503 may be on its way at once; more are reset."""
 ACCEPT_RETRY_DELAY = 0.1
@@ -259,7 +262,11 @@ class Clients(Owner):
         session = self.sessions.get(conn)
         if session is None or session.state is not SessionState.OPEN:
             return  # closing already: its close frame is queued, keep it
-        if self._current.config.limits.slow_consumer_policy == "close":
+        # A ringcast.v1 client is closed whatever the policy: a message dropped would be
+        # a gap its positions promise against (and a new epoch's first message, lost,
+        # would go unnoticed).
+        if self._current.config.limits.slow_consumer_policy == "close" or \
+                session.commands is not None:
             # Stop fanning out to it at once, and drop the backlog that has not started
             # going out: the close frame (which skips the queue cap) then follows what is
             # already on its way, so a client that reads again learns why at once, and
@@ -365,14 +372,22 @@ class Clients(Owner):
                 work.extend(session.publish_done(reached, self._fanout.position))
             elif isinstance(action, HttpPublishBatch):
                 assert session is not None
+                fanout = self._fanout
+                # All or nothing up front: a message of a history channel whose orderer
+                # (its owner worker, or Redis) is unreachable refuses the whole batch.
+                if not all(fanout.can_publish(m.channel) for m in action.messages):
+                    work.extend(session.publish_refused(503, _OWNER_UNAVAILABLE))
+                    continue
                 self._counts.published_http += len(action.messages)
-                # A message a channel's owner worker orders reaches this worker's
-                # subscribers when it comes back: counted 0 here.
-                counts = [max(0, self._fanout.publish(m.channel, data_frame(m.payload, m.text)))
-                          for m in action.messages]
-                self._access_log.line("connection %d: POST /publish 200 (%d messages)", conn,
-                                      len(counts))
-                work.extend(session.publish_batch_done(counts))
+                batch = _Batch(len(action.messages), self._batch_done(conn, session))
+                for i, m in enumerate(action.messages):
+                    reached = fanout.publish(m.channel, data_frame(m.payload, m.text))
+                    if reached == FORWARDED:
+                        fanout.when_ordered(batch.answer(i))
+                    else:
+                        batch.answer(i)(fanout.position, reached)
+                if batch.results_now():
+                    work.extend(session.publish_batch_done(batch.results))
             elif isinstance(action, HttpQuery):
                 assert session is not None
                 status, content_type, body = self._query(action.path)
@@ -427,8 +442,32 @@ class Clients(Owner):
         self._release(self._held.confirmed(channel))
 
     def bridge_down(self) -> None:
-        """Local-only mode: nothing to wait for."""
+        """Local-only mode: nothing to wait for. A ``ringcast.v1`` client subscribed to a
+        history channel may miss what other nodes publish from now on, with no position
+        to tell it: it is closed (1013), to resume from its last position."""
         self._release(self._held.release_all())
+        history = self._fanout.history
+        if not history.enabled:
+            return
+        now = time.monotonic()
+        for conn, session in list(self.sessions.items()):
+            commands = session.commands
+            if commands is not None and session.state is SessionState.OPEN and \
+                    any(history.wants(name) for name in commands.channels):
+                self.execute(conn, session.close(CloseCode.TRY_AGAIN_LATER, BROKER_LOST, now))
+
+    def missed(self, channel: str) -> None:
+        """This worker missed messages of history channel ``channel`` on their way from
+        its orderer: its ``ringcast.v1`` subscribers here are closed (1013) to resume
+        from their last position."""
+        ch = self._hub.channels.get(channel)
+        if ch is None:
+            return
+        now = time.monotonic()
+        for conn in [ConnId(c) for group in ch.v1.values() for c in group.ids]:
+            session = self.sessions.get(conn)
+            if session is not None and session.state is SessionState.OPEN:
+                self.execute(conn, session.close(CloseCode.TRY_AGAIN_LATER, MISSED, now))
 
     def _release(self, released: list[Held]) -> None:
         for conn, subscription, data in released:
@@ -491,6 +530,16 @@ class Clients(Owner):
                                   conn, channel, reached)
             self.execute(conn, session.publish_done(reached, position))
         return answer
+
+    def _batch_done(self, conn: ConnId, session: Session) -> Callable[[list[Result]], None]:
+        """The answer to a ``POST /publish`` batch, once each message was ordered."""
+        def done(results: list[Result]) -> None:
+            if self.sessions.get(conn) is not session:
+                return  # gone
+            self._access_log.line("connection %d: POST /publish 200 (%d messages)", conn,
+                                  len(results))
+            self.execute(conn, session.publish_batch_done(results))
+        return done
 
     def _opened(self, conn: ConnId, what: str) -> None:
         """A WebSocket handshake completed: how long it took."""
@@ -572,6 +621,31 @@ class Clients(Owner):
     def done(self) -> bool:
         """No client left, open or closing (the drain is over)."""
         return not self.sessions and not self._closing
+
+
+class _Batch:
+    """The results of a ``POST /publish`` batch, as its messages are ordered: at once
+    here, or later by the channel's owner worker or Redis (see :class:`Answer`)."""
+
+    def __init__(self, size: int, done: Callable[[list[Result]], None]) -> None:
+        self.results: list[Result] = [None] * size
+        self._waiting = size
+        self._sync = True   # still publishing: the caller answers (results_now)
+        self._done = done
+
+    def answer(self, i: int) -> Answer:
+        def answered(position: Position | None, reached: int) -> None:
+            self.results[i] = None if reached == UNAVAILABLE else (reached, position)
+            self._waiting -= 1
+            if not self._waiting and not self._sync:
+                self._done(self.results)
+        return answered
+
+    def results_now(self) -> bool:
+        """Called once every message was published: True when all are answered already
+        (answer now); otherwise the last answer calls ``done``."""
+        self._sync = False
+        return not self._waiting
 
 
 def _peer_address(fd: int) -> tuple[str, int] | None:

@@ -18,6 +18,15 @@ elsewhere after its 101 can miss it.
 
 A bridge speaks over sockets on the worker's own loop: no thread, no second
 event loop, and no blocking connect (connects are polled from `maintain`).
+Channels with history (docs/history.md) take another way through Redis: a publish is
+one Lua script (:data:`PUBLISH_SCRIPT`) that gives the message the channel's next
+position, appends it to the channel's stream (XADD with the offset as the stream id,
+MAXLEN ``history.size``) and PUBLISHes it with its position, atomically: Redis decides
+the one order and the position of every message of the channel, whichever node published
+it. There is no local fallback for those: while Redis is down their publishes are refused
+(the order cannot be decided), and a subscription reads the stream
+(:meth:`RedisBridge.read_history`) before it goes live.
+
 `Bridge` is the interface a NATS bridge would implement too.
 """
 
@@ -26,11 +35,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import select
 import socket
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
@@ -38,10 +49,14 @@ import hiredis
 
 from ringcast.redact import mask_credentials
 from ringcast.ringio import NO_CONN
+from ringcast.server.history import Position
 
 log = logging.getLogger("ringcast")
 
 CHANNEL_PREFIX = "ringcast:"
+HISTORY_PREFIX = "ringcast:history:"   # a hash: the channel's epoch and top offset
+STREAM_PREFIX = "ringcast:stream:"     # a stream: its messages, with ids 0-<offset>
+_KEPT = b"H"    # after the origin tag: a message with its position (a frame starts 0x8?)
 _ORIGIN = struct.Struct("!8sIQ")     # node nonce, publishing conn, node sequence
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 CONNECT_TIMEOUT = 2.0
@@ -49,7 +64,60 @@ PING_INTERVAL, PING_TIMEOUT = 2.0, 3.0
 OUTBOUND_CAP = 64 << 20
 INFLIGHT_MAX = 100_000              # own messages awaiting their echo
 
-Deliver = Callable[[str, bytes, int], None]  # channel, frame, excluded local conn
+Deliver = Callable[[str, bytes, int, Position | None], None]
+"""channel, frame, excluded local conn, and the message's position on a history channel."""
+Positioned = Callable[[Position | None], None]
+"""A history message's position, once Redis gave it; None if it may not be published
+(Redis went down before it answered, or refused)."""
+Synced = Callable[[bool], None]
+"""Everything published before is delivered to this node (False: the bridge went down)."""
+
+# KEYS: the channel's history hash, its stream, its pub/sub channel. ARGV: the origin tag
+# (with the _KEPT mark), an epoch for a channel that has none, the frame, history.size,
+# history.ttl in ms (0: none). Returns {epoch, offset}.
+PUBLISH_SCRIPT = b"""
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '0-' .. offset, 't', ms, 'f', ARGV[3])
+if ARGV[5] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PUBLISH', KEYS[3], ARGV[1] .. epoch .. ':' .. offset .. ':' .. ARGV[3])
+return {epoch, offset}
+"""
+
+# KEYS: the channel's history hash, its stream. ARGV: the offset after which messages are
+# wanted (-1: none). Returns {epoch ('' when the channel has no history yet), top offset,
+# Redis's time in ms, the entries after ARGV[1] as XRANGE gives them}.
+READ_SCRIPT = b"""
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {'', 0, ms, {}} end
+local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
+local after = tonumber(ARGV[1])
+if after < 0 or after >= top then return {epoch, top, ms, {}} end
+return {epoch, top, ms, redis.call('XRANGE', KEYS[2], '0-' .. (after + 1), '+')}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    """What :meth:`RedisBridge.read_history` found: the channel's position (epoch ''
+    and offset 0 when it has no history yet), Redis's clock, and the messages after the
+    offset asked for as ``(offset, time in ms, frame)``, oldest first."""
+
+    position: Position
+    now_ms: int
+    entries: list[tuple[int, int, bytes]]
 
 
 class Bridge(Protocol):
@@ -68,6 +136,11 @@ class Bridge(Protocol):
     def unsubscribe(self, channel: str) -> None: ...
     def confirmed(self, channel: str) -> bool: ...
     def publish(self, channel: str, frame: bytes, origin_conn: int) -> bool: ...
+    def publish_kept(self, channel: str, frame: bytes, origin_conn: int,
+                     on_position: Positioned) -> bool: ...
+    def read_history(self, channel: str, after: int,
+                     on_read: Callable[[StreamRead | None], None]) -> bool: ...
+    def sync(self, on_synced: Synced) -> bool: ...
     def next_attempt(self) -> float | None: ...
     def maintain(self, now: float) -> None: ...
     def status(self) -> dict[str, Any]: ...
@@ -91,6 +164,10 @@ def _rname(channel: str) -> bytes:
     return (CHANNEL_PREFIX + channel).encode()
 
 
+def _keys(channel: str) -> tuple[bytes, bytes]:
+    return (HISTORY_PREFIX + channel).encode(), (STREAM_PREFIX + channel).encode()
+
+
 class RedisBridge:
     """Redis pub/sub over two connections on the worker's loop.
 
@@ -99,7 +176,8 @@ class RedisBridge:
     """
 
     def __init__(self, url: str, loop: SocketLoop, deliver: Deliver,
-                 channels: Callable[[], list[str]], *,
+                 channels: Callable[[], list[str]], *, history_size: int = 1,
+                 history_ttl: float = 0.0,
                  on_confirmed: Callable[[str], None] = lambda _ch: None,
                  on_down: Callable[[], None] = lambda: None) -> None:
         parts = urlsplit(url)
@@ -115,12 +193,16 @@ class RedisBridge:
         self.local_channels = channels
         self.on_confirmed = on_confirmed
         self.on_down = on_down
+        self._size = b"%d" % history_size
+        self._ttl_ms = b"%d" % round(history_ttl * 1000)
         self.nonce = os.urandom(8)
         self.connected = False
         self.sub = -1
         self.pub = -1
         self._readers: dict[int, Any] = {}
-        self._pub_expect: deque[bytes] = deque()    # replies owed on pub, oldest first
+        # Replies owed on pub, oldest first: what was asked, or who wants the reply.
+        self._pub_expect: deque[bytes | Callable[[Any], None]] = deque()
+        self._pongs: deque[Synced] = deque()    # PINGs sent on sub, in subscriber mode
         self._sub_auth_pending = False
         self._wanted: set[str] = set()          # channels with local interest
         self._confirmed: set[str] = set()       # SUBSCRIBE acknowledged by Redis
@@ -278,7 +360,16 @@ class RedisBridge:
         pending, self._inflight = self._inflight, OrderedDict()
         self.redelivered += len(pending)
         for channel, frame, exclude in pending.values():
-            self.deliver(channel, frame, exclude)
+            self.deliver(channel, frame, exclude, None)
+        # Who waits for a reply that will not come learns it now: a history publish may
+        # or may not have been applied (its publisher is told it was not confirmed).
+        expected, self._pub_expect = self._pub_expect, deque()
+        pongs, self._pongs = self._pongs, deque()
+        for waiting in expected:
+            if callable(waiting):
+                waiting(None)
+        for synced in pongs:
+            synced(False)
         if was_up and not self._down_logged:   # before _failed, which says "unreachable"
             log.warning("cluster: lost the connection to redis at %s:%d (%s); delivering "
                         "locally only until it is back", *self.addr, why)
@@ -335,6 +426,77 @@ class RedisBridge:
         self.published += 1
         return True
 
+    def publish_kept(self, channel: str, frame: bytes, origin_conn: int,
+                     on_position: Positioned) -> bool:
+        """Publish a message of a history channel (:data:`PUBLISH_SCRIPT`): Redis gives
+        it its position, which comes to ``on_position``. False when the bridge is down:
+        not published."""
+        if not self.connected:
+            return False
+        self._seq += 1
+        tag = _ORIGIN.pack(self.nonce, origin_conn, self._seq) + _KEPT
+        hash_key, stream_key = _keys(channel)
+        command = pack_command((
+            b"EVAL", PUBLISH_SCRIPT, b"3", hash_key, stream_key, _rname(channel),
+            tag, secrets.token_urlsafe(6).encode(), frame, self._size, self._ttl_ms))
+        if not self.loop.send(self.pub, command, cap=OUTBOUND_CAP):
+            return False
+
+        def positioned(reply: Any) -> None:
+            if reply is None or isinstance(reply, hiredis.ReplyError):
+                if reply is not None:
+                    log.error("cluster: redis refused a history publish on %r: %s",
+                              channel, reply)
+                on_position(None)
+            else:
+                on_position(Position(reply[0].decode(), int(reply[1])))
+
+        self._pub_expect.append(positioned)
+        self.published += 1
+        return True
+
+    def read_history(self, channel: str, after: int,
+                     on_read: Callable[[StreamRead | None], None]) -> bool:
+        """Read a history channel's position and its messages after offset ``after``
+        (-1: none) from Redis (:data:`READ_SCRIPT`), for ``on_read`` (None: the bridge
+        went down first, or Redis refused). False when the bridge is down."""
+        if not self.connected:
+            return False
+        hash_key, stream_key = _keys(channel)
+        command = pack_command((b"EVAL", READ_SCRIPT, b"2", hash_key, stream_key,
+                                b"%d" % after))
+        if not self.loop.send(self.pub, command, force=True):
+            return False
+
+        def read(reply: Any) -> None:
+            if reply is None or isinstance(reply, hiredis.ReplyError):
+                if reply is not None:
+                    log.error("cluster: redis refused a history read of %r: %s", channel,
+                              reply)
+                on_read(None)
+                return
+            epoch, top, now_ms, found = reply
+            entries = []
+            for entry_id, fields in found:
+                values = dict(zip(fields[::2], fields[1::2], strict=True))
+                entries.append((int(entry_id.split(b"-")[1]), int(values[b"t"]),
+                                values[b"f"]))
+            on_read(StreamRead(Position(epoch.decode(), int(top)), int(now_ms), entries))
+
+        self._pub_expect.append(read)
+        return True
+
+    def sync(self, on_synced: Synced) -> bool:
+        """Have ``on_synced(True)`` called once every message Redis published before now
+        has come to this node: a PING on the subscriber connection, which Redis answers
+        after the messages it sent there before (``on_synced(False)``: the bridge went
+        down first). False when the bridge is down."""
+        if not self.connected:
+            return False
+        self.loop.send(self.sub, pack_command((b"PING",)), force=True)
+        self._pongs.append(on_synced)
+        return True
+
     def data_received(self, conn: int, data: bytes) -> None:
         reader = self._readers.get(conn)
         if reader is None:
@@ -350,7 +512,9 @@ class RedisBridge:
 
     def _pub_reply(self, reply: Any) -> None:
         what = self._pub_expect.popleft() if self._pub_expect else b"?"
-        if isinstance(reply, hiredis.ReplyError):
+        if callable(what):
+            what(reply)
+        elif isinstance(reply, hiredis.ReplyError):
             self._refused(what, reply)
         elif what == b"ping":
             self._ping_sent = None
@@ -367,6 +531,8 @@ class RedisBridge:
                 self._maybe_up()
         elif len(reply) == 3 and reply[0] == b"message":
             self._message(reply[1], reply[2])
+        elif len(reply) == 2 and reply[0] == b"pong" and self._pongs:
+            self._pongs.popleft()(True)
         elif len(reply) == 3 and reply[0] == b"subscribe":
             name = reply[1].decode(errors="replace").removeprefix(CHANNEL_PREFIX)
             if name in self._wanted:
@@ -389,7 +555,12 @@ class RedisBridge:
         if nonce == self.nonce:
             self._inflight.pop(seq, None)
             exclude = conn
-        self.deliver(name, body[_ORIGIN.size:], exclude)
+        frame = body[_ORIGIN.size:]
+        position = None
+        if frame[:1] == _KEPT:  # H<epoch>:<offset>:<frame>, from PUBLISH_SCRIPT
+            epoch, offset, frame = frame[1:].split(b":", 2)
+            position = Position(epoch.decode(), int(offset))
+        self.deliver(name, frame, exclude, position)
 
     def status(self) -> dict[str, Any]:
         return {"redis": "connected" if self.connected else "disconnected",

@@ -26,14 +26,15 @@ several workers, a history channel's order is decided by its owner worker instea
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
-from ringcast.server.cluster import Bridge
-from ringcast.server.history import History, Position
+from ringcast.server.cluster import Bridge, StreamRead
+from ringcast.server.history import NO_HISTORY, History, Position
 from ringcast.server.hub import Channel, Group, Hub
 from ringcast.server.links import (
     KIND_FORWARD,
@@ -65,6 +66,8 @@ from ringcast.server.protocol.ringcast_v1 import message_frame, subscribed_frame
 from ringcast.server.settings import Current
 
 __all__ = ["FORWARDED", "UNAVAILABLE", "Answer", "FanOut", "Joining"]
+
+log = logging.getLogger("ringcast")
 
 
 FORWARDED = -1
@@ -109,6 +112,24 @@ class _Join:
     on_result: Callable[[Joining], None]
 
 
+@dataclass(slots=True)
+class _Reading:
+    """A subscription to a history channel kept in Redis, on its way: its read of the
+    stream is sent once Redis confirmed this node's subscription to the channel."""
+
+    join: _Join
+    since: Position | None
+    start: int
+    """Where what the channel gets from now on begins in its caught list."""
+    sent: bool = False
+    read: StreamRead | None = None
+
+
+CAUGHT_MAX = 100_000
+"""Messages a channel may get while subscriptions to it wait for their read (a few
+milliseconds, normally); past it they fail (``unavailable``: the client retries)."""
+
+
 class FanOut:
     """Publishing on this worker: routing (broker, other workers, hub) and the sends."""
 
@@ -131,6 +152,14 @@ class FanOut:
         self._forwarded: Tickets[_Forwarded] = Tickets()
         self._last_forwarded: _Forwarded | None = None  # for when_ordered
         self._joins: Tickets[_Join] = Tickets()
+        # History channels kept in Redis: subscriptions waiting for their read, and what
+        # the channel got meanwhile, (position, ringcast.v1 frame) in Redis's order.
+        self._reading: dict[str, list[_Reading]] = {}
+        self._caught: dict[str, list[tuple[Position, bytes]]] = {}
+        #: Called with a history channel whose messages from its orderer (the owner
+        #: worker, or Redis) did not all arrive: its ringcast.v1 subscribers here must
+        #: resume (the runtime closes them).
+        self.on_gap: Callable[[str], None] = lambda _channel: None
         #: When the loop iteration in progress began (the runtime sets it): what is sent
         #: now arrived then, for the publish-to-flush histogram.
         self.received_at = time.monotonic()
@@ -141,7 +170,10 @@ class FanOut:
         :data:`FORWARDED` (then :meth:`when_ordered` may say where it went) or
         :data:`UNAVAILABLE`."""
         peers = self._peers
-        if peers is not None and self.history.enabled and self.history.wants(channel):
+        kept = self.history.enabled and self.history.wants(channel)
+        if kept and self._bridge is not None:
+            return self._publish_kept(self._bridge, channel, frame, exclude)
+        if kept and peers is not None:
             owner = owner_of(channel, peers.count)
             if owner != peers.worker:
                 return self._forward(peers, owner, channel, frame, exclude)
@@ -155,10 +187,41 @@ class FanOut:
             peers.broadcast(encode_record(KIND_PUBLISH, channel, frame))
         return self._hold(channel, frame, exclude)
 
-    def deliver(self, channel: str, frame: bytes, exclude: ConnId) -> None:
+    def can_publish(self, channel: str) -> bool:
+        """Can a message on ``channel`` be published now? False for a history channel
+        whose orderer (Redis, or its owner worker) is unreachable."""
+        history = self.history
+        if not (history.enabled and history.wants(channel)):
+            return True
+        if self._bridge is not None:
+            return self._bridge.connected
+        peers = self._peers
+        if peers is None:
+            return True
+        owner = owner_of(channel, peers.count)
+        return owner == peers.worker or peers.linked_to(owner)
+
+    def deliver(self, channel: str, frame: bytes, exclude: ConnId,
+                position: Position | None = None) -> None:
         """A message from the broker bridge (the broker's, or one of ours it never echoed
-        before going down): to the subscribers of this worker."""
-        self._hold(channel, frame, exclude)
+        before going down): to the subscribers of this worker, with its ``position`` on
+        a history channel (Redis gave it)."""
+        if position is None:
+            self.position = None
+            self._to_hub(channel, frame, exclude, None)
+            return
+        caught = self._caught.get(channel)
+        ch = self._hub.channels.get(channel)
+        self._check_order(ch, position)
+        if caught is None and (ch is None or not ch.v1):
+            self._to_hub(channel, frame, exclude, None)
+            return
+        v1 = message_frame(channel, *payload_of(frame), position)
+        if caught is not None:
+            caught.append((position, v1))
+            if len(caught) > CAUGHT_MAX:
+                self._fail_readings(channel)
+        self._to_hub(channel, frame, exclude, v1)
 
     def from_peer(self, channel: str, frame: bytes) -> None:
         """A message another worker of this host published."""
@@ -257,12 +320,29 @@ class FanOut:
 
     def _sequenced(self, channel: str, message: Sequenced, worker: int) -> None:
         self._counts.received_peers += 1
+        self._check_order(self._hub.channels.get(channel), message.position)
         forwarded = self._forwarded.pop(message.ticket) if message.origin == worker else None
         exclude = NO_CONN if forwarded is None else forwarded.exclude
         reached = self._to_hub(channel, message.frame, exclude, message.v1)
         if forwarded is not None and forwarded.answer is not None:
             self.position = message.position
             forwarded.answer(message.position, reached)
+
+    def _check_order(self, ch: Channel | None, position: Position) -> None:
+        """A message ordered elsewhere, with its position: if it does not follow the last
+        one delivered here, some were lost on the way (a link to the owner worker was
+        full, or down for a while), and this worker's ringcast.v1 subscribers of the
+        channel may not learn it from the offsets (a new epoch's first message may be
+        what was lost): :attr:`on_gap` has them resume."""
+        if ch is None:
+            return
+        last = ch.position
+        ch.position = position
+        if last is not None and ch.v1 and not _follows(Position(*last), position):
+            log.warning("history channel %r: messages ordered elsewhere were lost on the way "
+                        "here (after %s:%d, got %s:%d); its ringcast.v1 subscribers on this "
+                        "worker resume", ch.name, *last, *position)
+            self.on_gap(ch.name)
 
     def expire(self, now: float) -> None:
         """Fail what the owners did not answer in time (or whose link went down)."""
@@ -282,6 +362,125 @@ class FanOut:
             if join.still_wanted():
                 join.on_result(Joining.UNAVAILABLE)
 
+    # -- history channels kept in Redis (see .cluster) --------------------------------------
+
+    def _publish_kept(self, bridge: Bridge, channel: str, frame: bytes,
+                      exclude: ConnId) -> int:
+        self.position = None
+        forwarded = _Forwarded(exclude)
+
+        def positioned(position: Position | None) -> None:
+            if forwarded.answer is None:
+                return
+            if position is None:
+                forwarded.answer(None, UNAVAILABLE)
+                return
+            ch = self._hub.channels.get(channel)
+            forwarded.answer(position, 0 if ch is None else ch.reach(exclude))
+
+        if bridge.publish_kept(channel, frame, exclude, positioned):
+            self._last_forwarded = forwarded
+            return FORWARDED
+        self._counts.owner_unavailable += 1
+        return UNAVAILABLE
+
+    def _join_kept(self, bridge: Bridge, join: _Join, since: Position | None) -> Joining:
+        if not bridge.connected:
+            self._counts.owner_unavailable += 1
+            return Joining.UNAVAILABLE
+        caught = self._caught.setdefault(join.channel, [])
+        reading = _Reading(join, since, start=len(caught))
+        self._reading.setdefault(join.channel, []).append(reading)
+        if bridge.confirmed(join.channel):
+            self._read(bridge, reading)
+        return Joining.PENDING
+
+    def channel_confirmed(self, channel: str) -> None:
+        """Redis confirmed this node's subscription to ``channel``: what is published on
+        it from now on comes here, so the subscriptions waiting for that may read."""
+        bridge = self._bridge
+        assert bridge is not None
+        for reading in list(self._reading.get(channel, ())):
+            if not reading.sent:
+                self._read(bridge, reading)
+
+    def _read(self, bridge: Bridge, reading: _Reading) -> None:
+        reading.sent = True
+        since = reading.since
+        after = -1 if since is None else since.offset
+
+        def read(found: StreamRead | None) -> None:
+            reading.read = found
+            if found is None or not bridge.sync(lambda ok: self._synced(reading, ok)):
+                self._synced(reading, False)
+
+        if not bridge.read_history(reading.join.channel, after, read):
+            self._synced(reading, False)
+
+    def _synced(self, reading: _Reading, ok: bool) -> None:
+        """Everything Redis published before the read is here (``ok``): the reply, what
+        the subscription missed, then what came since the read, and it is live."""
+        join = reading.join
+        channel = join.channel
+        waiting = self._reading.get(channel)
+        if waiting is None or reading not in waiting:
+            return  # failed already
+        waiting.remove(reading)
+        caught = self._caught.get(channel, [])
+        read = reading.read
+        tail = _after_read(caught[reading.start:], read.position) \
+            if ok and read is not None else None
+        if not waiting:
+            del self._reading[channel]
+            self._caught.pop(channel, None)
+        elif (done := min(r.start for r in waiting)) > 0:
+            del caught[:done]  # nobody waiting needs those any more
+            for r in waiting:
+                r.start -= done
+        if read is None or tail is None:
+            self._counts.owner_unavailable += 1
+            if join.still_wanted():
+                join.on_result(Joining.UNAVAILABLE)
+            return
+        if not join.still_wanted():
+            return
+        frames, at = tail
+        recovered: bool | None = None
+        missed = None
+        if reading.since is not None:
+            missed = self._recovered(channel, reading.since, read)
+            recovered = missed is not None
+            if missed is not None:
+                missed += frames
+        join.on_result(self._subscribe(join.conn, channel, join.ref, join.window_bits,
+                                       position=at, recovered=recovered, missed=missed))
+
+    def _recovered(self, channel: str, since: Position, read: StreamRead
+                   ) -> list[bytes] | None:
+        """The ``ringcast.v1`` frames of every message after ``since`` up to the read's
+        position; None when Redis does not hold them all (trimmed by ``history.size``,
+        older than ``history.ttl``, or another epoch)."""
+        top = read.position
+        if since == NO_HISTORY:
+            if top == NO_HISTORY:
+                return []
+            since = Position(top.epoch, 0)
+        if since.epoch != top.epoch or not 0 <= since.offset <= top.offset:
+            return None
+        entries = read.entries
+        if len(entries) != top.offset - since.offset or \
+                (entries and entries[0][0] != since.offset + 1):
+            return None
+        ttl_ms = self.history.ttl * 1000
+        if ttl_ms and entries and entries[0][1] < read.now_ms - ttl_ms:
+            return None
+        return [message_frame(channel, *payload_of(frame), Position(top.epoch, offset))
+                for offset, _, frame in entries]
+
+    def _fail_readings(self, channel: str) -> None:
+        for reading in list(self._reading.get(channel, ())):
+            self._synced(reading, False)
+
     # -- ringcast.v1 subscriptions ---------------------------------------------------------
 
     def join(self, conn: ConnId, channel: str, since: tuple[str, int] | None,
@@ -297,6 +496,10 @@ class FanOut:
         peers = self._peers
         history = self.history
         wanted = history.enabled and history.wants(channel)
+        if wanted and self._bridge is not None:
+            return self._join_kept(
+                self._bridge, _Join(conn, channel, ref, window_bits, still_wanted, on_result),
+                None if since is None else Position(*since))
         if wanted and peers is not None:
             owner = owner_of(channel, peers.count)
             if owner != peers.worker:
@@ -342,7 +545,9 @@ class FanOut:
         data = reply + b"".join(missed) if missed else reply
         if not self._loop.send(conn, data, cap=self._current.config.limits.queue_max_bytes):
             return Joining.SLOW
-        self._hub.subscribe(conn, channel, window_bits, v1=True)
+        ch = self._hub.subscribe(conn, channel, window_bits, v1=True)
+        if ch.position is None and position is not None:
+            ch.position = position  # where the next message ordered elsewhere follows on
         return Joining.JOINED
 
     # -- the sends ----------------------------------------------------------------------
@@ -395,3 +600,32 @@ class FanOut:
             loop.fanout(slot, group.ids, len(group.ids), exclude=exclude, cap=cap)
         finally:
             loop.release(slot)
+
+
+def _follows(before: Position, position: Position) -> bool:
+    """Is ``position`` the message right after ``before`` (the next offset, or the first
+    of a new epoch)?"""
+    if position.epoch == before.epoch:
+        return position.offset == before.offset + 1
+    return position.offset == 1
+
+
+def _after_read(caught: list[tuple[Position, bytes]], read: Position
+                ) -> tuple[list[bytes], Position] | None:
+    """Of the messages a channel got while a subscription waited (in Redis's order), the
+    frames of those published after the read at ``read``, and the position of the last;
+    None if they do not follow on from it (an epoch began just then: the client retries).
+
+    Those before the read are in it: the last of them, if any, is at ``read`` itself."""
+    start = 0
+    for i, (position, _) in enumerate(caught):
+        if position == read:
+            start = i + 1
+    frames = []
+    at = read
+    for position, frame in caught[start:]:
+        if not _follows(at, position):
+            return None
+        frames.append(frame)
+        at = position
+    return frames, at

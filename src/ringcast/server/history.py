@@ -1,7 +1,8 @@
 """The last messages of chosen channels, with their positions (see docs/history.md).
 
-Kept where a channel's one order is decided (this process: history is refused with
-workers or a cluster for now), once per message however many subscribers it has. Each
+Kept where a channel's one order is decided (this process, or with workers the channel's
+owner worker; across nodes Redis keeps it instead, see .cluster), once per message
+however many subscribers it has. Each
 channel with history has a :class:`Stream`: an epoch (a random name for this run of its
 history) and the messages of the last ``size`` offsets not older than ``ttl``. All streams
 share one byte budget; past it the oldest message of any channel goes first. For that,
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 from ringcast.server.protocol.auth import ChannelPatterns
 
-__all__ = ["ENTRY_OVERHEAD", "Evictions", "History", "Position", "Stream"]
+__all__ = ["ENTRY_OVERHEAD", "NO_HISTORY", "Evictions", "History", "Position", "Stream"]
 
 ENTRY_OVERHEAD = 100
 """What one held message costs besides its frame, as the budget counts it (its tuple,
@@ -33,10 +34,17 @@ its places in two deques, the bytes object's header)."""
 
 
 class Position(NamedTuple):
-    """A channel's position: its epoch, and the offset of a message (0: before the first)."""
+    """A channel's position: its epoch, and the offset of a message (0: before the first).
+
+    A channel without history yet (nothing published, or all forgotten) is at
+    :data:`NO_HISTORY`: its next message starts an epoch at offset 1, and a client at
+    that position gets every message from there."""
 
     epoch: str
     offset: int
+
+
+NO_HISTORY = Position("", 0)
 
 
 @dataclass(slots=True)
@@ -99,11 +107,12 @@ class History:
         return stream
 
     def position(self, channel: str) -> Position | None:
-        """Where ``channel`` stands now; None when it keeps no history."""
+        """Where ``channel`` stands now; None when it keeps no history. (Reading makes
+        no stream: channel names come from clients, and only a publish costs memory.)"""
         if not self.wants(channel):
             return None
-        stream = self.stream(channel)
-        return Position(stream.epoch, stream.top)
+        stream = self._streams.get(channel)
+        return NO_HISTORY if stream is None else Position(stream.epoch, stream.top)
 
     def next_position(self, channel: str) -> Position:
         """The position the next message published on ``channel`` gets (history wanted)."""
@@ -135,7 +144,11 @@ class History:
         if not self.wants(channel):
             return None
         self.expire(now)
-        stream = self.stream(channel)
+        stream = self._streams.get(channel)
+        if stream is None:
+            return [] if after == NO_HISTORY else None
+        if after == NO_HISTORY:
+            after = Position(stream.epoch, 0)  # every message of the epoch begun since
         if after.epoch != stream.epoch or not 0 <= after.offset <= stream.top:
             return None
         if after.offset + 1 < stream.first:

@@ -73,6 +73,9 @@ class Channel:
     pending: list[tuple[bytes, ConnId]] = field(default_factory=list)
     # The same messages as ringcast.v1 frames, while the channel has v1 subscribers.
     pending_v1: list[bytes] = field(default_factory=list)
+    position: tuple[str, int] | None = None
+    """The last position of this history channel delivered here, when another worker or
+    Redis orders it (to notice a message lost on the way: see FanOut)."""
 
     def __len__(self) -> int:
         n = len(self.plain.ids)

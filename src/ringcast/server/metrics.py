@@ -97,8 +97,8 @@ class Counters:
         self.slow_drops = 0
         self.slow_trimmed_bytes = 0
         self.received_peers = 0
-        # Publishes and subscriptions of history channels whose owner worker did not
-        # answer (see .ordering).
+        # Publishes and subscriptions of history channels whose orderer (owner worker, see
+        # .ordering; or Redis, see .cluster) did not answer.
         self.owner_unavailable = 0
         self.closes: Counter[Ended] = Counter()
         self.refusals: Counter[str] = Counter({r: 0 for r in Refusal})
@@ -254,7 +254,8 @@ class Metrics(Collector):
             yield evicted
             yield counter("ringcast_history_owner_unavailable",
                           "Publishes and subscriptions of history channels refused because "
-                          "the worker that orders the channel did not answer",
+                          "what orders the channel (its owner worker, or Redis) did not "
+                          "answer",
                           c.owner_unavailable)
         yield counter("ringcast_messages_fanned_out",
                       "Messages sent to at least one subscriber", c.messages_out)

@@ -20,10 +20,13 @@
  *                         // (say the server restarted; or a message came in a new epoch):
  *                         // refetch state, messages after {epoch, offset} follow
  *     onError(info) {},   // {code, reason}: the subscribe was refused (forbidden, ...);
- *                         // the subscription is dropped (default: console.warn)
+ *                         // the subscription is dropped (default: console.warn). But
+ *                         // "unavailable" (what orders the channel is restarting: a
+ *                         // worker, or Redis) is retried, with backoff and jitter
  *   });
  *   // data: a string, or a Uint8Array for a binary message;
- *   // meta: {channel, epoch, offset, binary} (epoch/offset null without history)
+ *   // meta: {channel, epoch, offset, binary} (epoch/offset null without history;
+ *   // epoch always given: the wire names it only at offset 1, see messagePosition)
  *   sub.position        // {epoch, offset} last handled (or subscribed at), or null
  *   sub.unsubscribe()
  *
@@ -64,6 +67,15 @@
   function positionOf(obj) {
     return typeof obj.epoch === "string" && Number.isInteger(obj.offset)
       ? { epoch: obj.epoch, offset: obj.offset } : null;
+  }
+
+  // A message names its epoch only at offset 1, where an epoch begins; any other is in
+  // the epoch its subscription is in: its `subscribed` reply's, or its last message's
+  // (`last`, the subscription's position). Null without an offset (no history).
+  function messagePosition(msg, last) {
+    if (!Number.isInteger(msg.offset)) return null;
+    const epoch = typeof msg.epoch === "string" ? msg.epoch : last ? last.epoch : null;
+    return epoch === null ? null : { epoch, offset: msg.offset };
   }
 
   function toBase64(bytes) {
@@ -306,7 +318,7 @@
       let msg;
       try { msg = JSON.parse(raw); } catch (_) { return; }
       if (msg === null || typeof msg !== "object") return;
-      if (msg.type === "message") {
+      if (msg.type === undefined) { // a message: the one frame without a type
         this._message(msg);
         return;
       }
@@ -329,6 +341,19 @@
     _subscribeReply(entry, msg) {
       const sub = entry.sub;
       if (this._subs.get(sub.channel) !== sub) return; // unsubscribed meanwhile
+      if (msg.type === "error" && msg.code === "unavailable") {
+        // Transient: subscribe again later on this connection (a reconnect meanwhile
+        // subscribes it anyway), backing off as reconnects do.
+        sub._retries = (sub._retries || 0) + 1;
+        const cap = Math.min(this.maxDelay, this.minDelay * 2 ** Math.min(sub._retries, 30));
+        const ws = this._ws;
+        setTimeout(() => {
+          if (this._ws === ws && this._open && this._subs.get(sub.channel) === sub) {
+            this._sendSubscribe(sub, false);
+          }
+        }, Math.random() * cap);
+        return;
+      }
       if (msg.type === "error") {
         this._subs.delete(sub.channel);
         const info = { code: msg.code, reason: msg.reason };
@@ -337,6 +362,7 @@
           (info.reason ? ": " + info.reason : ""));
         return;
       }
+      sub._retries = 0;
       const pos = positionOf(msg);
       if (entry.since && msg.recovered !== true) {
         // `recovered: false` (and, to be safe, no `recovered` at all): what came after
@@ -362,15 +388,16 @@
         try { data = fromBase64(msg.base64); } catch (_) { return; }
         binary = true;
       } else return;
-      const pos = positionOf(msg);
+      const pos = messagePosition(msg, sub.position);
       if (pos) {
         // Cannot happen within one connection; it keeps an overlapping resume harmless.
         const last = sub.position;
         if (last && last.epoch === pos.epoch && pos.offset <= last.offset) return;
         sub.position = pos;
-        if (last && last.epoch !== pos.epoch && sub._onResync) {
+        if (last && last.epoch !== pos.epoch && last.offset > 0 && sub._onResync) {
           // The channel's history restarted (its owner worker did) while this
-          // connection stayed: what was published in between is unknown.
+          // connection stayed: what was published in between is unknown. (From offset
+          // 0, "" included, nothing was handled in the old epoch: nothing is missed.)
           call(sub._onResync, { channel: sub.channel, epoch: pos.epoch, offset: pos.offset - 1 });
         }
       }

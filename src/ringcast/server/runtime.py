@@ -46,7 +46,7 @@ from ringcast.server.backend import Backend
 from ringcast.server.clients import Clients
 from ringcast.server.cluster import Bridge, RedisBridge
 from ringcast.server.fanout import FanOut
-from ringcast.server.history import History
+from ringcast.server.history import History, Position
 from ringcast.server.hub import Hub
 from ringcast.server.metrics import Counters, Metrics
 from ringcast.server.peers import PeerLinks
@@ -436,8 +436,8 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
 
     # The parts call each other back (a message from the broker goes to the fan-out, a
     # confirmation to the held handshakes...): these functions reach parts built below.
-    def deliver(channel: str, frame: bytes, exclude: int) -> None:
-        fanout.deliver(channel, frame, ConnId(exclude))
+    def deliver(channel: str, frame: bytes, exclude: int, position: Position | None) -> None:
+        fanout.deliver(channel, frame, ConnId(exclude), position)
 
     def from_peer(channel: str, frame: bytes) -> None:
         fanout.from_peer(channel, frame)
@@ -447,6 +447,7 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
 
     def confirmed(channel: str) -> None:
         clients.channel_confirmed(channel)
+        fanout.channel_confirmed(channel)
 
     def broker_down() -> None:
         clients.bridge_down()
@@ -460,11 +461,12 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
     def the_bridge() -> Bridge:
         return redis
 
+    kept = config.history
     bridge: Bridge | None = None
     if config.cluster.redis_url:
         redis = RedisBridge(config.cluster.redis_url, _BrokerConnections(table, the_bridge),
-                            deliver, hub.subscribed_channels, on_confirmed=confirmed,
-                            on_down=broker_down)
+                            deliver, hub.subscribed_channels, history_size=kept.size,
+                            history_ttl=kept.ttl, on_confirmed=confirmed, on_down=broker_down)
         bridge = redis
     peers = None
     if workers > 1:
@@ -472,12 +474,12 @@ def build_server(config: Config, backend: Backend, *, max_connections: int,
                           on_ordering=from_ordering, snapshot=snapshot)
     compression = config.compression
     compressor = Compressor(compression.level, compression.threshold)
-    kept = config.history
     history = History(kept.channels, size=kept.size, ttl=kept.ttl, max_bytes=kept.max_bytes)
     fanout = FanOut(loop, hub, current, counters, compressor=compressor, peers=peers,
                     bridge=bridge, history=history)
     clients = Clients(table, current, hub, fanout, counters=counters, timers=timers,
                       query=answer, max_connections=max_connections, bridge=bridge)
+    fanout.on_gap = clients.missed
     metrics = Metrics(counters, worker, backend.name, loop=loop, hub=hub, clients=clients,
                       compressor=compressor, peers=peers, bridge=bridge, history=history)
     server = Server(current, backend, table, clients=clients, fanout=fanout, timers=timers,

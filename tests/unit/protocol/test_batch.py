@@ -52,13 +52,13 @@ def test_messages_on_several_channels_in_one_request(fast: bool) -> None:
         Message("prices", b"\x00\x01", False),
         Message("news", b"", True),
     ))]
-    answer = s.publish_batch_done([3, 0, 3])
+    answer = s.publish_batch_done([(3, None), (0, ("Ep0ch", 7)), None])
     response = parse_response(sent(answer))
     assert response.status == 200
     assert json.loads(response.body) == {"results": [
         {"channel": "news", "subscribers": 3},
-        {"channel": "prices", "subscribers": 0},
-        {"channel": "news", "subscribers": 3},
+        {"channel": "prices", "subscribers": 0, "epoch": "Ep0ch", "offset": 7},
+        {"channel": "news", "error": "unavailable"},
     ]}
     assert not closes(answer)  # keep-alive: the next request may follow
     assert s.state is SessionState.HTTP

@@ -174,7 +174,7 @@ def drive(protocol: ProtocolSettings, pieces: list[bytes]) -> list[Action]:
             if isinstance(action, HttpPublish):
                 run(session.publish_done(3))
             elif isinstance(action, HttpPublishBatch):
-                run(session.publish_batch_done([2] * len(action.messages)))
+                run(session.publish_batch_done([(2, None)] * len(action.messages)))
             elif isinstance(action, HttpQuery):
                 run(session.respond(200, "text/plain; charset=utf-8", b"ok\n"))
 

@@ -18,6 +18,12 @@ from ringcast.server.protocol.actions import (
     PublishCommand,
     Subscribe,
 )
+from ringcast.server.protocol.frames import payload_of
+from ringcast.server.protocol.ringcast_v1 import (
+    message_frame,
+    published_frame,
+    subscribed_frame,
+)
 from ringcast.server.protocol.session import SessionState
 
 from .harness import SETTINGS, WsClient, settings, without_bytes
@@ -137,3 +143,48 @@ def test_a_raw_client_with_a_missing_token_still_gets_a_401() -> None:
     client.connect("/news")
     assert client.session.state is SessionState.CLOSED
     assert not any(isinstance(e, AcceptConnection) for e in client.take_events())
+
+
+# -- the frames the server sends (docs/history.md, "Server to client") ------------------
+
+
+def text_of(frame: bytes) -> bytes:
+    payload, text = payload_of(frame)
+    assert text  # every ringcast.v1 frame is a text frame
+    return payload
+
+
+def test_a_message_names_its_epoch_only_at_offset_1_and_has_no_type() -> None:
+    first = text_of(message_frame("news", b"hello", True, ("AbCdEfGh", 1)))
+    assert first == b'{"channel":"news","epoch":"AbCdEfGh","offset":1,"data":"hello"}'
+    for offset in (2, 3, 1000):
+        later = text_of(message_frame("news", b"hello", True, ("AbCdEfGh", offset)))
+        assert later == b'{"channel":"news","offset":%d,"data":"hello"}' % offset
+
+
+def test_a_message_without_history_has_neither_epoch_nor_offset() -> None:
+    assert text_of(message_frame("plain", b"x", True, None)) == b'{"channel":"plain","data":"x"}'
+    assert text_of(message_frame("plain", b"\x00\xff", False, None)) == \
+        b'{"channel":"plain","base64":"AP8="}'
+
+
+def test_a_binary_message_comes_as_base64_with_the_same_position_rule() -> None:
+    assert text_of(message_frame("b", b"\x00\xff", False, ("E", 1))) == \
+        b'{"channel":"b","epoch":"E","offset":1,"base64":"AP8="}'
+    assert text_of(message_frame("b", b"\x00\xff", False, ("E", 2))) == \
+        b'{"channel":"b","offset":2,"base64":"AP8="}'
+
+
+def test_message_text_is_json_escaped_and_not_ascii_escaped() -> None:
+    got = json.loads(text_of(message_frame("c", '"é\n'.encode(), True, ("E", 7))))
+    assert got == {"channel": "c", "offset": 7, "data": '"é\n'}
+
+
+def test_replies_still_carry_the_epoch_at_every_offset() -> None:
+    """The ``subscribed`` and ``published`` replies name the epoch: it is where a client
+    learns the epoch of the messages that do not say it."""
+    assert json.loads(text_of(subscribed_frame(b"1", "news", ("E", 5), True))) == {
+        "type": "subscribed", "id": 1, "channel": "news", "epoch": "E", "offset": 5,
+        "recovered": True}
+    assert json.loads(text_of(published_frame(None, "news", ("E", 6)))) == {
+        "type": "published", "channel": "news", "epoch": "E", "offset": 6}

@@ -36,7 +36,7 @@ from .channels import validate_channel
 from .refusals import Refusal
 from .settings import ProtocolSettings
 
-__all__ = ["BatchError", "Message", "read_batch", "results_body"]
+__all__ = ["BatchError", "Message", "Result", "read_batch", "results_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +99,24 @@ def read_batch(body: bytes, settings: ProtocolSettings, grant: Grant | None) -> 
     return messages
 
 
-def results_body(messages: list[Message], reached: list[int]) -> bytes:
-    """The answer's JSON: each message's channel and how many subscribers it reached."""
-    results = [{"channel": m.channel, "subscribers": n} for m, n in zip(messages, reached,
-                                                                        strict=True)]
-    return json.dumps({"results": results}, separators=(",", ":")).encode()
+Result = tuple[int, tuple[str, int] | None] | None
+"""What became of one message of a batch: the subscribers it reached and its position
+(epoch, offset) when its channel keeps history; None when what orders its channel did
+not answer (it may or may not have been published)."""
+
+
+def results_body(messages: list[Message], results: list[Result]) -> bytes:
+    """The answer's JSON: each message's channel and how many subscribers it reached,
+    with its ``epoch`` and ``offset`` on a history channel, or ``"error":
+    "unavailable"``."""
+    out: list[dict[str, object]] = []
+    for m, result in zip(messages, results, strict=True):
+        if result is None:
+            out.append({"channel": m.channel, "error": "unavailable"})
+            continue
+        reached, position = result
+        entry: dict[str, object] = {"channel": m.channel, "subscribers": reached}
+        if position is not None:
+            entry["epoch"], entry["offset"] = position
+        out.append(entry)
+    return json.dumps({"results": out}, separators=(",", ":")).encode()

@@ -96,6 +96,10 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    """Registered with IANA (RFC 6455 section 11.7): a temporary condition; here, the
+    node lost Redis, which orders history channels, so its subscribers may have missed
+    messages and should reconnect and resume."""
     SLOW_CONSUMER = 3008
     """In the range for libraries (3000-3999): the client fell too far behind (Centrifugo's
     code for the same thing)."""

@@ -86,7 +86,7 @@ from .actions import (
     Subscribe,
 )
 from .auth import Access, AuthError, Grant
-from .batch import BatchError, Message, read_batch, results_body
+from .batch import BatchError, Message, Result, read_batch, results_body
 from .channels import validate_channel
 from .client_address import ProxyHeaderError, forwarded_client, read_proxy_header
 from .credentials import SUBPROTOCOL_V1, Credentials, read_credentials
@@ -450,11 +450,11 @@ class HttpPhase:
                 request.channel.encode(), reached, position[0].encode(), position[1])
         self._answer(request, 200, b"application/json", body, out)
 
-    def publish_batch_done(self, reached: list[int], out: list[Action]) -> None:
+    def publish_batch_done(self, results: list[Result], out: list[Action]) -> None:
         """200 with ``{"results": [...]}`` for the owed batch."""
         request = self._take_owed()
         assert request.batch is not None
-        body = results_body(request.batch, reached)
+        body = results_body(request.batch, results)
         self._answer(request, 200, b"application/json", body, out)
 
     def publish_refused(self, status: int, reason: str, out: list[Action]) -> None:

@@ -2,13 +2,14 @@
 resume (the wire format is docs/history.md's; this module is its one implementation).
 
 A client opts in by offering the subprotocol ``ringcast.v1``. Every frame both ways is a
-text frame holding one JSON object with a ``"type"``. :class:`Commands` reads the
-client's (``subscribe``, ``unsubscribe``, ``publish``), checks them against the
-connection's token and the server's switches, and emits the actions the runtime carries
-out (:class:`~.actions.Join`, :class:`~.actions.Leave`,
+text frame holding one JSON object with a ``"type"``, except the server's messages,
+which have none (a small envelope: bytes are most of what a delivery costs).
+:class:`Commands` reads the client's (``subscribe``, ``unsubscribe``, ``publish``),
+checks them against the connection's token and the server's switches, and emits the
+actions the runtime carries out (:class:`~.actions.Join`, :class:`~.actions.Leave`,
 :class:`~.actions.PublishCommand`) or answers an ``error`` itself. The frames the server
-sends are built here too: each is encoded once — a ``message`` frame once per message
-and channel, whatever the number of subscribers.
+sends are built here too: each is encoded once — a message frame once per message and
+channel, whatever the number of subscribers.
 
 Sans-I/O: bytes and the time in, actions out.
 """
@@ -64,12 +65,28 @@ def _position_fields(position: _Position) -> bytes:
     return b',"epoch":"' + position[0].encode() + b'","offset":%d' % position[1]
 
 
+def _message_position(position: _Position) -> bytes:
+    """A message's position fields: ``,"offset":N``, with ``,"epoch":"..."`` before it
+    only at offset 1. An epoch only ever begins at offset 1, a message every live
+    subscriber gets, and the ``subscribed`` reply names the epoch a subscription starts
+    in, so a client always knows the epoch of a message that does not say it: it is the
+    one its subscription is in (docs/history.md, "Server to client")."""
+    if position[1] == 1:
+        return _position_fields(position)
+    return b',"offset":%d' % position[1]
+
+
 def message_frame(channel: str, payload: bytes, text: bool,
                   position: _Position | None) -> bytes:
-    """A published message as its ``message`` frame (once per message and channel)."""
-    head = b'{"type":"message","channel":"' + channel.encode() + b'"'
+    """A published message as its frame, encoded once per message and channel:
+    ``{"channel":C[,"epoch":E][,"offset":N],"data":S}`` (``"base64"`` instead of
+    ``"data"`` for a binary payload). It has no ``"type"``, unlike every other frame the
+    server sends: that is how a client tells a message. ``offset`` is there when the
+    channel keeps history (``position`` given); ``epoch`` only when ``offset`` is 1 (the
+    first message of an epoch), see :func:`_message_position`."""
+    head = b'{"channel":"' + channel.encode() + b'"'
     if position is not None:
-        head += _position_fields(position)
+        head += _message_position(position)
     if text:
         body = _dumps(payload.decode())  # valid UTF-8: the publish path checked it
         return data_frame(head + b',"data":' + body.encode() + b"}", True)

@@ -37,6 +37,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .actions import Action, CloseConnection, Ended
+from .batch import Result
 from .frames import valid_close_code
 from .http_phase import HttpPhase, Route, check_status
 from .ringcast_v1 import Commands
@@ -232,14 +233,15 @@ class Session:
                 self._internal_error(out)
         return self._finish(out)
 
-    def publish_batch_done(self, reached: list[int]) -> list[Action]:
-        """Answer the pending :class:`HttpPublishBatch`: 200, JSON ``{"results": [...]}``
-        with ``reached[i]`` subscribers for the i-th message."""
+    def publish_batch_done(self, results: list[Result]) -> list[Action]:
+        """Answer the pending :class:`HttpPublishBatch`: 200, JSON ``{"results": [...]}``,
+        the i-th from ``results[i]``: the subscribers it reached and its position (see
+        :data:`~.batch.Result`)."""
         http = self._owing(Route.PUBLISH_BATCH, "publish_batch_done")
         out: list[Action] = []
         if http is not None:
             try:
-                http.publish_batch_done(reached, out)
+                http.publish_batch_done(results, out)
                 self._maybe_upgraded(http, http.now, out)
             except Exception:
                 self._internal_error(out)
