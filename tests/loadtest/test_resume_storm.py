@@ -14,6 +14,7 @@ import pytest
 
 from ringcast.cli import main
 from ringcast.loadtest.resume_connections import SubscriberConn as _SubConn
+from ringcast.loadtest.resume_counts import Subscriber
 from ringcast.loadtest.resume_options import ResumeOptions, body
 from ringcast.loadtest.resume_run import ResumeRun as _Run
 from ringcast.loadtest.resume_ws import mask_frame
@@ -178,14 +179,21 @@ def msg(offset: int, data: str | None = None, epoch: str | None = None) -> bytes
     return frame(obj)
 
 
+def two_subscribers() -> tuple[_Run, tuple[Subscriber, Subscriber], list[_SubConn]]:
+    """A resume-storm run of two subscribers of "rs", with their connections open (as
+    after their 101s), nothing received yet."""
+    opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
+    run = _Run(opts, parse_target(opts.url), None)
+    a, b = run.subs
+    conns = [_SubConn(run, a), _SubConn(run, b)]
+    for c in conns:
+        c._open = True
+    return run, (a, b), conns
+
+
 def test_a_subscriber_counts_duplicates_gaps_disorder_replays_and_bad_data() -> None:
     async def go() -> None:
-        opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
-        run = _Run(opts, parse_target(opts.url), None)
-        a, b = run.subs
-        conns = [_SubConn(run, a), _SubConn(run, b)]
-        for c in conns:
-            c._open = True                                      # as after its 101
+        run, (a, b), conns = two_subscribers()
         reply = frame({"type": "subscribed", "channel": "rs", "epoch": "E", "offset": 10})
         # One read cut anywhere (here mid-frame) reads alike: a and b share the frames.
         stream = reply + msg(11) + msg(12) + msg(12) + msg(14) + msg(13) + msg(3)
@@ -225,12 +233,8 @@ def test_a_subscriber_reads_epoch_less_messages_in_the_epoch_it_is_in() -> None:
     epoch-less frame are the same in both epochs (and parsed once)."""
 
     async def go() -> None:
-        opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
-        run = _Run(opts, parse_target(opts.url), None)
-        a, b = run.subs
-        conns = [_SubConn(run, a), _SubConn(run, b)]
+        run, (a, b), conns = two_subscribers()
         for c in conns:
-            c._open = True                                      # as after its 101
             c.data_received(frame({"type": "subscribed", "channel": "rs", "epoch": "E",
                                    "offset": 0}))
         conns[0].data_received(msg(1, epoch="E") + msg(2) + msg(3))
@@ -257,12 +261,8 @@ def test_a_subscriber_subscribed_before_any_message_takes_the_first_epoch() -> N
     forgotten), the first epoch to begin is the subscriber's own: nothing came before."""
 
     async def go() -> None:
-        opts = ResumeOptions(url="ws://127.0.0.1:9/rs", connections=2)
-        run = _Run(opts, parse_target(opts.url), None)
-        a, b = run.subs
-        conns = [_SubConn(run, a), _SubConn(run, b)]
+        run, (a, b), conns = two_subscribers()
         for c, (epoch, offset) in zip(conns, (("", 0), ("E", 2)), strict=True):
-            c._open = True                                      # as after its 101
             c.data_received(frame({"type": "subscribed", "channel": "rs", "epoch": epoch,
                                    "offset": offset}))
         conns[0].data_received(msg(1, epoch="X") + msg(2))
