@@ -34,7 +34,7 @@ from enum import Enum
 
 from ringcast.ringio import NO_CONN, ConnId, Loop
 from ringcast.server.cluster import Bridge, StreamRead
-from ringcast.server.history import NO_HISTORY, History, Position
+from ringcast.server.history import History, Position, resume_point
 from ringcast.server.hub import Channel, Group, Hub
 from ringcast.server.links import (
     KIND_FORWARD,
@@ -461,12 +461,10 @@ class FanOut:
         position; None when Redis does not hold them all (trimmed by ``history.size``,
         older than ``history.ttl``, or another epoch)."""
         top = read.position
-        if since == NO_HISTORY:
-            if top == NO_HISTORY:
-                return []
-            since = Position(top.epoch, 0)
-        if since.epoch != top.epoch or not 0 <= since.offset <= top.offset:
+        start = resume_point(since, top)
+        if start is None:
             return None
+        since = start
         entries = read.entries
         if len(entries) != top.offset - since.offset or \
                 (entries and entries[0][0] != since.offset + 1):

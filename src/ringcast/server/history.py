@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 from ringcast.server.protocol.auth import ChannelPatterns
 
-__all__ = ["ENTRY_OVERHEAD", "NO_HISTORY", "Evictions", "History", "Position", "Stream"]
+__all__ = ["ENTRY_OVERHEAD", "NO_HISTORY", "Evictions", "History", "Position", "Stream",
+           "resume_point"]
 
 ENTRY_OVERHEAD = 100
 """What one held message costs besides its frame, as the budget counts it (its tuple,
@@ -45,6 +46,18 @@ class Position(NamedTuple):
 
 
 NO_HISTORY = Position("", 0)
+
+
+def resume_point(after: Position, top: Position) -> Position | None:
+    """Where a resume from ``after`` starts in a channel whose last message is at ``top``:
+    ``after`` itself, or the start of ``top``'s epoch for :data:`NO_HISTORY` (every
+    message of the epoch begun since); None when ``after`` is of another epoch or beyond
+    ``top`` (what came after it cannot be known)."""
+    if after == NO_HISTORY:
+        after = Position(top.epoch, 0)
+    if after.epoch != top.epoch or not 0 <= after.offset <= top.offset:
+        return None
+    return after
 
 
 @dataclass(slots=True)
@@ -147,10 +160,10 @@ class History:
         stream = self._streams.get(channel)
         if stream is None:
             return [] if after == NO_HISTORY else None
-        if after == NO_HISTORY:
-            after = Position(stream.epoch, 0)  # every message of the epoch begun since
-        if after.epoch != stream.epoch or not 0 <= after.offset <= stream.top:
+        point = resume_point(after, Position(stream.epoch, stream.top))
+        if point is None:
             return None
+        after = point
         if after.offset + 1 < stream.first:
             return None
         start = after.offset + 1 - stream.first
