@@ -300,10 +300,10 @@ class Clients(Owner):
         # A work list, not recursion: an answer may release the next pipelined request,
         # whose actions are appended here (thousands in one receive).
         work = actions
-        i = 0
-        while i < len(work):
-            action = work[i]
-            i += 1
+        next_action = 0
+        while next_action < len(work):
+            action = work[next_action]
+            next_action += 1
             if isinstance(action, SendBytes):
                 held = self._held.held_bytes(conn) if self._held else None
                 if held is not None:
@@ -380,12 +380,12 @@ class Clients(Owner):
                     continue
                 self._counts.published_http += len(action.messages)
                 batch = _Batch(len(action.messages), self._batch_done(conn, session))
-                for i, m in enumerate(action.messages):
+                for index, m in enumerate(action.messages):
                     reached = fanout.publish(m.channel, data_frame(m.payload, m.text))
                     if reached == FORWARDED:
-                        fanout.when_ordered(batch.answer(i))
+                        fanout.when_ordered(batch.answer(index))
                     else:
-                        batch.answer(i)(fanout.position, reached)
+                        batch.answer(index)(fanout.position, reached)
                 if batch.results_now():
                     work.extend(session.publish_batch_done(batch.results))
             elif isinstance(action, HttpQuery):
