@@ -5,8 +5,8 @@ subscribers, <= 1.2x").
 One `ringcast serve` per cell, pinned to core 0; the client (this process) on core 1:
 ``--subscribers`` WebSocket subscribers of one channel (raw: ``/bench``; ringcast.v1: ``/``
 plus a subscribe command), and a raw WebSocket publisher sending ``--messages`` text
-messages of ``--size`` bytes with at most ``--window`` in flight (a message is in flight
-until every subscriber has it). The subscribers are plain asyncio sockets that count
+messages of ``--size`` bytes in bursts of ``--window`` (one write; the next once every
+subscriber has the burst). The subscribers are plain asyncio sockets that count
 frames (a frame header walk in Python: the client's CPU, not the server's). Server CPU
 is /proc utime+stime from the first publish to the last delivery, divided by the
 deliveries. Cells interleave, ``--runs`` times:
@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,9 +47,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(history: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(history: bool, src: Path | None) -> tuple[subprocess.Popen[bytes], int]:
     env = {**os.environ, "RINGCAST_SHUTDOWN_LAME_DUCK": "0",
            "RINGCAST_LIMITS_PING_INTERVAL": "0"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     if history:
         env["RINGCAST_HISTORY_CHANNELS"] = "bench"
     proc = subprocess.Popen(
@@ -58,6 +61,8 @@ def start_server(history: bool) -> tuple[subprocess.Popen[bytes], int]:
     for line in proc.stderr:
         found = re.search(rb"listening on [\d.]+:(\d+)", line)
         if found:
+            # Keep reading its log: a full pipe would stall the server mid-run.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, int(found.group(1))
     raise RuntimeError("the server did not start")
 
@@ -144,15 +149,16 @@ async def cell(port: int, pid: int, v1: bool, args: argparse.Namespace) -> dict[
     message = mask(b"x" * args.size)
     sent = 0
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    while True:
-        done = min(s.frames for s in subs)
-        while sent < args.messages and sent - done < args.window:
-            publisher.transport.write(message)
-            sent += 1
-        if done >= args.messages:
-            break
-        progress.clear()
-        await progress.wait()
+    while sent < args.messages:
+        # A burst in one write: the server reads it at once and sends each subscriber
+        # the burst in one send, whatever the client's pace (a sliding window would make
+        # the messages per send, and so the cost per delivery, depend on it).
+        burst = min(args.window, args.messages - sent)
+        publisher.transport.write(message * burst)
+        sent += burst
+        while min(s.frames for s in subs) < sent:
+            progress.clear()
+            await progress.wait()
     took, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
     for sub in [*subs, publisher]:
         assert sub.transport is not None
@@ -168,13 +174,19 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--cells", default=",".join(CELLS),
+                        help="comma-separated subset of: " + ", ".join(CELLS))
+    parser.add_argument("--src", type=Path, default=None,
+                        help="run the server from this src directory (another build, e.g. "
+                             "bench/builds.py's checkout of an older revision)")
     args = parser.parse_args()
+    cells = {name: CELLS[name] for name in args.cells.split(",")}
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.subscribers} "
-          f"subscribers, {args.messages} messages of {args.size} B, {args.window} in flight")
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in CELLS}
+          f"subscribers, {args.messages} messages of {args.size} B, bursts of {args.window}")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in cells}
     for run in range(1, args.runs + 1):
-        for name, (v1, history) in CELLS.items():
-            proc, port = start_server(history)
+        for name, (v1, history) in cells.items():
+            proc, port = start_server(history, args.src)
             try:
                 got = asyncio.run(cell(port, proc.pid, v1, args))
             finally:
@@ -183,13 +195,14 @@ def main() -> None:
             results[name].append(got)
             print(f"run {run} {name:12} {got['us_per_delivery']:.3f} µs server CPU per "
                   f"delivery, {got['deliveries_per_s']:,.0f} deliveries/s", flush=True)
-    base = results["raw"]
+    base = results.get("raw")
     print("\n| cell | run | µs server CPU per delivery | ratio to raw (same run) |")
     print("|---|---|---|---|")
     for name, rows in results.items():
         for run, row in enumerate(rows, 1):
-            ratio = row["us_per_delivery"] / base[run - 1]["us_per_delivery"]
-            print(f"| {name} | {run} | {row['us_per_delivery']:.3f} | {ratio:.2f}x |")
+            ratio = (f"{row['us_per_delivery'] / base[run - 1]['us_per_delivery']:.2f}x"
+                     if base else "-")
+            print(f"| {name} | {run} | {row['us_per_delivery']:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

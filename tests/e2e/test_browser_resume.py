@@ -1,7 +1,9 @@
 """The JavaScript client (``GET /ringcast.js``) in a real browser (headless Chromium):
 it loads as a classic ``<script>``, subscribes over ``ringcast.v1``, and after a lost
-connection resumes with every message once, in order; after a server restart it
-resyncs (docs/history.md). Without chromium the tests fail, saying how to install it.
+connection resumes with every message once, in order; after a restart of a server
+whose history is in Redis too, while another node publishes; after a restart without
+it, and after Redis lost its data, it resyncs (docs/history.md). Without chromium the
+tests fail, saying how to install it.
 
 The page's client is built with a ``WebSocket`` class of the test's: the browser's own,
 except that while ``window.offline`` is set it connects to a port nobody listens on,
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
+from tests.cluster.procs import RedisServer
 from tests.support.chromium import INSTALL_HINT, Browser, Page, chromium_path
-from tests.support.teardown import stop_all
+from tests.support.teardown import has_failed, stop_all
 
 from .conftest import StartServer
 from .helpers import HOST, TIMEOUT, publish
@@ -41,9 +45,14 @@ SETUP = """
   document.documentElement.appendChild(script);
 }).then(() => {
   window.offline = false;
+  window.subscribes = 0;  // subscribe commands sent, retries included
   class TestSocket extends WebSocket {
     constructor(url, protocols) {
       super(window.offline ? `ws://127.0.0.1:${closedPort}/` : url, protocols);
+    }
+    send(data) {
+      if (JSON.parse(data).type === "subscribe") subscribes += 1;
+      super.send(data);
     }
   }
   window.got = [];
@@ -223,3 +232,87 @@ def test_the_browser_client_reads_epoch_less_messages_and_resyncs_on_a_new_epoch
             {"channel": CHANNEL, "epoch": "F", "offset": 0, "seen": 2}]
         assert page.evaluate("sub.position") == {"epoch": "F", "offset": 2}
     assert received == [{"type": "subscribe", "id": 1, "channel": CHANNEL}]
+
+
+# -- history in Redis (docs/history.md, "Across nodes") ---------------------------------
+
+
+@pytest.fixture
+def redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    if has_failed(request):
+        print(f"---- redis-server log ----\n{server.log_path.read_text(errors='replace')}")
+    server.cleanup()
+
+
+def publish_when_ordered(port: int, messages: list[str]) -> None:
+    """Publish each message, waiting out the 503s of a node whose Redis link is not up
+    yet (history publishes need Redis: docs/history.md)."""
+    for message in messages:
+        deadline = time.monotonic() + TIMEOUT
+        while (status := publish(port, CHANNEL, message, "text/plain").status) == 503:
+            assert time.monotonic() < deadline, "the node never reached Redis"
+            time.sleep(0.05)
+        assert status == 200, status
+
+
+def test_the_browser_client_resumes_from_redis_across_a_restart_of_its_node(
+        chromium: str, backend: str, start_server: StartServer,
+        restarted: list[ServerProcess], redis: RedisServer) -> None:
+    """Two nodes share the channel's history in Redis. The page's node stops; the other
+    publishes meanwhile; the page's node comes back on the same port and the page gets
+    every message once, in order, in the same epoch: no resync."""
+    env = {"HISTORY_CHANNELS": CHANNEL, "CLUSTER_REDIS_URL": redis.url}
+    first, other = start_server(**env), start_server(**env)
+    with Browser(chromium) as browser:
+        page = open_client(browser, first.port)
+        publish_when_ordered(other.port, ["a1", "a2"])
+        assert wait_received(page, 2) == [(1, "a1"), (2, "a2")]
+
+        assert first.stop() == 0
+        publish_when_ordered(other.port, ["b1", "b2", "b3"])  # while the page is away
+        second = ServerProcess.spawn(env, backend=backend, port=first.port)
+        restarted.append(second)
+        second.wait_listening()
+        publish_when_ordered(other.port, ["c1"])
+
+        expected = [(1, "a1"), (2, "a2"), (3, "b1"), (4, "b2"), (5, "b3"), (6, "c1")]
+        assert wait_received(page, 6) == expected
+        epoch = page.evaluate("got[0][2]")
+        assert epoch != ""
+        assert page.evaluate(f"got.every(([, , e]) => e === {json.dumps(epoch)})") is True
+        assert page.evaluate("resyncs") == []
+        assert page.evaluate("sub.position") == {"epoch": epoch, "offset": 6}
+
+
+def test_the_browser_client_rides_out_a_redis_restart_that_lost_the_history(
+        chromium: str, start_server: StartServer, redis: RedisServer) -> None:
+    """Redis stops: the page's subscription is closed with 1013 and its subscribes are
+    refused ``unavailable`` and retried, with backoff. Redis comes back empty: the
+    subscription is taken, the page resyncs to the new epoch and gets what follows."""
+    server = start_server(HISTORY_CHANNELS=CHANNEL, CLUSTER_REDIS_URL=redis.url)
+    with Browser(chromium) as browser:
+        page = open_client(browser, server.port)
+        publish_when_ordered(server.port, ["a1"])
+        assert wait_received(page, 1) == [(1, "a1")]
+        epoch = page.evaluate("got[0][2]")
+        subscribed = page.evaluate("subscribes")
+
+        redis.stop()
+        page.wait_for("states.some(([state, code]) => state === 'closed' && code === 1013)",
+                      timeout=TIMEOUT)
+        # Refused while Redis is away, and asked again: at least twice on the new
+        # connection, whose first subscribe was refused.
+        page.wait_for(f"subscribes >= {subscribed + 2}", timeout=TIMEOUT)
+        assert publish(server.port, CHANNEL, "lost", "text/plain").status == 503
+
+        redis.start()  # same port, no data: the history and its epoch are gone
+        page.wait_for("resyncs.length > 0", timeout=TIMEOUT)
+        [resync] = page.evaluate("resyncs")
+        assert (resync["channel"], resync["epoch"], resync["offset"]) == (CHANNEL, "", 0)
+        publish_when_ordered(server.port, ["b1"])
+        assert wait_received(page, 2) == [(1, "a1"), (1, "b1")]
+        assert page.evaluate("got[1][2]") not in ("", epoch)
+        assert not any(state == "refused" for state, _ in page.evaluate("states"))

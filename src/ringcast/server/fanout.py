@@ -257,7 +257,7 @@ class FanOut:
             return 0
         if v1 is None and ch.v1:
             v1 = message_frame(channel, *payload_of(frame), None)
-        return hub.publish(channel, frame, exclude, v1)
+        return hub.hold(ch, frame, exclude, v1)
 
     # -- history channels across workers (see .ordering) -------------------------------------
 

@@ -170,13 +170,18 @@ class Hub:
         same message as a ``ringcast.v1`` frame, which the channel's v1 subscribers get
         (given whenever it has some)."""
         ch = self.channels.get(name)
-        if ch is None or not len(ch):
+        return 0 if ch is None else self.hold(ch, frame, exclude, v1)
+
+    def hold(self, ch: Channel, frame: bytes, exclude: ConnId = NO_CONN,
+             v1: bytes | None = None) -> int:
+        """:meth:`publish` to a channel already looked up."""
+        if not len(ch):
             return 0
         ch.pending.append((frame, exclude))
         if ch.v1:
             assert v1 is not None
             ch.pending_v1.append(v1)
-        self._dirty[name] = ch
+        self._dirty[ch.name] = ch
         return ch.reach(exclude)
 
     def take_dirty(self) -> list[Channel]:
