@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, NewType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NewType, Protocol
 
 from typing_extensions import Buffer
 
@@ -89,7 +89,16 @@ class Event(NamedTuple):
     data: bytes
 
 
-RawEvent = tuple[int, int, int, int, int]
+class Received(Protocol):
+    """The bytes a reap received, where the C core put them (see `Loop.reap_raw`): a
+    `Buffer` for C, sliced into bytes for Python."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
+
+RawEvent = tuple[int, ConnId, int, int, int]
 """An event as `Loop.reap_raw` returns it: (kind, conn, res, length, aux); kind is an
 `EventKind` value."""
 
@@ -386,7 +395,7 @@ class Loop:
         heartbeats wait so too)."""
         return bool(lib.rio_behind(self._loop))
 
-    def reap_raw(self, timeout: float | None) -> tuple[list[RawEvent], Buffer]:
+    def reap_raw(self, timeout: float | None) -> tuple[list[RawEvent], Received]:
         """`reap` without copying any bytes, for a consumer that reads them where they lie
         (the load tester's scanner, in C): the events as the C core wrote them, and the
         buffer of the bytes received, valid until the next reap. A DATA event's bytes
@@ -428,5 +437,5 @@ def probe(engine: Engine = Engine.IO_URING) -> Probe | RingUnavailable:
 
 __all__ = [
     "NO_CONN", "ConnId", "Engine", "Event", "EventKind", "Loop", "LoopParams", "Probe", "RawEvent",
-    "probe",
+    "Received", "probe",
 ]
