@@ -180,6 +180,10 @@ def machine() -> dict[str, str]:
         "somaxconn / tcp_max_syn_backlog": f"{(net / 'core/somaxconn').read_text().strip()}"
         f" / {(net / 'ipv4/tcp_max_syn_backlog').read_text().strip()}",
         "nf_conntrack_max": sh(["cat", "/proc/sys/net/netfilter/nf_conntrack_max"]) or "-",
+        # How long each closed connection of an earlier cell stays in the table: with
+        # 120 s (the default), five interleaved runs of four cells nearly fill 262,144.
+        "conntrack TIME_WAIT, s": sh(["cat", "/proc/sys/net/netfilter/"
+                                          "nf_conntrack_tcp_timeout_time_wait"]) or "-",
         "ringcast": f"{commit}" + (", work tree with uncommitted changes" if dirty else ""),
     }
 
