@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.teardown import has_failed, pytest_runtest_makereport, stop_all
+from tests.support.redis import MakeRedis, make_redis, redis
+from tests.support.teardown import pytest_runtest_makereport, stop_all
 
-from .procs import Node, RedisServer
+from .procs import Node
 
-# pytest finds hooks by name in this module; this one comes from tests.support.
-__all__ = ["pytest_runtest_makereport"]
+# pytest finds fixtures and hooks by name in this module; these come from tests.support.
+__all__ = ["MakeRedis", "make_redis", "pytest_runtest_makereport", "redis"]
 
 StartNode = Callable[..., Node]
 
@@ -30,33 +31,6 @@ StartNode = Callable[..., Node]
 # restart in the middle of a test about something else; those tests set it short.
 NODE_DEFAULTS = {"LIMITS_HANDSHAKE_TIMEOUT": 120, "LIMITS_CLOSE_TIMEOUT": 60,
                  "SHUTDOWN_DRAIN_TIMEOUT": 5}
-
-
-MakeRedis = Callable[..., RedisServer]
-
-
-@pytest.fixture
-def make_redis(request: pytest.FixtureRequest) -> Iterator[MakeRedis]:
-    """``make_redis(*redis_server_args, auth=(...))``: a started redis-server on a free port."""
-    started: list[RedisServer] = []
-
-    def make(*extra: str, auth: tuple[str, ...] = ()) -> RedisServer:
-        server = RedisServer(*extra, auth=auth)
-        started.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in started:
-        if has_failed(request):
-            print(f"---- redis-server log ----\n{server.log_path.read_text(errors='replace')}")
-        server.cleanup()
-
-
-@pytest.fixture
-def redis(make_redis: MakeRedis) -> RedisServer:
-    """redis-server --save "" --appendonly no, on a free port."""
-    return make_redis()
 
 
 @pytest.fixture

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.backends import backend, io_uring_skip_reason
+from tests.support.redis import make_redis, redis
 from tests.support.teardown import pytest_runtest_makereport, stop_all
 
 from .server import ServerProcess
 
 # pytest finds fixtures and hooks by name in this module; these come from tests.support.
-__all__ = ["backend", "io_uring_skip_reason", "pytest_runtest_makereport"]
+__all__ = ["backend", "io_uring_skip_reason", "make_redis", "pytest_runtest_makereport",
+           "redis"]
 
 StartServer = Callable[..., ServerProcess]
 

@@ -26,7 +26,7 @@ from websockets.typing import Subprotocol
 
 from tests.cluster.procs import RedisServer
 from tests.support.chromium import INSTALL_HINT, Browser, Page, chromium_path
-from tests.support.teardown import has_failed, stop_all
+from tests.support.teardown import stop_all
 
 from .conftest import StartServer
 from .helpers import HOST, TIMEOUT, publish
@@ -235,16 +235,6 @@ def test_the_browser_client_reads_epoch_less_messages_and_resyncs_on_a_new_epoch
 
 
 # -- history in Redis (docs/history.md, "Across nodes") ---------------------------------
-
-
-@pytest.fixture
-def redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    if has_failed(request):
-        print(f"---- redis-server log ----\n{server.log_path.read_text(errors='replace')}")
-    server.cleanup()
 
 
 def publish_when_ordered(port: int, messages: list[str]) -> None:
