@@ -2,9 +2,9 @@
 
 Follow one message through this file, top to bottom. One iteration of :meth:`Server.run`:
 
-1. ``loop.reap(timeout)`` waits for events (``ringio``: multishot receives and accepts,
-   send completions handled in C); the timeout is the nearest deadline.
-2. :meth:`Server._dispatch` hands each event to the owner of its connection id (a lookup
+1. ``loop.reap_raw(timeout)`` waits for events (``ringio``: multishot receives and
+   accepts, send completions handled in C); the timeout is the nearest deadline.
+2. :meth:`Server.run_once` hands each event to the owner of its connection id (a lookup
    in the :class:`~.table.ConnectionTable`): client connections (:class:`~.clients.Clients`),
    links to the other workers (:class:`~.peers.PeerLinks`), the broker bridge, the signal
    wake-up socket. A client's bytes go to its sans-I/O session
