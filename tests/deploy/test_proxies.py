@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from websockets.sync.client import ClientConnection, connect
 
 from ringcast.config import Config
+from tests.support.rawws import RawWebSocket, handshake_request
 from tests.support.serverproc import ServerProcess
 from tests.support.teardown import stop_all
 
@@ -285,26 +286,16 @@ def wss_from(source: str, proxy: Proxy, tls: Tls, channel: str) -> ClientConnect
                    ssl=tls.client_context(), server_hostname=HOSTNAME, open_timeout=TIMEOUT)
 
 
-def upgrade_status_from(source: str, proxy: Proxy, tls: Tls, channel: str) -> int:
-    """The status the proxy answers a WebSocket upgrade from ``source`` with, read from a
-    plain TLS socket (a refused websockets client that times out waits on its reader thread,
-    blocked in a TLS read, without a bound)."""
+def upgrade_answer_from(source: str, proxy: Proxy, tls: Tls, channel: str) -> bytes:
+    """The head of the proxy's answer to a WebSocket upgrade from ``source``, read by
+    `RawWebSocket` on a plain TLS socket (a refused websockets client that times out waits
+    on its reader thread, blocked in a TLS read, without a bound)."""
     raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT,
                                    source_address=(source, 0))
     with tls.client_context().wrap_socket(raw, server_hostname=HOSTNAME) as conn:
-        conn.sendall(f"GET /{channel} HTTP/1.1\r\nHost: {HOSTNAME}:{proxy.port}\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-        head = b""
-        while b"\r\n" not in head:
-            chunk = conn.recv(4096)   # raises TimeoutError past TIMEOUT
-            assert chunk, f"{proxy.name} closed without an answer: {head!r}"
-            head += chunk
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    match = re.fullmatch(r"HTTP/1\.1 (\d{3}) .*", status_line)
-    assert match is not None, f"not an HTTP/1.1 status line: {status_line!r}"
-    return int(match[1])
+        ws = RawWebSocket(conn)
+        ws.send(handshake_request(f"/{channel}", Host=f"{HOSTNAME}:{proxy.port}"))
+        return ws.read_head(TIMEOUT)
 
 
 @pytest.mark.parametrize("name", [*sorted(COMMANDS), "haproxy"])
@@ -325,7 +316,8 @@ def test_behind_a_trusted_proxy_the_per_address_limit_counts_its_clients(
     proxy = start_proxy(name, tmp_path, tls, server.port)
     try:
         with wss_from("127.0.0.2", proxy, tls, "news") as first:
-            assert upgrade_status_from("127.0.0.2", proxy, tls, "news") == 503
+            refused = upgrade_answer_from("127.0.0.2", proxy, tls, "news")
+            assert refused.startswith(b"HTTP/1.1 503 "), refused
             with wss_from("127.0.0.3", proxy, tls, "news") as other:
                 answer = https_publish(proxy.port, tls, "news", "both")
                 assert answer == {"channel": "news", "subscribers": 2}, answer
