@@ -331,7 +331,7 @@ class Server:
             elif kind == _ACCEPT:
                 self._accepted(conn, res, ConnId(aux), now)
             else:
-                self._dispatch(EventKind(kind), conn, res, now)
+                self._dispatch(kind, conn, res, now)
         self.fanout.flush()
         self.timers.run_due(now)
         if not self.loop.behind:
@@ -361,23 +361,25 @@ class Server:
         else:
             self.table.own(conn, listener.accepted(conn, fd, listener_id, now))
 
-    def _dispatch(self, kind: EventKind, conn: ConnId, res: int, now: float) -> None:
-        """An event other than DATA and ACCEPT (see run_once), to its id's owner."""
+    def _dispatch(self, kind: int, conn: ConnId, res: int, now: float) -> None:
+        """An event other than DATA and ACCEPT (see run_once), to its id's owner. ``kind``
+        is the C core's number: compared with the IntEnum members, not converted (a call
+        per event)."""
         owner = self.table.owner(conn)
         if owner is None:
             return  # the wake-up of a closed id, or a listener closed meanwhile
-        if kind is EventKind.HUP:
+        if kind == EventKind.HUP:
             owner.hung_up(conn, res, now)
-        elif kind is EventKind.CLOSED:
+        elif kind == EventKind.CLOSED:
             self.table.forget(conn)
             owner.released(conn)
-        elif kind is EventKind.OVERFLOW:
+        elif kind == EventKind.OVERFLOW:
             owner.overflowed(conn, now)
-        elif kind is EventKind.HEARTBEAT_TIMEOUT:
+        elif kind == EventKind.HEARTBEAT_TIMEOUT:
             owner.heartbeat_timeout(conn, now)
-        elif kind is EventKind.ACCEPT_ERROR:
+        elif kind == EventKind.ACCEPT_ERROR:
             owner.accept_failed(conn, res, now)
-        elif kind is EventKind.REFUSED:
+        elif kind == EventKind.REFUSED:
             owner.refused(conn, now)
 
     def _timeout(self, now: float) -> float:
