@@ -317,6 +317,20 @@ class Clients(Owner):
                         for name in session.commands.channels:
                             self._fanout.flush_channel(name)
                 loop.send(conn, action.data, force=True)
+            elif isinstance(action, HttpPublish):
+                assert session is not None
+                self._counts.published_http += 1
+                frame = data_frame(action.payload, action.text)
+                reached = self._fanout.publish(action.channel, frame)
+                if reached == FORWARDED:  # answered once the channel's owner has ordered it
+                    self._fanout.when_ordered(self._http_answer(conn, session, action.channel))
+                    continue
+                if reached == UNAVAILABLE:
+                    work.extend(session.publish_refused(503, _OWNER_UNAVAILABLE))
+                    continue
+                self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
+                                      conn, action.channel, reached)
+                work.extend(session.publish_done(reached, self._fanout.position))
             elif isinstance(action, Subscribe):
                 self._opened(conn, f"on channel {action.channel}")
                 if self._bridge is not None:
@@ -356,20 +370,6 @@ class Clients(Owner):
                     self._fanout.when_ordered(answer)
                 else:
                     answer(self._fanout.position, reached)
-            elif isinstance(action, HttpPublish):
-                assert session is not None
-                self._counts.published_http += 1
-                frame = data_frame(action.payload, action.text)
-                reached = self._fanout.publish(action.channel, frame)
-                if reached == FORWARDED:  # answered once the channel's owner has ordered it
-                    self._fanout.when_ordered(self._http_answer(conn, session, action.channel))
-                    continue
-                if reached == UNAVAILABLE:
-                    work.extend(session.publish_refused(503, _OWNER_UNAVAILABLE))
-                    continue
-                self._access_log.line("connection %d: POST /publish/%s 200, reached %d",
-                                      conn, action.channel, reached)
-                work.extend(session.publish_done(reached, self._fanout.position))
             elif isinstance(action, HttpPublishBatch):
                 assert session is not None
                 fanout = self._fanout

@@ -55,6 +55,7 @@ VARIANTS = {
     "origins": dataclasses.replace(BASE, allowed_origins=("https://app.example.com",)),
     "closed": dataclasses.replace(BASE, http_enabled=False, metrics_enabled=False),
     "compression": dataclasses.replace(BASE, compression=True),
+    "prefixed": dataclasses.replace(BASE, path_prefix="/ws", max_channel_name=8),
 }
 
 TOKENS = [PUBLISH_TOKEN, SUBSCRIBE_TOKEN, hs256(), hs256(exp=UNIX_NOW - 1),
@@ -80,7 +81,9 @@ HEADER_POOL: list[tuple[bytes, list[bytes]]] = [
     (b"Origin", [b"https://app.example.com", b"https://evil.example", b"null"]),
     (b"Authorization", [b"Bearer " + t.encode() for t in TOKENS] + [b"Basic abc", b"Bearer"]),
     (b"Content-Type", [b"text/plain", b"application/json; charset=utf-8",
-                       b"application/octet-stream", b"TEXT/HTML"]),
+                       b"application/octet-stream", b"TEXT/HTML", b"Application/JSON",
+                       b"text/ ; x", b"application/json\t;q", b"application/jsonx",
+                       b"text", b";text/plain"]),
     (b"Content-Length", [b"0", b"5", b"x", b"05"]),
     (b"Transfer-Encoding", [b"chunked"]),
     (b"Expect", [b"100-continue"]),
@@ -145,7 +148,9 @@ def requests(draw: st.DrawFn) -> bytes:
             target = draw(st.sampled_from([
                 b"/news?token=" + draw(st.sampled_from(TOKENS)).encode(), b"/publish/news",
                 b"/publish/news?token=" + PUBLISH_TOKEN.encode(), b"/healthz", b"/metrics",
-                b"/bad*chan", b"/", b"/publish/", b"/x" * 70, b"/news",
+                b"/bad*chan", b"/", b"/publish/", b"/x" * 70, b"/news", b"/ws/news",
+                b"/ws/publish/news", b"/ws", b"/ws/", b"/wsnews", b"/ws/publish/news?x",
+                b"/news.1:a@b-c_d", b"/newsletter", b"/publish/newsletter",
             ]))
         elif change == "version":
             version = draw(st.sampled_from([b"HTTP/1.0", b"HTTP/2", b"HTTP/1.1"]))
@@ -237,6 +242,30 @@ def test_one_change_from_plain_is_answered_alike(variant: str) -> None:
         assert drive(fast, [data]) == drive(slow, [data]), data
 
 
+TARGETS = [b"/news", b"/ws/news", b"/wsnews", b"/ws", b"/ws/", b"/ws/ws/news", b"/", b"//news",
+           b"/news?x=1", b"/ws/news?x", b"/news.1:a@b-c_d", b"/newsletter", b"/n%41",
+           b"/bad*chan", b"/n/ews", b"/x" * 70]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_path_is_answered_alike(variant: str) -> None:
+    """The path as both paths read it: under a prefix or not, a channel name too long, a
+    character outside the alphabet, a query; a handshake and a publish of each (text,
+    JSON and binary bodies)."""
+    fast = VARIANTS[variant]
+    slow = dataclasses.replace(fast, fast_path=False)
+    for target in TARGETS:
+        publishes = [b"/publish" + target, target.replace(b"/ws/", b"/ws/publish/", 1)]
+        requests = [b"GET " + target + b" HTTP/1.1\r\n" + b"".join(
+            n + b": " + v + b"\r\n" for n, v in UPGRADE) + b"\r\n"]
+        for path in publishes:
+            for content_type in (b"text/plain", b"Application/JSON ; x", b"image/png"):
+                requests.append(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                + content_type + b"\r\nContent-Length: 2\r\n\r\n\xc3\xa9")
+        for data in requests:
+            assert drive(fast, [data]) == drive(slow, [data]), data
+
+
 # -- taken where it matters ------------------------------------------------------------
 
 
@@ -326,4 +355,9 @@ def test_a_storm_handshake_and_a_publish_take_the_shortcut(
 ) -> None:
     monkeypatch.setattr(fast_path, "read_plain", lambda *a: pytest.fail("read a Plain"))
     actions = Session(BASE, NOW, unix_offset=UNIX_OFFSET).receive_data(data, NOW)
+    assert actions[-1] == last
+    # Under a path prefix too (hs_whole takes it off as unprefixed does).
+    prefixed = VARIANTS["prefixed"]
+    data = data.replace(b" /", b" /ws/", 1)
+    actions = Session(prefixed, NOW, unix_offset=UNIX_OFFSET).receive_data(data, NOW)
     assert actions[-1] == last

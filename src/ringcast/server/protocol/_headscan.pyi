@@ -12,8 +12,11 @@ class _Lib:
     HS_QUERY: int
     HS_CONNECTION: int
     HS_EXTENSIONS: int
+    HS_TEXT: int
     def hs_scan(self, data: bytes, length: int, max_line: int, max_section: int,
                 max_headers: int, out: Any, blob: Any, blob_cap: int) -> int: ...
+    def hs_whole(self, data: bytes, length: int, policy: Any, out: Any, blob: Any,
+                 blob_cap: int) -> int: ...
     def hs_absorb_pongs(self, data: bytes, length: int, aligned: Any) -> int: ...
 
 lib: _Lib

@@ -149,9 +149,9 @@ class Plain:
 # and nothing here is re-entered). A head whose names and values do not fit is left to
 # h11, like any other head past a limit.
 _HEAD: Final = ffi.new("hs_head *")
-# hs_head read in one call (sixteen uint32 then a uint64: no padding), not field by
+# hs_head read in one call (eighteen uint32 then a uint64: no padding), not field by
 # field through cffi (about 50 ns each).
-_HEAD_FIELDS: Final = struct.Struct("=16IQ")
+_HEAD_FIELDS: Final = struct.Struct("=18IQ")
 _HEAD_VIEW: Final = ffi.buffer(_HEAD)
 assert _HEAD_FIELDS.size == ffi.sizeof("hs_head")
 _BLOB_CAP: Final = 64 * 1024
@@ -168,6 +168,29 @@ def _scan(data: bytes, settings: ProtocolSettings) -> tuple[int, tuple[int, ...]
     return None if end <= 0 else (end, _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
 
 
+# hs_whole's reading of the settings, made again only when other settings come (a worker
+# has one at a time; a reload makes new ones): the settings, their hs_policy, and the
+# prefix's bytes the policy points at.
+_policy: tuple[ProtocolSettings, object, object] | None = None
+
+
+def _whole(data: bytes, settings: ProtocolSettings) -> tuple[int, tuple[int, ...]] | None:
+    """:func:`_scan` for data that must be one whole handshake or publish, checked in C
+    as far as the settings go without policy (``hs_whole`` in ``csrc/headscan_api.h``):
+    the head's length and hs_head's fields, or None."""
+    global _policy  # noqa: PLW0603 (a one-entry cache, see above)
+    if _policy is None or _policy[0] is not settings:
+        prefix = ffi.new("uint8_t[]", settings.path_prefix.encode() or b"\0")
+        policy = ffi.new("hs_policy *", {
+            "max_line": settings.max_request_line, "max_section": settings.max_header_size,
+            "max_headers": settings.max_headers, "max_channel": settings.max_channel_name,
+            "max_body": settings.max_http_body, "prefix": prefix,
+            "prefix_len": len(settings.path_prefix.encode())})
+        _policy = (settings, policy, prefix)
+    end = lib.hs_whole(data, len(data), _policy[1], _HEAD, _BLOB, _BLOB_CAP)
+    return None if end <= 0 else (end, _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
+
+
 def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     """The plain request at the start of ``data``, or None (not all here yet, over a
     limit, or anything else this path leaves to h11).
@@ -179,7 +202,7 @@ def read_plain(data: bytes, settings: ProtocolSettings) -> Plain | None:
     if scanned is None:
         return None
     end, (method, toff, tlen, plen, _, blob_len, flags, key_off, origin_off, origin_len,
-          conn_off, conn_len, type_off, type_len, _, _, size) = scanned
+          conn_off, conn_len, type_off, type_len, _, _, _, _, size) = scanned
     if size > settings.max_http_body or len(data) - end < size:
         return None
     return Plain(
@@ -287,43 +310,56 @@ def read_upgrade(
 ) -> PlainUpgrade | None:
     """Accept ``data`` if it is one whole plain handshake (nothing before or after it)
     whose credentials, if any can matter, are read from no header: a connection
-    storm's common case, decided in one scan and no :class:`Plain`. None for anything
+    storm's common case, decided in one C call and no :class:`Plain`. None for anything
     else: the caller then reads ``data`` the usual way (:func:`read_plain`), so this
     only ever answers what :func:`check_upgrade` would."""
-    scanned = _scan(data, settings)
-    if scanned is None or scanned[0] != len(data):
+    scanned = _whole(data, settings)
+    if scanned is None:
         return None
-    (_, toff, _, plen, _, _, flags, key_off, origin_off, origin_len, _, _, _, _, ext_off,
-     ext_len, _) = scanned[1]
-    if not flags & lib.HS_UPGRADE or flags & lib.HS_PROTOCOL or (
+    (method, _, _, _, _, _, flags, key_off, origin_off, origin_len, _, _, _, _, ext_off,
+     ext_len, channel_off, channel_len, _) = scanned[1]
+    if method != lib.HS_GET or flags & lib.HS_PROTOCOL or (
             flags & _TOKEN_PLACES and settings.authenticator.enabled):
-        return None  # not a handshake, or one whose credentials need its headers
-    origin = data[origin_off : origin_off + origin_len] if flags & lib.HS_ORIGIN else None
-    if not _origin_allowed(settings, origin):
+        return None  # a publish, or a handshake whose credentials need its headers
+    if flags & lib.HS_ORIGIN and not _origin_allowed(
+            settings, data[origin_off : origin_off + origin_len]):
         return None
-    path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
     offers = data[ext_off : ext_off + ext_len] if flags & lib.HS_EXTENSIONS else None
-    return _subscriber(settings, path, data[key_off : key_off + 24], _NO_CREDENTIALS,
-                       offers=offers, unix_now=unix_now)
+    return _subscribed(settings, data[channel_off : channel_off + channel_len].decode("ascii"),
+                       data[key_off : key_off + 24], _NO_CREDENTIALS, offers=offers,
+                       unix_now=unix_now)
 
 
 def _subscriber(
     settings: ProtocolSettings, path: str, key: bytes, credentials: Credentials, *,
     offers: bytes | None, unix_now: float | None,
 ) -> PlainUpgrade | None:
-    """A handshake's policy (its origin allowed already): the channel name, the token and
-    what it allows, and the compression agreed for ``offers`` (the
-    Sec-WebSocket-Extensions value, if any); None to leave a refusal to the slow path
-    (a ``ringcast.v1`` client's too: it is answered apart, after a 101)."""
+    """A handshake's policy (its origin allowed already): the channel name, then
+    :func:`_subscribed`'s; None to leave a refusal to the slow path (a ``ringcast.v1``
+    client's too: it is answered apart, after a 101)."""
+    try:
+        channel = None if credentials.subprotocol == SUBPROTOCOL_V1 and path == "/" else \
+            validate_channel(path[1:], settings.max_channel_name)
+    except ChannelNameError:
+        return None
+    return _subscribed(settings, channel, key, credentials, offers=offers, unix_now=unix_now)
+
+
+def _subscribed(
+    settings: ProtocolSettings, channel: str | None, key: bytes, credentials: Credentials, *,
+    offers: bytes | None, unix_now: float | None,
+) -> PlainUpgrade | None:
+    """A handshake's policy once its channel name is valid (None: a ``ringcast.v1``
+    client opening ``/``): the token and what it allows, and the compression agreed for
+    ``offers`` (the Sec-WebSocket-Extensions value, if any); None to leave a refusal to
+    the slow path."""
     v1 = credentials.subprotocol == SUBPROTOCOL_V1
     try:
-        channel = None if v1 and path == "/" else validate_channel(
-            path[1:], settings.max_channel_name)
         auth = settings.authenticator
         grant = auth.authenticate(credentials.token, unix_now, required=auth.require_subscribe,
                                   action="subscribing")
         access = V1_ACCESS if channel is None else auth.subscriber_access(grant, channel)
-    except (ChannelNameError, AuthError):
+    except AuthError:
         return None
     if v1:
         access = V1_ACCESS  # what it may publish is decided per command
@@ -396,29 +432,26 @@ def read_publish(data: bytes, settings: ProtocolSettings) -> tuple[PlainPublish,
     ``POST /publish/<channel>`` to a server that needs no token for publishing, carrying
     none it would read; its publication and body. None for anything else (then read the
     usual way, which reads the token, or answers 401 for a missing one)."""
-    scanned = _scan(data, settings)
-    if scanned is None:
-        return None
-    end, (method, toff, _, plen, _, _, flags, _, origin_off, origin_len, conn_off, conn_len,
-          type_off, type_len, _, _, size) = scanned
     auth = settings.authenticator
     # With no token in the request, only a server that needs none for publishing accepts
     # it (the others answer 401, on the usual path).
-    if (end + size != len(data) or method != lib.HS_POST or size > settings.max_http_body
-            or not settings.http_enabled or auth.publish_configured
-            or (flags & _TOKEN_PLACES and auth.enabled)):
+    if not settings.http_enabled or auth.publish_configured:
         return None
-    path = unprefixed(data[toff : toff + plen].decode("ascii"), settings.path_prefix)
-    if (not path.startswith(_PUBLISH_PREFIX)
-            or (flags & lib.HS_CONNECTION
-                and not _keeps_alive(data[conn_off : conn_off + conn_len]))
+    scanned = _whole(data, settings)
+    if scanned is None:
+        return None
+    end, (method, _, _, _, _, _, flags, _, origin_off, origin_len, _, _, _, _, _, _,
+          channel_off, channel_len, _) = scanned
+    if (method != lib.HS_POST or (flags & _TOKEN_PLACES and auth.enabled)
             or (flags & lib.HS_ORIGIN
                 and not _origin_allowed(settings, data[origin_off : origin_off + origin_len]))):
         return None
     body = data[end:]
-    publication = _publication(settings, path, body, data[type_off : type_off + type_len],
-                               None)
-    return None if publication is None else (publication, body)
+    text = bool(flags & lib.HS_TEXT)
+    if text and not _utf8(body):
+        return None
+    return PlainPublish(data[channel_off : channel_off + channel_len].decode("ascii"),
+                        text), body
 
 
 def _publication(
@@ -432,12 +465,20 @@ def _publication(
     except (ChannelNameError, AuthError):
         return None
     text = is_text(content_type)
-    if text and not body.isascii():
-        try:
-            body.decode()
-        except UnicodeDecodeError:
-            return None
+    if text and not _utf8(body):
+        return None
     return PlainPublish(channel, text)
+
+
+def _utf8(body: bytes) -> bool:
+    """A text message's body must be UTF-8 (RFC 6455 section 8.1)."""
+    if body.isascii():
+        return True
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_batch(

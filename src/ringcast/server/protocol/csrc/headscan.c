@@ -278,6 +278,85 @@ int64_t hs_scan(const uint8_t *p, size_t n, uint32_t max_line, uint32_t max_sect
     return (int64_t)(i + 2);
 }
 
+/* ---- whole requests (hs_whole) --------------------------------------------- */
+
+static int channel_char(uint8_t c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+        || c == '_' || c == '-' || c == '.' || c == ':' || c == '@';
+}
+
+static int valid_channel(const uint8_t *p, size_t n, uint32_t max)
+{
+    if (n < 1 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!channel_char(p[i]))
+            return 0;
+    return 1;
+}
+
+static int starts_nocase(const uint8_t *p, size_t n, const char *lower)
+{
+    size_t k = strlen(lower);
+    return n >= k && eq_nocase(p, k, lower);
+}
+
+/* fast_path.is_text: the media type (before any ";", trimmed) is text/... or
+ * application/json. A plain value holds only VCHARs and SP / HTAB. */
+static int is_text(const uint8_t *p, size_t n)
+{
+    const uint8_t *semi = memchr(p, ';', n);
+    if (semi)
+        n = (size_t)(semi - p);
+    while (n && ows(p[n - 1]))
+        n--;
+    while (n && ows(*p)) {
+        p++;
+        n--;
+    }
+    return starts_nocase(p, n, "text/") || eq_nocase(p, n, "application/json");
+}
+
+int64_t hs_whole(const uint8_t *p, size_t n, const hs_policy *pol, hs_head *out,
+                 uint8_t *blob, size_t cap)
+{
+    int64_t end = hs_scan(p, n, pol->max_line, pol->max_section, pol->max_headers, out,
+                          blob, cap);
+    if (end <= 0)
+        return 0;
+    size_t path = out->target_off, plen = out->path_len, k = pol->prefix_len;
+    if (k && plen > k && memcmp(p + path, pol->prefix, k) == 0 && p[path + k] == '/') {
+        path += k;
+        plen -= k;
+    }
+    static const char publish[] = "/publish/";
+    const size_t skip = sizeof(publish) - 1;
+    if (out->method == HS_GET) {
+        if (!(out->flags & HS_UPGRADE) || (size_t)end != n)
+            return 0;
+        path += 1;      /* the "/" */
+        plen -= 1;
+    } else {
+        uint64_t body = n - (size_t)end;
+        if (body != out->content_length || body > pol->max_body || plen < skip ||
+            memcmp(p + path, publish, skip) != 0)
+            return 0;
+        if ((out->flags & HS_CONNECTION) &&
+            !eq_nocase(p + out->conn_off, out->conn_len, "keep-alive"))
+            return 0;
+        if (is_text(p + out->type_off, out->type_len))
+            out->flags |= HS_TEXT;
+        path += skip;
+        plen -= skip;
+    }
+    if (!valid_channel(p + path, plen, pol->max_channel))
+        return 0;
+    out->channel_off = (uint32_t)path;
+    out->channel_len = (uint32_t)plen;
+    return end;
+}
+
 int hs_absorb_pongs(const uint8_t *d, size_t len, int *aligned)
 {
     int frames = 0, pong = 0;

@@ -55,6 +55,7 @@ enum {
     HS_QUERY = 16,           /* the target has a query ("?")                        */
     HS_CONNECTION = 32,      /* a Connection header: conn_off, conn_len             */
     HS_EXTENSIONS = 64,      /* a Sec-WebSocket-Extensions header: ext_off, ext_len */
+    HS_TEXT = 128,           /* hs_whole: a publish whose Content-Type is text      */
 };
 
 typedef struct hs_head {
@@ -74,11 +75,41 @@ typedef struct hs_head {
     uint32_t type_len;
     uint32_t ext_off;        /* HS_EXTENSIONS: its value                         */
     uint32_t ext_len;
+    uint32_t channel_off;    /* hs_whole: the channel the path names             */
+    uint32_t channel_len;
     uint64_t content_length; /* 0 without a Content-Length                       */
 } hs_head;
 
 int64_t hs_scan(const uint8_t *data, size_t len, uint32_t max_line, uint32_t max_section,
                 uint32_t max_headers, hs_head *out, uint8_t *blob, size_t blob_cap);
+
+/* hs_whole: the server's settings that a whole request is decided by (built once
+ * per settings by fast_path.py). */
+typedef struct hs_policy {
+    uint32_t max_line, max_section, max_headers;  /* as hs_scan's                    */
+    uint32_t max_channel;    /* server.max_channel_name                          */
+    uint64_t max_body;       /* limits.max_http_body                             */
+    const uint8_t *prefix;   /* server.path_prefix ("" for none)                 */
+    uint32_t prefix_len;
+} hs_policy;
+
+/* hs_whole: `data` read by hs_scan as exactly one whole plain request, and kept
+ * only if it is one of the two a connection storm and a publishing backend send
+ * over and over:
+ *
+ *   a WebSocket handshake (HS_UPGRADE) on "/<channel>", nothing after its head;
+ *   "POST /publish/<channel>" whose body is the rest of `data` (at most max_body
+ *   bytes), with no Connection header but one whose value is "keep-alive" (any
+ *   case); HS_TEXT set when its Content-Type, up to any ";", is text/... or
+ *   application/json (any case, whitespace around it ignored);
+ *
+ * the path taken without the policy's prefix (as fast_path.unprefixed does) and
+ * the channel a valid name (channels.py: 1 to max_channel of A-Z a-z 0-9 _ - .
+ * : @), at channel_off. Returns the head's length, or 0 for anything else: the
+ * caller then reads `data` the usual way. Everything a token, an Origin or an
+ * extension offer decides is left to the caller, through the flags. */
+int64_t hs_whole(const uint8_t *data, size_t len, const hs_policy *policy, hs_head *out,
+                 uint8_t *blob, size_t blob_cap);
 
 /* hs_absorb_pongs: ringio's heartbeat absorber (rio_heartbeat_config) for a
  * WebSocket server. `data` is what a client sent, starting at a frame
