@@ -19,7 +19,8 @@ pytestmark = pytest.mark.kernel
 ZC_ARENA = 8 << 20
 
 
-def _zc_server(make_loop: Callable[..., Loop], peers: Peers, **params: Any) -> Server:
+def _zc_server(make_loop: Callable[..., Loop], peers: Peers, zc_loopback: bool = True,
+               **params: Any) -> Server:
     """A loop whose arena is registered. RLIMIT_MEMLOCK is shared by every ring of this user
     and freed only when a closed ring's teardown has run, so give it a moment; if 8 MiB will
     not fit, 1 MiB is enough for this test."""
@@ -27,7 +28,8 @@ def _zc_server(make_loop: Callable[..., Loop], peers: Peers, **params: Any) -> S
     for size in (ZC_ARENA, 1 << 20):
         deadline = time.monotonic() + 2
         while True:
-            loop = make_loop(zc_threshold=4096, arena_size=size, zc_loopback=True, **params)
+            loop = make_loop(zc_threshold=4096, arena_size=size, zc_loopback=zc_loopback,
+                             **params)
             p = loop.probe()
             if p.arena_registered or time.monotonic() > deadline:
                 break
@@ -107,5 +109,29 @@ def test_zc_keep_goes_on_with_zero_copy_after_copied_notifications(
     st = loop.stats()
     assert st["zc_sends"] >= 4 * 2
     assert st["zc_copied"] == st["zc_sends"]
+    for c in clients:
+        assert c.rx == stream
+
+
+@pytest.mark.parametrize("engine", [Engine.IO_URING], indirect=True)
+def test_an_accepted_loopback_peer_never_gets_zero_copy_by_default(
+        make_loop: Callable[..., Loop], peers: Peers) -> None:
+    # Without zc_loopback, an accepted peer on loopback is known to copy: asked (once) at
+    # its first frame past the threshold, not at accept, and never sent SEND_ZC.
+    srv = _zc_server(make_loop, peers, zc_loopback=False)
+    loop = srv.loop
+    clients = srv.connect(2)
+    conns = ids(c.conn for c in clients)
+    stream = b""
+    for i in range(3):
+        msg = pattern(i, 64 << 10)
+        stream += msg
+        slot = loop.slot(msg)
+        assert loop.fanout(slot, conns, 2) == 2
+        loop.release(slot)
+        srv.received(clients, len(stream))
+    st = stats_settle(loop, slots_live=0, queued_bytes=0)
+    assert st["zc_sends"] == 0, st
+    assert st["send_bytes"] == 2 * len(stream)
     for c in clients:
         assert c.rx == stream

@@ -96,6 +96,8 @@ typedef struct conn {
     uint8_t send_broken;        /* a send failed: nothing more goes out              */
     uint8_t overflowed;         /* overflow reported; cleared when the queue empties */
     uint8_t zc_off;             /* the kernel copied a zero-copy send to this peer   */
+    uint8_t zc_unchecked;       /* uring: accepted; whether the peer is loopback is
+                                   asked at its first zero-copy candidate           */
     uint8_t rd_closed;          /* EOF or error seen on receive                      */
     uint8_t hup_sent;
     uint8_t accept_paused;

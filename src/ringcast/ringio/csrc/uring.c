@@ -235,12 +235,41 @@ static void zc_put(rio_loop *l, uint32_t i)
     l->zc_free = i;
 }
 
+/* Zero-copy to a loopback peer always falls back to a copy (MSG_ZEROCOPY
+ * doc, "Loopback"), and only adds a notification per send. */
+static int peer_is_loopback(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 1;   /* AF_UNIX and the like: local */
+}
+
 static int zc_eligible(rio_loop *l, conn *c)
 {
     if (!l->probe.zc_enabled || c->zc_off)
         return 0;
     qent *e = &c->q[c->qhead & (c->qcap - 1)];
-    return rio_slot_in_arena(l, e->slot) && e->len - e->off >= l->p.zc_threshold;
+    if (!rio_slot_in_arena(l, e->slot) || e->len - e->off < l->p.zc_threshold)
+        return 0;
+    if (c->zc_unchecked) {
+        /* Asked here, not at accept: a storm's connections send small frames
+         * (if any), and a system call per accept for nothing adds up. */
+        c->zc_unchecked = 0;
+        if (peer_is_loopback(c->fd)) {
+            c->zc_off = 1;  /* the kernel would copy: don't try */
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Start a send for everything queued, if none is in flight. */
@@ -529,24 +558,6 @@ static void on_recv(rio_loop *l, struct io_uring_cqe *cqe)
     finish_op(l, id);
 }
 
-/* Zero-copy to a loopback peer always falls back to a copy (MSG_ZEROCOPY
- * doc, "Loopback"), and only adds a notification per send. */
-static int peer_is_loopback(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    if (ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) ||
-               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 1;   /* AF_UNIX and the like: local */
-}
-
 static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
 {
     uint32_t lid = ud_idx(cqe->user_data);
@@ -560,8 +571,7 @@ static void on_accept(rio_loop *l, struct io_uring_cqe *cqe)
             rio_ev_put(l, RIO_EV_REFUSED, lid, 0, 0, 0);
         } else {
             /* (TCP_NODELAY: inherited from the listener, see rio_listen) */
-            if (l->probe.zc_enabled && !l->p.zc_loopback && peer_is_loopback(res))
-                l->conns[id].zc_off = 1;    /* the kernel would copy: don't try */
+            l->conns[id].zc_unchecked = !l->p.zc_loopback;  /* see zc_eligible */
             install_file(l, (uint32_t)id);
             arm_recv(l, (uint32_t)id);
             l->st.accepts++;
