@@ -1,7 +1,8 @@
 """The runtime's two timer heaps.
 
 - :class:`Timers`: one-off callbacks (an accept to resume, a lingering connection to
-  reset). Few, so each is a small object with its callback.
+  reset: one per connection closing, thousands in a storm's closes), each a tuple with
+  its callback.
 - :class:`Deadlines`: one deadline per connection whose session has something to do at a
   time (a handshake timeout, a keepalive ping, a close timeout). There are as many as
   connections, so each is a ``(deadline, conn)`` tuple and no closure, and moving one
@@ -14,38 +15,36 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ringcast.ringio import ConnId
 
 __all__ = ["Deadlines", "Timers"]
 
 
-@dataclass(order=True, slots=True)
-class _Timer:
-    when: float
-    seq: int
-    fn: Callable[[], None] = field(compare=False)
-
-
 class Timers:
-    """Callbacks to run at a time."""
+    """Callbacks to run at a time.
+
+    Each is a ``(when, seq, fn)`` tuple: the heap compares tuples in C, and ``seq`` (unique)
+    settles equal times in the order they were asked for, so ``fn`` is never compared. (A
+    connection storm's closes put thousands here at once, one per lingering connection;
+    with a dataclass's ``__lt__`` each push cost a dozen Python calls.)
+    """
 
     def __init__(self) -> None:
-        self._heap: list[_Timer] = []
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
 
     def call_at(self, when: float, fn: Callable[[], None]) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, _Timer(when, self._seq, fn))
+        heapq.heappush(self._heap, (when, self._seq, fn))
 
     def next_time(self) -> float | None:
-        return self._heap[0].when if self._heap else None
+        return self._heap[0][0] if self._heap else None
 
     def run_due(self, now: float) -> None:
         heap = self._heap
-        while heap and heap[0].when <= now:
-            heapq.heappop(heap).fn()
+        while heap and heap[0][0] <= now:
+            heapq.heappop(heap)[2]()
 
 
 class Deadlines:
