@@ -246,13 +246,13 @@ def _collect_for_serving() -> None:
     the youngest generation collected every GC_YOUNGEST allocations.
 
     A connection storm allocates a few dozen objects per handshake, almost none of them
-    in cycles. With Python's 700 the collector ran every sixty or so handshakes, and its
-    middle generation, which holds the sessions of the last thousands, every six hundred:
-    10,000 handshakes and then their closes cost 164 + 15 + 1 collections, 39 ms; at
-    10,000, 11 + 1 collections, 14.5 ms (docs/benchmarks.md). What it costs: cyclic
-    garbage waits for at most that many allocations more before it is freed. (Freezing
-    the start-up objects, as some servers do, made it worse here: with nothing counted
-    as long-lived, the first storm triggers full collections.)
+    in cycles. With Python's 700, 10,000 handshakes and then their closes made 110
+    collections of the youngest generation, 9 of the middle one and a full one (15-19
+    ms, in which nothing is served): 25-31 ms in all. At 10,000: 8 collections, 6-10 ms
+    (``bench/gc_serve.py``, docs/benchmarks.md). What it costs: cyclic garbage waits
+    for at most that many allocations more before it is freed. (Freezing the start-up
+    objects, as some servers do, made it worse here: with nothing counted as long-lived,
+    a storm's first sessions soon trigger a full collection.)
     """
     gc.collect()
     gc.set_threshold(GC_YOUNGEST, 10, 10)
