@@ -12,7 +12,7 @@ import pytest
 
 from ringcast.ringio import Engine, Loop
 
-from .helpers import Peers, Server, ids, pattern, stats_settle
+from .helpers import Client, Peers, Server, ids, pattern, stats_settle
 
 pytestmark = pytest.mark.kernel
 
@@ -48,6 +48,25 @@ def _zc_server(make_loop: Callable[..., Loop], peers: Peers, zc_loopback: bool =
     if not p.zc_enabled:
         pytest.skip(f"zero-copy is off on this ring:\n{p}")
     return Server(loop, peers)
+
+
+def _fan_out(srv: Server, clients: list[Client], messages: int) -> bytes:
+    """Fan ``messages`` messages of 64 KiB out to ``clients``, each received whole and its
+    notifications in before the next; the stream every client got, intact."""
+    loop = srv.loop
+    conns = ids(c.conn for c in clients)
+    stream = b""
+    for i in range(messages):
+        msg = pattern(i, 64 << 10)
+        stream += msg
+        slot = loop.slot(msg)
+        assert loop.fanout(slot, conns, len(clients)) == len(clients)
+        loop.release(slot)
+        srv.received(clients, len(stream))
+        stats_settle(loop, slots_live=0)
+    for c in clients:
+        assert c.rx == stream
+    return stream
 
 
 @pytest.mark.parametrize("engine", [Engine.IO_URING], indirect=True)
@@ -94,23 +113,12 @@ def test_zc_keep_goes_on_with_zero_copy_after_copied_notifications(
         make_loop: Callable[..., Loop], peers: Peers) -> None:
     # The control for the test above: what stops SEND_ZC is the copied report.
     srv = _zc_server(make_loop, peers, zc_keep=True)
-    loop = srv.loop
     clients = srv.connect(2)
-    conns = ids(c.conn for c in clients)
-    stream = b""
-    for i in range(4):
-        msg = pattern(i, 64 << 10)
-        stream += msg
-        slot = loop.slot(msg)
-        assert loop.fanout(slot, conns, 2) == 2
-        loop.release(slot)
-        srv.received(clients, len(stream))
-        stats_settle(loop, slots_live=0)            # every notification is in
-    st = loop.stats()
+    stream = _fan_out(srv, clients, 4)
+    st = srv.loop.stats()
     assert st["zc_sends"] >= 4 * 2
     assert st["zc_copied"] == st["zc_sends"]
-    for c in clients:
-        assert c.rx == stream
+    assert st["send_bytes"] == 2 * len(stream)
 
 
 @pytest.mark.parametrize("engine", [Engine.IO_URING], indirect=True)
@@ -119,19 +127,8 @@ def test_an_accepted_loopback_peer_never_gets_zero_copy_by_default(
     # Without zc_loopback, an accepted peer on loopback is known to copy: asked (once) at
     # its first frame past the threshold, not at accept, and never sent SEND_ZC.
     srv = _zc_server(make_loop, peers, zc_loopback=False)
-    loop = srv.loop
     clients = srv.connect(2)
-    conns = ids(c.conn for c in clients)
-    stream = b""
-    for i in range(3):
-        msg = pattern(i, 64 << 10)
-        stream += msg
-        slot = loop.slot(msg)
-        assert loop.fanout(slot, conns, 2) == 2
-        loop.release(slot)
-        srv.received(clients, len(stream))
-    st = stats_settle(loop, slots_live=0, queued_bytes=0)
+    stream = _fan_out(srv, clients, 3)
+    st = stats_settle(srv.loop, slots_live=0, queued_bytes=0)
     assert st["zc_sends"] == 0, st
     assert st["send_bytes"] == 2 * len(stream)
-    for c in clients:
-        assert c.rx == stream
