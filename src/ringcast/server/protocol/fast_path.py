@@ -39,9 +39,11 @@ The answers are written here too, byte for byte what h11 and wsproto write.
 
 Two shortcuts take the commonest cases in fewer steps still: :func:`read_upgrade` and
 :func:`read_publish` decide data that is exactly one handshake or one publish, whose token
-(if tokens are on) is in no header and no query, straight from the scanner's offsets,
-without a :class:`Plain`. They answer nothing :func:`check_upgrade` and
-:func:`check_publish` would not (a property test holds them to it).
+(if tokens are on) is in no header and no query, without a :class:`Plain`: one C call
+(``hs_whole``) reads the head, takes the path prefix off, checks the channel name and a
+publish's keep-alive and Content-Type, and Python adds the policy (origin, token,
+compression). They answer nothing :func:`check_upgrade` and :func:`check_publish` would
+not (property tests hold them to it).
 """
 
 from __future__ import annotations
@@ -180,12 +182,12 @@ def _whole(data: bytes, settings: ProtocolSettings) -> tuple[int, tuple[int, ...
     the head's length and hs_head's fields, or None."""
     global _policy  # noqa: PLW0603 (a one-entry cache, see above)
     if _policy is None or _policy[0] is not settings:
-        prefix = ffi.new("uint8_t[]", settings.path_prefix.encode() or b"\0")
+        raw = settings.path_prefix.encode()  # ASCII (the configuration's pattern)
+        prefix = ffi.new("uint8_t[]", raw or b"\0")
         policy = ffi.new("hs_policy *", {
             "max_line": settings.max_request_line, "max_section": settings.max_header_size,
             "max_headers": settings.max_headers, "max_channel": settings.max_channel_name,
-            "max_body": settings.max_http_body, "prefix": prefix,
-            "prefix_len": len(settings.path_prefix.encode())})
+            "max_body": settings.max_http_body, "prefix": prefix, "prefix_len": len(raw)})
         _policy = (settings, policy, prefix)
     end = lib.hs_whole(data, len(data), _policy[1], _HEAD, _BLOB, _BLOB_CAP)
     return None if end <= 0 else (end, _HEAD_FIELDS.unpack_from(_HEAD_VIEW))
