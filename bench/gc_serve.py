@@ -46,10 +46,11 @@ class Recorder:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        result = {phase: {str(gen): {"collections": int(n), "seconds": round(s, 6)}
-                          for gen, (n, s) in sorted(counts.items())}
-                  for phase, counts in self.phases.items()}
-        result["thresholds"] = list(gc.get_threshold())  # type: ignore[assignment]
+        result: dict[str, object] = {
+            phase: {str(gen): {"collections": int(n), "seconds": round(s, 6)}
+                    for gen, (n, s) in sorted(counts.items())}
+            for phase, counts in self.phases.items()}
+        result["thresholds"] = list(gc.get_threshold())
         path.write_text(json.dumps(result, indent=2) + "\n")
 
 
