@@ -68,7 +68,7 @@ def _fan_out_across_workers(start_node: StartNode, per_worker: int, n_ws: int, n
             assert metric(m, "ringcast_workers_linked", worker=worker) == 2   # as /healthz
             published = metric(m, "ringcast_messages_published_total", worker=worker)
             assert published == 2 * n_ws + n_http
-            # The host view: this worker live, the other as of its last report (<= 1 s).
+            # The host view: this worker live, the other as of its last report (<= 2 s).
             await wait_until(
                 lambda c=conn, w=worker, o=other: _host_view_settled(c, w, o, per_worker),
                 5, f"ringcast_host_connections on worker {worker}")
@@ -101,6 +101,37 @@ def test_two_workers_500_subscribers_each_get_everything_once_in_order(
 def test_two_workers_on_epoll(start_node: StartNode) -> None:
     """The same hand-off on the epoll backend, smaller."""
     _fan_out_across_workers(start_node, per_worker=50, n_ws=40, n_http=20, backend="epoll")
+
+
+@pytest.mark.timeout(60)
+def test_three_workers_each_see_every_worker_through_the_collector(
+        start_node: StartNode) -> None:
+    """The headline numbers go through worker 0: workers 1 and 2 send theirs only to it,
+    and each still reports the other's in its ``ringcast_host_*`` series."""
+    node = start_node(workers=3)
+    subscribers = {0: 2, 1: 3, 2: 4}
+
+    async def main() -> None:
+        await linked(node)
+        subs = await open_on_workers(node.port, subscribers, "host")
+        https = await open_on_workers(node.port, {0: 1, 1: 1, 2: 1})
+        # Each worker's open connections: its subscribers and one HTTP connection.
+        wanted = {str(w): n + 1 for w, n in subscribers.items()}
+        for w, (conn,) in https.items():
+            await wait_until(lambda c=conn: _host_view_is(c, wanted), 10,
+                             f"every worker's ringcast_host_connections on worker {w}",
+                             interval=0.2)
+        close_all([c for cs in subs.values() for c in cs] +
+                  [c for cs in https.values() for c in cs])
+
+    run(main())
+
+
+async def _host_view_is(conn: Conn, wanted: dict[str, int]) -> bool:
+    m = await conn.metrics()
+    return all(m.has("ringcast_host_connections", worker=w)
+               and metric(m, "ringcast_host_connections", worker=w) == n
+               for w, n in wanted.items())
 
 
 @pytest.mark.timeout(90)

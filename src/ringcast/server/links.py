@@ -19,14 +19,17 @@ import struct
 from dataclasses import dataclass
 
 KIND_PUBLISH = 1   # body: a complete WebSocket frame (or run of frames)
-KIND_STATS = 2     # body: JSON counters of the sending worker; channel: its id
+KIND_STATS = 2     # to the collector: JSON counters of the sending worker; channel: its id
+# From the collector to every other worker: every worker's last counters, JSON
+# {id: counters}; channel: the collector's id (see .peers).
+KIND_HOST_STATS = 7
 # A history channel's order, decided by its owner worker (bodies: see .ordering).
 KIND_FORWARD = 3    # to the owner: a message to order
 KIND_SEQUENCED = 4  # from the owner to every other worker: a message with its position
 KIND_JOIN = 5       # to the owner: a ringcast.v1 subscription (maybe a resume)
 KIND_JOINED = 6     # from the owner: its answer
 ORDERING_KINDS = frozenset({KIND_FORWARD, KIND_SEQUENCED, KIND_JOIN, KIND_JOINED})
-_KINDS = frozenset({KIND_PUBLISH, KIND_STATS}) | ORDERING_KINDS
+_KINDS = frozenset({KIND_PUBLISH, KIND_STATS, KIND_HOST_STATS}) | ORDERING_KINDS
 
 _HEADER = struct.Struct("!BHI")
 MAX_BODY = 1 << 30

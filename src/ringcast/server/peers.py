@@ -6,7 +6,16 @@ the supervisor's pid (the token) and the worker index. Worker *i* sends to worke
 the connection *i* opened, and receives on the connections it accepted; so a restarted
 worker simply connects again and is connected to. The sockets live on the worker's loop
 like any client socket; what travels on them is records (:mod:`.links`): a published frame,
-or a worker's headline numbers.
+or workers' headline numbers.
+
+The headline numbers (what lets any worker answer ``/metrics`` and ``/status`` for the
+whole host) go through one worker, the collector (worker 0): every other worker sends it
+its own once a second, and it sends every other worker all of them once a second. That is
+2(N-1) records a second for N workers; each worker sending its own to every other was
+N(N-1), and with the 58 workers a million connections need on this 2-core machine
+(20,000 open files a process), that alone kept a third of a core busy while nothing
+happened (docs/scaling.md). The price: a worker's numbers reach the others up to two
+seconds old, and while the collector restarts they stand still.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Any
 
 from ringcast.ringio import ConnId
 from ringcast.server.links import (
+    KIND_HOST_STATS,
     KIND_PUBLISH,
     KIND_STATS,
     ORDERING_KINDS,
@@ -34,6 +44,7 @@ log = logging.getLogger("ringcast")
 LINK_CAP = 64 << 20          # bytes a stuck peer worker may hold before we drop
 LINK_RETRY = 0.2
 STATS_INTERVAL = 1.0         # how often a worker shares its headline numbers
+COLLECTOR = 0                # the worker they go through (see above)
 
 
 def link_address(token: str, worker: int) -> bytes:
@@ -45,9 +56,9 @@ class PeerLinks(Owner):
 
     It owns (see :mod:`.table`) its listener and every link. A KIND_PUBLISH record goes to
     ``on_publish(channel, frame)``; the records of a history channel's order (see
-    :mod:`.ordering`) to ``on_ordering(kind, channel, body)``; a KIND_STATS record is kept
-    in :attr:`stats`, and this worker's own ``snapshot()`` goes to the others every
-    STATS_INTERVAL.
+    :mod:`.ordering`) to ``on_ordering(kind, channel, body)``. Every STATS_INTERVAL this
+    worker's own ``snapshot()`` goes to the collector, and the collector sends every
+    other worker all the snapshots it holds; what arrives is kept in :attr:`stats`.
     """
 
     def __init__(self, table: ConnectionTable, token: str, worker: int, count: int, *,
@@ -99,8 +110,7 @@ class PeerLinks(Owner):
             log.debug("linked to worker %d", peer)
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
-            body = json.dumps(self._snapshot()).encode()
-            self.broadcast(encode_record(KIND_STATS, str(self.worker), body))
+            self._share_stats()
 
     def next_attempt(self) -> float | None:
         return min([*self._retry.values(), self._next_stats])
@@ -118,8 +128,12 @@ class PeerLinks(Owner):
                 self._on_publish(rec.channel, rec.body)
             elif rec.kind in ORDERING_KINDS:
                 self._on_ordering(rec.kind, rec.channel, rec.body)
-            else:
+            elif rec.kind == KIND_STATS:  # (at the collector)
                 self.stats[rec.channel] = json.loads(rec.body)
+            else:  # KIND_HOST_STATS, from the collector: every worker's but this one's
+                host = json.loads(rec.body)
+                host.pop(str(self.worker), None)  # its own is live where it is used
+                self.stats = host
 
     def hung_up(self, conn: ConnId, err: int, now: float) -> None:
         """A link hung up: forget it (and reconnect if it was outbound)."""
@@ -145,6 +159,19 @@ class PeerLinks(Owner):
             return True
         self.dropped += 1
         return False
+
+    def _share_stats(self) -> None:
+        """This worker's snapshot to the collector; at the collector, every snapshot it
+        holds (its own now, the others' latest) to every other worker."""
+        mine = self._snapshot()
+        if self.worker != COLLECTOR:
+            if COLLECTOR in self.out:  # (while it restarts, nothing: no drop to count)
+                self.send_to(COLLECTOR, encode_record(KIND_STATS, str(self.worker),
+                                                      json.dumps(mine).encode()))
+            return
+        host = {**self.stats, str(self.worker): mine}
+        self.broadcast(encode_record(KIND_HOST_STATS, str(self.worker),
+                                     json.dumps(host).encode()))
 
     def broadcast(self, record: bytes) -> None:
         for conn in self.out.values():
