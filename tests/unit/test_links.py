@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ringcast.server.links import (
+    KIND_HOST_STATS,
     KIND_PUBLISH,
     KIND_STATS,
     MAX_BODY,
+    ORDERING_KINDS,
     LinkProtocolError,
     Record,
     RecordReader,
@@ -20,7 +22,8 @@ from ringcast.server.links import (
 )
 
 records = st.lists(
-    st.builds(Record, st.sampled_from([KIND_PUBLISH, KIND_STATS]),
+    st.builds(Record, st.sampled_from([KIND_PUBLISH, KIND_STATS, KIND_HOST_STATS,
+                                       *sorted(ORDERING_KINDS)]),
               st.text(max_size=40), st.binary(max_size=3000)),
     max_size=6,
 )

@@ -130,10 +130,11 @@ class PeerLinks(Owner):
                 self._on_ordering(rec.kind, rec.channel, rec.body)
             elif rec.kind == KIND_STATS:  # (at the collector)
                 self.stats[rec.channel] = json.loads(rec.body)
-            else:  # KIND_HOST_STATS, from the collector: every worker's but this one's
+            else:  # KIND_HOST_STATS, from the collector: every worker's latest
                 host = json.loads(rec.body)
                 host.pop(str(self.worker), None)  # its own is live where it is used
-                self.stats = host
+                # Merged, not replaced: a collector that just restarted knows only its own.
+                self.stats.update(host)
 
     def hung_up(self, conn: ConnId, err: int, now: float) -> None:
         """A link hung up: forget it (and reconnect if it was outbound)."""
