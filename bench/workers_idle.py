@@ -30,23 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from builds import Build, prepare
 from run import PY, free_port, machine
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from ringcast.loadtest import procstat
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants (user + system, as /proc has them)."""
-    total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # gone meanwhile
-    return total
+    """CPU seconds of ``pid`` and its workers, as the load tester reads a server's."""
+    return sum(procstat.sample(p, pss=False).cpu_ns
+               for p in procstat.with_children([pid])) / 1e9
 
 
 def context_switches() -> int:
