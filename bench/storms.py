@@ -93,6 +93,7 @@ CONCURRENCY = 512          # handshakes in flight per client process
 ADDRS_PER_CLIENT = 40      # client k binds to 127.0.0.(2 + 40k) .. (41 + 40k)
 WORKERS = 8
 CLIENTS = 6
+QUIET_LOAD = 1.0           # one-minute load average a handshake cell waits to be under
 PUBLISH_EVERY = 2.0        # seconds, during the storm (a publish to 100,000 costs ~1.8 s CPU)
 CONNTRACK_QUIET = 40_000   # conntrack entries left before a big cell starts
 TICK = os.sysconf("SC_CLK_TCK")
@@ -242,12 +243,18 @@ def children(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime of the processes (every thread of each), in seconds."""
-    total = 0
+    """CPU time of the processes, every live thread of each, in seconds: the scheduler's
+    count in nanoseconds (/proc/PID/task/TID/schedstat), or where the kernel keeps none,
+    utime + stime (/proc/PID/stat: ticks of 10 ms, a few % of a 10,000-handshake cell)."""
+    total = 0.0
     for pid in pids:
-        f = _stat(pid)
-        total += int(f[11]) + int(f[12])
-    return total / TICK
+        try:
+            total += sum(int((task / "schedstat").read_text().split()[0])
+                         for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+        except (OSError, ValueError, IndexError):
+            f = _stat(pid)
+            total += (int(f[11]) + int(f[12])) / TICK
+    return total
 
 
 def rss_bytes(pids: Sequence[int]) -> int:
@@ -321,6 +328,18 @@ def wait_conntrack(limit: int, timeout: float = 150) -> None:
         print(f"  waiting for conntrack entries to expire: {count:,} > {limit:,}", flush=True)
         time.sleep(10)
         count = conntrack()
+
+
+def wait_quiet(limit: float = QUIET_LOAD, timeout: float = 180) -> None:
+    """Wait (at most ``timeout``) until the one-minute load average is under ``limit``. A
+    handshake cell is two busy cores, so whatever else runs skews it, and right after a
+    big run the kernel is still tearing down its connections: a cell measured then, with
+    the load average still at 9 (2026-12-04 18:52), put ringcast's connect time 3-6 %
+    above bun's, and the same cells an hour later on a quiet machine 6-10 % below."""
+    deadline = time.monotonic() + timeout
+    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
+        print(f"  waiting for a quiet machine: load average {loadavg()}", flush=True)
+        time.sleep(10)
 
 
 def tcp_text(cell: dict[str, Any]) -> str:
@@ -539,6 +558,7 @@ def failures(phase: dict[str, Any]) -> str:
 def handshakes(server: Server, n: int, tag: str) -> dict[str, Any]:
     """Cell (i): n handshakes, one client on core 1, the server alone on core 0."""
     wait_conntrack(150_000)
+    wait_quiet()
     res: dict[str, Any] = {"loadavg_before": loadavg(), "server": server.name}
     port = free_port()
     watch = KernelWatch()
@@ -769,17 +789,17 @@ def handshake_tables(runs: list[dict[str, Any]], n: int) -> list[str]:
             out.append(f"| {label} | {i} | " + " | ".join(row) + " |")
     out += ["", "Raw numbers:", "",
             "| server | run | opened | failed | connect s | handshakes/s | handshake p50 / p99 "
-            "ms | server CPU s | server CPU µs/handshake | client CPU µs/handshake (user) | "
-            "client core busy | server log warnings | TCP counters (system-wide) | "
-            "load avg before |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "ms | server CPU s | server CPU µs/handshake | server core busy | "
+            "client CPU µs/handshake (user) | client core busy | server log warnings | "
+            "TCP counters (system-wide) | load avg before |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         for i, run in enumerate(runs, 1):
             r = run["handshakes"].get(name)
             if r is None:
                 continue
             if "error" in r:
-                out.append(f"| {name} | {i} | {cell_error(r)} ||||||||||| "
+                out.append(f"| {name} | {i} | {cell_error(r)} |||||||||||| "
                            f"{r['loadavg_before']} |")
                 continue
             c = r["connect"]
@@ -789,6 +809,7 @@ def handshake_tables(runs: list[dict[str, Any]], n: int) -> list[str]:
                 f"{fmt(c['seconds'])} | {fmt(c['opened'] / c['seconds'])} | "
                 f"{fmt(c['p50_ms'])} / {fmt(c['p99_ms'])} | {fmt(r['server_cpu_s'])} | "
                 f"{fmt(r['server_cpu_us_per_handshake'])} | "
+                f"{r['server_cpu_s'] / c['seconds']:.0%} | "
                 f"{fmt(c['client_cpu_us_per_handshake'])} "
                 f"({fmt(c['client_user_cpu_s'] * 1e6 / max(c['opened'], 1))}) | "
                 f"{r['client_core_busy']:.0%} | {r['log']['count']} | {tcp_text(r)} | "
@@ -918,12 +939,16 @@ def section(raw: dict[str, Any]) -> str:
             "therefore pays for the server's side of the TCP handshake (the SYN's request "
             "socket, the child socket made at the final ACK, netfilter's conntrack) and for "
             "the receipt of its own upgrade request, and the server pays for the client's "
-            "receipt of the 101. \"Server CPU per handshake\" (utime + stime of "
-            "/proc/PID/stat, every thread) is thus the server's own work, accept to 101 and "
-            "the subscription, split the same way for every server. storm.c's CPU is almost "
+            "receipt of the 101. \"Server CPU per handshake\" (the scheduler's count, "
+            "/proc/PID/task/*/schedstat, every thread; until 2026-12-04 21:50 UTC utime + "
+            "stime of /proc/PID/stat, in ticks of 10 ms) is thus the server's own work, "
+            "accept to 101 and the subscription, split the same way for every server. "
+            "storm.c's CPU is almost "
             "all the kernel's (its user time, in brackets, is a few µs a handshake); "
-            "\"client core busy\" is its CPU over the connect time: near 100%, the connect "
-            "time is the client's, not the server's. \"TCP counters\" are the changes of "
+            "\"client core busy\" is its CPU over the connect time, \"server core busy\" the "
+            "server's: the one near 100% is what bounds the cell (both near it: either "
+            "would). Each handshake cell waits for the one-minute load average to fall "
+            "under 1 first (at most 180 s). \"TCP counters\" are the changes of "
             "/proc/net/netstat's TcpExt counters during the cell, for the whole machine (other "
             "work ran on it too): a full accept queue (ListenOverflows, ListenDrops), a full "
             "SYN queue (SyncookiesSent, TCPReqQFull*), SYNs sent again (TCPSynRetrans), SYNs "
