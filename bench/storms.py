@@ -333,9 +333,10 @@ def wait_conntrack(limit: int, timeout: float = 150) -> None:
 def wait_quiet(limit: float = QUIET_LOAD, timeout: float = 180) -> None:
     """Wait (at most ``timeout``) until the one-minute load average is under ``limit``. A
     handshake cell is two busy cores, so whatever else runs skews it, and right after a
-    big run the kernel is still tearing down its connections: a cell measured then, with
-    the load average still at 9 (2026-12-04 18:52), put ringcast's connect time 3-6 %
-    above bun's, and the same cells an hour later on a quiet machine 6-10 % below."""
+    big run the kernel is still tearing down its connections. Six runs measured then, the
+    load average still at 9 (2026-12-04 18:52), put ringcast's mean connect time 3-6 %
+    above bun's; the same runs on a quiet machine that evening, from 0.5 % above to 10 %
+    below."""
     deadline = time.monotonic() + timeout
     while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
         print(f"  waiting for a quiet machine: load average {loadavg()}", flush=True)
