@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ringcast.loadtest import procstat
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEERS = BENCH / "peers"
@@ -96,7 +98,6 @@ CLIENTS = 6
 QUIET_LOAD = 1.0           # one-minute load average a handshake cell waits to be under
 PUBLISH_EVERY = 2.0        # seconds, during the storm (a publish to 100,000 costs ~1.8 s CPU)
 CONNTRACK_QUIET = 40_000   # conntrack entries left before a big cell starts
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -225,45 +226,19 @@ def snapshot() -> None:
 # -- processes: CPU, memory -------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
-
-
 def children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int(_stat(int(d.name))[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return sorted(out)
+    """The process's children (a supervisor's workers)."""
+    return sorted(procstat.children(pid))
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU time of the processes, every live thread of each, in seconds: the scheduler's
-    count in nanoseconds (/proc/PID/task/TID/schedstat), or where the kernel keeps none,
-    utime + stime (/proc/PID/stat: ticks of 10 ms, a few % of a 10,000-handshake cell)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            total += sum(int((task / "schedstat").read_text().split()[0])
-                         for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
-        except (OSError, ValueError, IndexError):
-            f = _stat(pid)
-            total += (int(f[11]) + int(f[12])) / TICK
-    return total
+    """CPU time of the processes, every thread of each, in seconds (the scheduler's count
+    in nanoseconds where the kernel keeps it: a 10 ms tick is a few % of a cell)."""
+    return sum(procstat.sample(pid, pss=False).cpu_ns for pid in pids) / 1e9
 
 
 def rss_bytes(pids: Sequence[int]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
+    return sum(procstat.sample(pid, pss=False).rss_bytes for pid in pids)
 
 
 # -- the kernel's view: TCP counters, conntrack, kernel log ----------------------------
