@@ -916,7 +916,7 @@ def section(raw: dict[str, Any]) -> str:
             "socket, the child socket made at the final ACK, netfilter's conntrack) and for "
             "the receipt of its own upgrade request, and the server pays for the client's "
             "receipt of the 101. \"Server CPU per handshake\" (the scheduler's count, "
-            "/proc/PID/task/*/schedstat, every thread; until 2026-12-04 21:50 UTC utime + "
+            "/proc/PID/task/*/schedstat, every thread; until 2026-12-04 21:40 UTC utime + "
             "stime of /proc/PID/stat, in ticks of 10 ms) is thus the server's own work, "
             "accept to 101 and the subscription, split the same way for every server. "
             "storm.c's CPU is almost "
